@@ -1,0 +1,72 @@
+/* kiln — a neural-network training engine in C.
+ * Public API. Every function returns a kn_status (KN_OK == 0) and, on error,
+ * leaves a message in the context: kn_ctx_message(ctx). The library never exits. */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_VERSION "0.1.0"
+
+typedef enum {
+    KN_OK = 0,
+    KN_ERR_INVALID = 1, /* bad argument or value */
+    KN_ERR_CONFIG = 2,  /* config file: unknown key, bad value, unknown layer */
+    KN_ERR_SHAPE = 3,   /* shapes that do not fit together */
+    KN_ERR_IO = 4,      /* missing / unreadable / unwritable file */
+    KN_ERR_FORMAT = 5,  /* corrupt or unexpected file content */
+    KN_ERR_NOMEM = 6,   /* allocation failed */
+    KN_ERR_INTERNAL = 7,
+    KN_ERR_INTERRUPTED = 8
+} kn_status;
+
+typedef struct kn_ctx kn_ctx;
+
+kn_ctx *kn_ctx_new(void);
+void kn_ctx_free(kn_ctx *ctx);
+const char *kn_ctx_message(const kn_ctx *ctx);
+int kn_ctx_code(const kn_ctx *ctx);
+void kn_ctx_clear(kn_ctx *ctx);
+
+/* ---- configs ---- */
+typedef struct kn_config kn_config;
+/* Parse an INI model/run file. */
+int kn_config_load(kn_ctx *ctx, const char *path, kn_config **out);
+/* Parse INI text held in memory; `name` is used in messages in place of a path. */
+int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_config **out);
+/* Apply "section.key=value" (an override from the command line). */
+int kn_config_set(kn_ctx *ctx, kn_config *cfg, const char *assignment);
+void kn_config_free(kn_config *cfg);
+
+/* ---- training ---- */
+typedef struct {
+    const char *run_dir; /* NULL: runs/<config name> */
+    int threads;         /* 0: all cores */
+    int64_t seed;        /* <0: from config (train.seed) */
+    int progress;        /* -1 auto (terminal?), 0 plain lines, 1 progress bar */
+    int quiet;           /* 1: print nothing but errors */
+} kn_train_options;
+
+typedef struct {
+    double final_train_loss;
+    double val_loss, val_accuracy;   /* last validation pass */
+    double test_loss, test_accuracy; /* final pass over the test set */
+    int64_t steps;
+    double seconds;
+} kn_train_result;
+
+void kn_train_options_init(kn_train_options *o);
+int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res);
+
+/* Evaluate a run directory (or a checkpoint file inside one) on its test set. */
+int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

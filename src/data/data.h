@@ -1,0 +1,76 @@
+/* kiln — data: IDX files (plain or gzip, via zlib), datasets, seeded shuffling,
+ * batching and a prefetch thread. Nothing here knows about graphs. */
+#ifndef KN_DATA_H
+#define KN_DATA_H
+
+#include "core/core.h"
+
+/* An IDX file of unsigned bytes (type 0x08), 1 to 4 dimensions. */
+typedef struct {
+    int nd;
+    int64_t dims[4];
+    uint8_t *data; /* malloc'ed, prod(dims) bytes */
+} kn_idx;
+
+/* Load an IDX file, gzip-compressed or not (detected from content). Errors name the
+ * path and say what is wrong: missing file, unreadable, bad magic, unsupported
+ * element type, truncated data (expected N bytes, found M), trailing garbage,
+ * corrupt gzip stream. */
+int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out);
+void kn_idx_free(kn_idx *x);
+/* Write an IDX u8 file (gzip-compressed if gz != 0). Used by tests and tools. */
+int kn_idx_write(kn_ctx *ctx, const char *path, int nd, const int64_t *dims, const uint8_t *data,
+                 int gz);
+
+/* An image-classification dataset held in memory as bytes. */
+typedef struct {
+    int64_t n;         /* samples */
+    int channels, rows, cols;
+    int nclasses;      /* max label + 1 */
+    uint8_t *images;   /* n * channels*rows*cols */
+    uint8_t *labels;   /* n */
+} kn_dataset;
+
+/* Load images + labels IDX pair; checks that counts match and labels < 256. */
+int kn_dataset_load(kn_ctx *ctx, const char *images_path, const char *labels_path,
+                    kn_dataset *out);
+void kn_dataset_free(kn_dataset *d);
+/* Mean and standard deviation of all pixel values scaled to [0,1]. */
+void kn_dataset_stats(const kn_dataset *d, double *mean, double *std);
+/* Seeded split: a permutation of 0..n-1 from `seed`; the first n - nval go to
+ * train, the rest to validation. Arrays malloc'ed. */
+int kn_dataset_split(kn_ctx *ctx, int64_t n, int64_t nval, uint64_t seed, int64_t **train_idx,
+                     int64_t *ntrain, int64_t **val_idx, int64_t *nval_out);
+
+/* Batches from a dataset (or a subset given by indices), normalised to
+ * (x/255 - mean)/std as float32 NCHW, labels as int32.
+ * The order of epoch e is a Fisher-Yates shuffle seeded from (seed, e): it depends only
+ * on the seed and the epoch number, so a run can resume mid-epoch from (epoch, batch).
+ * With prefetch, a background thread prepares the next batches into a ring of
+ * buffers allocated at creation (no allocation per batch). */
+typedef struct kn_loader kn_loader;
+
+typedef struct {
+    const kn_dataset *ds;
+    const int64_t *indices; /* NULL: all samples */
+    int64_t n;              /* number of indices (ignored if indices == NULL) */
+    int batch;
+    int shuffle;
+    int drop_last;          /* training: drop the last incomplete batch */
+    uint64_t seed;
+    float mean, std;
+    int prefetch;           /* 0: synchronous; >0: ring depth */
+} kn_loader_config;
+
+int kn_loader_create(kn_ctx *ctx, const kn_loader_config *cfg, kn_loader **out);
+/* Batches per epoch. */
+int64_t kn_loader_batches(const kn_loader *L);
+/* Start epoch `epoch` at batch `first_batch` (0 normally; >0 when resuming). */
+void kn_loader_start_epoch(kn_loader *L, int64_t epoch, int64_t first_batch);
+/* Copy the next batch into x (batch*C*H*W floats) and y (batch ints). Returns the
+ * number of samples in it (== batch except possibly the last one when !drop_last),
+ * 0 at the end of the epoch. */
+int kn_loader_next(kn_loader *L, float *x, int32_t *y);
+void kn_loader_free(kn_loader *L);
+
+#endif
