@@ -1,2 +1,165 @@
+/* kiln — the command-line interface. Errors from the library are printed here, as
+ * one line "kiln: error: ..." with a non-zero exit status. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <stdio.h>
-int main(void){puts("kiln placeholder");return 0;}
+#include <stdlib.h>
+#include <string.h>
+
+#include "kiln.h"
+
+static const char *const USAGE =
+    "kiln " KILN_VERSION " — a neural-network training engine\n"
+    "\n"
+    "Usage:\n"
+    "  kiln train CONFIG [options]      train the model described by CONFIG (an INI file)\n"
+    "  kiln eval RUN_DIR|CHECKPOINT [--threads N]\n"
+    "                                   evaluate a trained model on its test set\n"
+    "  kiln --help                      show this help\n"
+    "  kiln --version                   show the version\n"
+    "\n"
+    "Options for train:\n"
+    "  --set SECTION.KEY=VALUE   override a config value (repeatable), e.g. --set optimizer.lr=3e-4\n"
+    "  --run-dir DIR             where config.ini, metrics.jsonl and model.safetensors go\n"
+    "                            (default: train.run_dir, else runs/<config name>)\n"
+    "  --threads N               worker threads for kiln and oneDNN (default: train.threads, else all cores)\n"
+    "  --seed S                  random seed for initialisation, data order and dropout (default: train.seed, else 1)\n"
+    "  --progress                always draw the progress bar (default: only on a terminal)\n"
+    "  --no-progress             print plain periodic lines (every train.log_every steps)\n"
+    "  --quiet                   print nothing but errors\n"
+    "\n"
+    "A run directory holds config.ini (the effective config), metrics.jsonl (one JSON object per\n"
+    "logged step, epoch and the final test) and model.safetensors (the trained parameters).\n"
+    "Same seed and thread count give bit-identical results.\n"
+    "\n"
+    "Config: one [section] per layer in order (type = linear | conv2d | maxpool2d | avgpool2d |\n"
+    "global_avgpool | batchnorm | relu | leaky_relu | gelu | silu | tanh | sigmoid | dropout |\n"
+    "flatten | reshape | add | concat), plus [data], [train] and [optimizer]. See examples/ and\n"
+    "docs/CONFIG.md.\n"
+    "\n"
+    "Exit status: 0 success, 1 error (message on stderr), 2 bad command line.\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "kiln: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun 'kiln --help' for usage.\n");
+    return 2;
+}
+
+static int parse_int(const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || !*s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+static int fail(kn_ctx *ctx) {
+    fprintf(stderr, "kiln: error: %s\n", kn_ctx_message(ctx));
+    return 1;
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *config = NULL;
+    kn_train_options o;
+    kn_train_options_init(&o);
+    const char *sets[256];
+    int nsets = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        int need = !strcmp(a, "--set") || !strcmp(a, "--run-dir") || !strcmp(a, "--threads") || !strcmp(a, "--seed");
+        if (need) {
+            if (i + 1 >= argc) return usage_error("option %s needs a value", a);
+            val = argv[++i];
+        }
+        if (!strcmp(a, "--set")) {
+            if (nsets == 256) return usage_error("%s", "too many --set options");
+            sets[nsets++] = val;
+        } else if (!strncmp(a, "--set=", 6)) {
+            if (nsets == 256) return usage_error("%s", "too many --set options");
+            sets[nsets++] = a + 6;
+        } else if (!strcmp(a, "--run-dir")) {
+            o.run_dir = val;
+        } else if (!strcmp(a, "--threads")) {
+            long long v;
+            if (parse_int(val, &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", val);
+            o.threads = (int)v;
+        } else if (!strcmp(a, "--seed")) {
+            long long v;
+            if (parse_int(val, &v) || v < 0) return usage_error("--seed '%s': expected a non-negative integer", val);
+            o.seed = v;
+        } else if (!strcmp(a, "--progress")) {
+            o.progress = 1;
+        } else if (!strcmp(a, "--no-progress")) {
+            o.progress = 0;
+        } else if (!strcmp(a, "--quiet")) {
+            o.quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return usage_error("unknown option '%s' for train", a);
+        } else if (!config) {
+            config = a;
+        } else {
+            return usage_error("unexpected argument '%s' (train takes one CONFIG)", a);
+        }
+    }
+    if (!config) return usage_error("%s", "train needs a CONFIG file, e.g. kiln train examples/fashion_mnist_cnn.ini");
+    kn_ctx *ctx = kn_ctx_new();
+    kn_config *cfg = NULL;
+    int rc = kn_config_load(ctx, config, &cfg);
+    for (int i = 0; !rc && i < nsets; i++) rc = kn_config_set(ctx, cfg, sets[i]);
+    kn_train_result r;
+    if (!rc) rc = kn_train(ctx, cfg, &o, &r);
+    int status = rc ? fail(ctx) : 0;
+    kn_config_free(cfg);
+    kn_ctx_free(ctx);
+    return status;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *target = NULL;
+    int threads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads")) {
+            long long v;
+            if (i + 1 >= argc) return usage_error("option %s needs a value", argv[i]);
+            if (parse_int(argv[++i], &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
+            threads = (int)v;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage_error("unknown option '%s' for eval", argv[i]);
+        } else if (!target) {
+            target = argv[i];
+        } else {
+            return usage_error("unexpected argument '%s' (eval takes one RUN_DIR or CHECKPOINT)", argv[i]);
+        }
+    }
+    if (!target) return usage_error("%s", "eval needs a run directory or a checkpoint, e.g. kiln eval runs/fashion_mnist_cnn");
+    kn_ctx *ctx = kn_ctx_new();
+    kn_train_result r;
+    int rc = kn_eval(ctx, target, threads, &r);
+    int status = 0;
+    if (rc) status = fail(ctx);
+    else printf("test: loss %.4f, accuracy %.2f%% (%.1fs)\n", r.test_loss, 100.0 * r.test_accuracy, r.seconds);
+    kn_ctx_free(ctx);
+    return status;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        printf("kiln %s\n", KILN_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    return usage_error("unknown command '%s' (commands: train, eval)", cmd);
+}

@@ -36,7 +36,12 @@ void kn_err_prefix(kn_ctx *ctx, const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, ctx->msg, sizeof old);
-    snprintf(ctx->msg, sizeof ctx->msg, "%s%s", pre, old);
+    size_t lp = strlen(pre), lo = strlen(old);
+    if (lp >= sizeof ctx->msg) lp = sizeof ctx->msg - 1;
+    if (lp + lo >= sizeof ctx->msg) lo = sizeof ctx->msg - 1 - lp;
+    memcpy(ctx->msg, pre, lp);
+    memcpy(ctx->msg + lp, old, lo);
+    ctx->msg[lp + lo] = 0;
 }
 
 /* ---------- shapes ---------- */

@@ -1,0 +1,229 @@
+/* kiln — graph, autodiff, planner and executor.
+ *
+ * Define: layers call kn_g_input / kn_g_param / kn_g_state / kn_g_op to build a
+ *         static forward graph; each op's shape rule runs as the node is added.
+ * Plan:   kn_g_compile appends the backward (reverse order, gradients summed where a
+ *         tensor feeds several ops), assigns every tensor a step interval [first,last]
+ *         and an offset in one arena (best fit by liveness), creates backend
+ *         primitives once, and allocates the arena once.
+ * Run:    kn_g_forward / kn_g_backward run the step list (or a sub-range) with no
+ *         allocation.
+ *
+ * Parameters, their gradients and persistent state (BatchNorm running statistics)
+ * live in a kn_store shared by every graph built from one model (train and eval
+ * graphs), packed contiguously so an optimizer makes one pass over them. */
+#ifndef KN_GRAPH_H
+#define KN_GRAPH_H
+
+#include <stdio.h>
+
+#include "core/core.h"
+
+typedef struct kn_graph kn_graph;
+typedef struct kn_node kn_node;
+typedef struct kn_op kn_op;
+typedef struct kn_rt kn_rt;
+
+/* ---------------- parameter store ---------------- */
+typedef enum {
+    KN_INIT_ZEROS = 0, KN_INIT_ONES, KN_INIT_CONST,
+    KN_INIT_KAIMING_UNIFORM, KN_INIT_KAIMING_NORMAL,
+    KN_INIT_XAVIER_UNIFORM, KN_INIT_XAVIER_NORMAL,
+    KN_INIT_UNIFORM, KN_INIT_NORMAL
+} kn_init_kind;
+
+typedef struct {
+    kn_init_kind kind;
+    double a;      /* CONST: value; UNIFORM: bound; NORMAL: std; KAIMING: leaky slope */
+    int64_t fan_in, fan_out;
+} kn_init;
+
+typedef struct {
+    char name[96];   /* "conv1.weight" */
+    char layer[64];
+    kn_shape shape;
+    int64_t offset;  /* in floats, into store->param/grad (params) or store->state */
+    int64_t numel;
+    int is_state;    /* 0: trainable parameter; 1: persistent state (no gradient) */
+    kn_init init;
+} kn_store_entry;
+
+typedef struct {
+    kn_store_entry *e;
+    int n, cap;
+    int64_t nparam, nstate;   /* float counts */
+    float *param, *grad, *state; /* allocated by kn_store_alloc */
+    int frozen;                /* after alloc: new entries are errors */
+} kn_store;
+
+void kn_store_init(kn_store *s);
+void kn_store_free(kn_store *s);
+/* Allocate param/grad/state once all graphs have registered their entries. */
+int kn_store_alloc(kn_ctx *ctx, kn_store *s);
+/* Fill parameters and states from their initialisers, drawing from rng in entry order. */
+void kn_store_init_values(kn_store *s, kn_rng *rng);
+const kn_store_entry *kn_store_find(const kn_store *s, const char *name);
+float *kn_store_data(kn_store *s, const kn_store_entry *e); /* param or state pointer */
+
+/* ---------------- values (tensors) ---------------- */
+typedef enum {
+    KN_VAL_ACT = 0,  /* produced by a node, lives in the arena */
+    KN_VAL_INPUT,    /* fed by the caller each step (images, labels), arena */
+    KN_VAL_PARAM,    /* trainable, in the store */
+    KN_VAL_STATE,    /* persistent, in the store */
+    KN_VAL_GRAD,     /* gradient of an ACT value (arena) */
+    KN_VAL_PGRAD,    /* gradient of a PARAM (store->grad) */
+    KN_VAL_TEMP,     /* temporary for a gradient contribution that is summed */
+    KN_VAL_SCRATCH   /* per-step scratch of a node */
+} kn_val_kind;
+
+typedef struct {
+    char name[96];
+    kn_dtype dtype;
+    kn_shape shape;
+    kn_val_kind kind;
+    int producer;    /* node index, -1 for inputs/params/states */
+    int out_slot;    /* which output of the producer */
+    int needs_grad;  /* a gradient flows to it */
+    int grad;        /* value id of its gradient, -1 if none */
+    int store_idx;   /* PARAM/STATE/PGRAD: index into the store's entries */
+    int keep;        /* read by the caller after the step (loss, logits): live to the end */
+    /* planned */
+    size_t bytes;
+    int first, last; /* step interval in which it is live */
+    size_t offset;   /* arena offset (arena kinds) */
+    float *data;     /* resolved pointer (use kn_ptr / kn_iptr) */
+} kn_value;
+
+/* ---------------- ops ---------------- */
+#define KN_MAX_IN 8
+#define KN_MAX_OUT 4
+#define KN_NATTR_I 16
+#define KN_NATTR_F 8
+
+/* Per-op attributes; each op documents what its slots mean. */
+typedef struct {
+    int64_t i[KN_NATTR_I];
+    double f[KN_NATTR_F];
+} kn_attrs;
+
+struct kn_node {
+    const kn_op *op;
+    int nin, nout;
+    int in[KN_MAX_IN];
+    int out[KN_MAX_OUT]; /* out[0]: the result; others: saved for backward (no grad) */
+    kn_attrs a;
+    char layer[64];      /* layer (config section) that emitted it */
+    int index;
+    void *priv;          /* backend state (oneDNN primitives), made by prepare() */
+    size_t scratch_fwd, scratch_bwd; /* bytes, set by prepare() */
+    int scratch_fwd_val, scratch_bwd_val; /* value ids, -1 if none */
+};
+
+/* Runtime state handed to kernels. */
+struct kn_rt {
+    kn_graph *g;
+    int training;
+    uint64_t seed;       /* run seed (dropout masks are hashed from seed, step, node) */
+    int64_t step;        /* global training step */
+    void *scratch;       /* this step's scratch (scratch_fwd or scratch_bwd bytes) */
+};
+
+typedef enum { KN_BACKEND_CPU = 0, KN_NUM_BACKENDS } kn_backend;
+
+typedef struct {
+    /* Create primitives (once, at compile time); set n->scratch_fwd/bwd. Optional. */
+    int (*prepare)(kn_graph *g, kn_node *n, kn_ctx *ctx);
+    void (*release)(kn_node *n);
+    void (*forward)(const kn_node *n, kn_rt *rt);
+    /* Write (overwrite, never accumulate) the gradient of input i into din[i] for
+     * each i with din[i] != NULL. dout[j] is the gradient of output j (NULL for
+     * saved outputs, which have none). Forward inputs/outputs are read through rt. */
+    void (*backward)(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout);
+} kn_kernels;
+
+struct kn_op {
+    const char *name;
+    /* Shape rule: check the inputs (n->in are set) and declare the outputs with
+     * kn_g_declare_out. Errors say what was expected; the caller adds the layer. */
+    int (*infer)(kn_graph *g, kn_node *n, kn_ctx *ctx);
+    double (*flops_fwd)(const kn_graph *g, const kn_node *n);
+    double (*flops_bwd)(const kn_graph *g, const kn_node *n);
+    /* Bitmasks: which inputs / outputs the backward reads (keeps them alive). */
+    unsigned bwd_reads_in, bwd_reads_out;
+    /* Bitmask of inputs through which a gradient can flow (e.g. not labels). */
+    unsigned diff_inputs;
+    kn_kernels kernels[KN_NUM_BACKENDS];
+};
+
+/* ---------------- graph ---------------- */
+typedef struct {
+    int kind;        /* KN_STEP_FWD, KN_STEP_BWD, KN_STEP_ZERO */
+    int node;
+    int din[KN_MAX_IN];   /* per input: value id to write the gradient to, -1 none */
+    int accum[KN_MAX_IN]; /* 1: din is a TEMP to be added into the input's gradient */
+    int zero_val;         /* KN_STEP_ZERO: gradient value to clear */
+} kn_step;
+enum { KN_STEP_FWD = 0, KN_STEP_BWD = 1, KN_STEP_ZERO = 2 };
+
+struct kn_graph {
+    kn_store *store;
+    int training;
+    kn_backend backend;
+    kn_value *v;
+    int nv, vcap;
+    kn_node *n;
+    int nn, ncap;
+    int loss;            /* value id of the scalar loss, -1 for forward-only graphs */
+    kn_step *steps;
+    int nsteps, nfwd;    /* steps[0..nfwd) are forward, the rest backward */
+    void *arena;
+    size_t arena_bytes;  /* planned peak */
+    size_t naive_bytes;  /* every arena tensor its own buffer */
+    int compiled;
+    char cur_layer[64];  /* layer name stamped on nodes added next */
+};
+
+kn_graph *kn_g_new(kn_store *store, int training);
+void kn_g_free(kn_graph *g);
+void kn_g_set_layer(kn_graph *g, const char *layer);
+
+int kn_g_input(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape);
+/* Registers (or, for a second graph, finds) a store entry of that name. */
+int kn_g_param(kn_ctx *ctx, kn_graph *g, const char *name, kn_shape shape, kn_init init);
+int kn_g_state(kn_ctx *ctx, kn_graph *g, const char *name, kn_shape shape, kn_init init);
+/* Add a node; runs the op's shape rule. Returns the value id of its first output,
+ * or -1 with an error in ctx. */
+int kn_g_op(kn_ctx *ctx, kn_graph *g, const kn_op *op, const int *in, int nin, const kn_attrs *a);
+/* For infer(): declare output `slot` of node n. */
+int kn_g_declare_out(kn_graph *g, kn_node *n, int slot, kn_dtype dt, kn_shape shape);
+/* Mark a value as the loss (scalar) */
+void kn_g_set_loss(kn_graph *g, int vid);
+/* Mark a value as read by the caller after a step (keeps it alive to the end). */
+void kn_g_keep(kn_graph *g, int vid);
+
+/* Autodiff (if training and a loss is set) + plan + prepare + allocate. */
+int kn_g_compile(kn_ctx *ctx, kn_graph *g);
+/* Run forward steps. */
+void kn_g_forward(kn_graph *g, kn_rt *rt);
+/* Run backward steps (the loss gradient is seeded with 1, or, when
+ * seed_grad != NULL, the gradient of the loss value is copied from it). */
+void kn_g_backward(kn_graph *g, kn_rt *rt, const float *seed_grad);
+/* Run steps [from, to). */
+void kn_g_run_steps(kn_graph *g, kn_rt *rt, int from, int to);
+
+static inline float *kn_ptr(const kn_graph *g, int vid) { return g->v[vid].data; }
+static inline int32_t *kn_iptr(const kn_graph *g, int vid) { return (int32_t *)(void *)g->v[vid].data; }
+static inline const kn_shape *kn_shp(const kn_graph *g, int vid) { return &g->v[vid].shape; }
+static inline int64_t kn_numel(const kn_graph *g, int vid) { return kn_shape_numel(&g->v[vid].shape); }
+
+/* Per-layer memory / FLOP accounting for reports (kn_g_plan_print). */
+void kn_g_print_plan(const kn_graph *g, FILE *f);
+
+/* ---------------- the op registry ---------------- */
+extern const kn_op kn_op_linear, kn_op_conv2d, kn_op_maxpool2d, kn_op_avgpool2d,
+    kn_op_global_avgpool, kn_op_batchnorm, kn_op_relu, kn_op_leaky_relu, kn_op_gelu,
+    kn_op_silu, kn_op_tanh, kn_op_sigmoid, kn_op_dropout, kn_op_reshape, kn_op_add,
+    kn_op_concat, kn_op_softmax_ce, kn_op_mse;
+
+#endif

@@ -1,0 +1,524 @@
+/* kiln — layer builders and the model builder. See model.h.
+ * Adding a layer type: write a builder below (a few kn_g_op calls) and add it to
+ * the table at the end. The trainer does not change. */
+#define _POSIX_C_SOURCE 200809L
+#include "nn/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LAYERS 512
+#define MAX_LAYER_INPUTS 8
+
+typedef struct {
+    kn_ctx *ctx;
+    const kn_config *cfg;
+    const kn_cfg_section *sec;
+    kn_graph *g;
+    const char *name;
+    int in[MAX_LAYER_INPUTS];
+    int nin;
+} layer_ctx;
+
+typedef int (*layer_fn)(layer_ctx *L, int *out);
+
+typedef struct {
+    const char *type;
+    layer_fn build;
+    const char *const *keys; /* allowed keys besides the common ones */
+    const char *help;
+} layer_def;
+
+static const char *const k_common[] = {"type", "input", NULL};
+
+int kn_is_reserved_section(const char *name) {
+    return !strcmp(name, "data") || !strcmp(name, "train") || !strcmp(name, "optimizer") || !strcmp(name, "model");
+}
+
+/* ---------- helpers ---------- */
+static const char *const init_names[] = {"zeros", "ones", "constant", "kaiming_uniform", "kaiming_normal",
+                                         "xavier_uniform", "xavier_normal", "uniform", "normal", NULL};
+
+static int get_init(layer_ctx *L, const char *key, int def, int64_t fan_in, int64_t fan_out, kn_init *out) {
+    int k;
+    int rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, key, init_names, def, &k);
+    if (rc) return rc;
+    char skey[64];
+    snprintf(skey, sizeof skey, "%s_scale", key);
+    double a = 0;
+    double defa = (k == KN_INIT_UNIFORM || k == KN_INIT_NORMAL) ? 0.01 : 0.0;
+    if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, skey, defa, -1e6, 1e6, &a))) return rc;
+    out->kind = (kn_init_kind)k;
+    out->a = a;
+    out->fan_in = fan_in;
+    out->fan_out = fan_out;
+    return KN_OK;
+}
+
+static int one_input(layer_ctx *L) {
+    if (L->nin != 1) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: layer '%s' takes exactly one input, got %d",
+                      kn_cfg_where(L->cfg, L->sec, "input", w, sizeof w), L->name, L->nin);
+    }
+    return KN_OK;
+}
+
+static int emit(layer_ctx *L, const kn_op *op, const int *in, int nin, const kn_attrs *a, int *out) {
+    int v = kn_g_op(L->ctx, L->g, op, in, nin, a);
+    if (v < 0) return L->ctx->code ? L->ctx->code : KN_ERR_SHAPE;
+    *out = v;
+    return KN_OK;
+}
+
+static const char *const act_names[] = {"none", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", NULL};
+static const kn_op *const act_ops[] = {NULL, &kn_op_relu, &kn_op_leaky_relu, &kn_op_gelu, &kn_op_silu, &kn_op_tanh, &kn_op_sigmoid};
+
+/* optional `activation = relu` on layers that produce features */
+static int maybe_activation(layer_ctx *L, int *out) {
+    int k, rc;
+    if ((rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, "activation", act_names, 0, &k))) return rc;
+    if (k == 0) return KN_OK;
+    kn_attrs a = {0};
+    a.f[0] = 0.01;
+    int x = *out;
+    return emit(L, act_ops[k], &x, 1, &a, out);
+}
+
+/* ---------- layers ---------- */
+static const char *const k_linear[] = {"out", "bias", "init", "init_scale", "bias_init", "bias_init_scale", "activation", NULL};
+static int build_linear(layer_ctx *L, int *out) {
+    int rc;
+    int64_t o;
+    int bias;
+    if ((rc = one_input(L))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "out", -1, 1, 1 << 24, &o))) return rc;
+    if (o < 0) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: layer '%s' (linear) needs 'out = N' (the number of output features)",
+                      kn_cfg_where(L->cfg, L->sec, NULL, w, sizeof w), L->name);
+    }
+    if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "bias", 1, &bias))) return rc;
+    const kn_shape *xs = kn_shp(L->g, L->in[0]);
+    int64_t fan_in = xs->nd == 2 ? xs->d[1] : 1;
+    kn_init wi, bi;
+    if ((rc = get_init(L, "init", KN_INIT_KAIMING_UNIFORM, fan_in, o, &wi))) return rc;
+    if ((rc = get_init(L, "bias_init", KN_INIT_ZEROS, fan_in, o, &bi))) return rc;
+    char nm[96];
+    int in[3] = {L->in[0], -1, -1};
+    snprintf(nm, sizeof nm, "%s.weight", L->name);
+    if ((in[1] = kn_g_param(L->ctx, L->g, nm, kn_shape2(o, fan_in), wi)) < 0) return L->ctx->code;
+    if (bias) {
+        snprintf(nm, sizeof nm, "%s.bias", L->name);
+        if ((in[2] = kn_g_param(L->ctx, L->g, nm, kn_shape1(o), bi)) < 0) return L->ctx->code;
+    }
+    if ((rc = emit(L, &kn_op_linear, in, bias ? 3 : 2, NULL, out))) return rc;
+    return maybe_activation(L, out);
+}
+
+static const char *const k_conv[] = {"out_channels", "kernel", "stride", "padding", "groups", "bias", "init", "init_scale",
+                                     "bias_init", "bias_init_scale", "activation", NULL};
+static int build_conv2d(layer_ctx *L, int *out) {
+    int rc;
+    int64_t oc, k, s, p, gr;
+    int bias;
+    if ((rc = one_input(L))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "out_channels", -1, 1, 1 << 20, &oc))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "kernel", -1, 1, 1024, &k))) return rc;
+    if (oc < 0 || k < 0) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: layer '%s' (conv2d) needs 'out_channels = N' and 'kernel = K'",
+                      kn_cfg_where(L->cfg, L->sec, NULL, w, sizeof w), L->name);
+    }
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "stride", 1, 1, 1024, &s))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "padding", 0, 0, 1024, &p))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "groups", 1, 1, 1 << 20, &gr))) return rc;
+    if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "bias", 1, &bias))) return rc;
+    const kn_shape *xs = kn_shp(L->g, L->in[0]);
+    if (xs->nd != 4) {
+        char sh[64];
+        return kn_err(L->ctx, KN_ERR_SHAPE,
+                      "conv2d expects a 4-D input [batch, channels, height, width], got %s",
+                      kn_shape_str(xs, sh, sizeof sh));
+    }
+    int64_t cin = xs->d[1];
+    if (cin % gr || oc % gr) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: groups = %lld must divide the input channels (%lld) and out_channels (%lld)",
+                      kn_cfg_where(L->cfg, L->sec, "groups", w, sizeof w), (long long)gr, (long long)cin, (long long)oc);
+    }
+    int64_t fan_in = cin / gr * k * k, fan_out = oc / gr * k * k;
+    kn_init wi, bi;
+    if ((rc = get_init(L, "init", KN_INIT_KAIMING_UNIFORM, fan_in, fan_out, &wi))) return rc;
+    if ((rc = get_init(L, "bias_init", KN_INIT_ZEROS, fan_in, fan_out, &bi))) return rc;
+    char nm[96];
+    int in[3] = {L->in[0], -1, -1};
+    snprintf(nm, sizeof nm, "%s.weight", L->name);
+    if ((in[1] = kn_g_param(L->ctx, L->g, nm, kn_shape4(oc, cin / gr, k, k), wi)) < 0) return L->ctx->code;
+    if (bias) {
+        snprintf(nm, sizeof nm, "%s.bias", L->name);
+        if ((in[2] = kn_g_param(L->ctx, L->g, nm, kn_shape1(oc), bi)) < 0) return L->ctx->code;
+    }
+    kn_attrs a = {0};
+    a.i[0] = a.i[1] = s;
+    a.i[2] = a.i[3] = p;
+    a.i[4] = gr;
+    if ((rc = emit(L, &kn_op_conv2d, in, bias ? 3 : 2, &a, out))) return rc;
+    return maybe_activation(L, out);
+}
+
+static const char *const k_pool[] = {"kernel", "stride", "padding", "count_include_pad", NULL};
+static int build_pool(layer_ctx *L, int *out, const kn_op *op) {
+    int rc;
+    int64_t k, s, p;
+    int cip;
+    if ((rc = one_input(L))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "kernel", 2, 1, 1024, &k))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "stride", k, 1, 1024, &s))) return rc;
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "padding", 0, 0, 1024, &p))) return rc;
+    if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "count_include_pad", 1, &cip))) return rc;
+    kn_attrs a = {0};
+    a.i[0] = a.i[1] = k;
+    a.i[2] = a.i[3] = s;
+    a.i[4] = a.i[5] = p;
+    a.i[6] = cip;
+    return emit(L, op, L->in, 1, &a, out);
+}
+static int build_maxpool(layer_ctx *L, int *out) { return build_pool(L, out, &kn_op_maxpool2d); }
+static int build_avgpool(layer_ctx *L, int *out) { return build_pool(L, out, &kn_op_avgpool2d); }
+
+static const char *const k_none[] = {NULL};
+static int build_gap(layer_ctx *L, int *out) {
+    int rc;
+    if ((rc = one_input(L))) return rc;
+    return emit(L, &kn_op_global_avgpool, L->in, 1, NULL, out);
+}
+
+static const char *const k_bn[] = {"momentum", "eps", "activation", NULL};
+static int build_batchnorm(layer_ctx *L, int *out) {
+    int rc;
+    double mom, eps;
+    if ((rc = one_input(L))) return rc;
+    if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "momentum", 0.1, 0.0, 1.0, &mom))) return rc;
+    if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "eps", 1e-5, 0.0, 1.0, &eps))) return rc;
+    const kn_shape *xs = kn_shp(L->g, L->in[0]);
+    if (xs->nd != 2 && xs->nd != 4) {
+        char sh[64];
+        return kn_err(L->ctx, KN_ERR_SHAPE, "batchnorm expects [batch, features] or [batch, channels, height, width], got %s",
+                      kn_shape_str(xs, sh, sizeof sh));
+    }
+    int64_t C = xs->d[1];
+    char nm[96];
+    int in[5] = {L->in[0]};
+    kn_init one = {KN_INIT_ONES, 0, 0, 0}, zero = {KN_INIT_ZEROS, 0, 0, 0};
+    snprintf(nm, sizeof nm, "%s.weight", L->name);
+    if ((in[1] = kn_g_param(L->ctx, L->g, nm, kn_shape1(C), one)) < 0) return L->ctx->code;
+    snprintf(nm, sizeof nm, "%s.bias", L->name);
+    if ((in[2] = kn_g_param(L->ctx, L->g, nm, kn_shape1(C), zero)) < 0) return L->ctx->code;
+    snprintf(nm, sizeof nm, "%s.running_mean", L->name);
+    if ((in[3] = kn_g_state(L->ctx, L->g, nm, kn_shape1(C), zero)) < 0) return L->ctx->code;
+    snprintf(nm, sizeof nm, "%s.running_var", L->name);
+    if ((in[4] = kn_g_state(L->ctx, L->g, nm, kn_shape1(C), one)) < 0) return L->ctx->code;
+    kn_attrs a = {0};
+    a.f[0] = mom;
+    a.f[1] = eps;
+    if ((rc = emit(L, &kn_op_batchnorm, in, 5, &a, out))) return rc;
+    return maybe_activation(L, out);
+}
+
+static const char *const k_leaky[] = {"slope", NULL};
+static int build_act(layer_ctx *L, int *out, const kn_op *op) {
+    int rc;
+    double slope = 0.01;
+    if ((rc = one_input(L))) return rc;
+    if (op == &kn_op_leaky_relu && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope))) return rc;
+    kn_attrs a = {0};
+    a.f[0] = slope;
+    return emit(L, op, L->in, 1, &a, out);
+}
+static int build_relu(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_relu); }
+static int build_leaky(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_leaky_relu); }
+static int build_gelu(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_gelu); }
+static int build_silu(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_silu); }
+static int build_tanh(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_tanh); }
+static int build_sigmoid(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_sigmoid); }
+
+static const char *const k_dropout[] = {"p", NULL};
+static int build_dropout(layer_ctx *L, int *out) {
+    int rc;
+    double p;
+    if ((rc = one_input(L))) return rc;
+    if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "p", 0.5, 0.0, 0.999, &p))) return rc;
+    if (!L->g->training || p == 0.0) { *out = L->in[0]; return KN_OK; } /* identity outside training */
+    kn_attrs a = {0};
+    a.f[0] = p;
+    return emit(L, &kn_op_dropout, L->in, 1, &a, out);
+}
+
+static int build_flatten(layer_ctx *L, int *out) {
+    int rc;
+    if ((rc = one_input(L))) return rc;
+    const kn_shape *xs = kn_shp(L->g, L->in[0]);
+    if (xs->nd == 2) { *out = L->in[0]; return KN_OK; }
+    kn_attrs a = {0};
+    a.i[0] = 2;
+    a.i[1] = xs->d[0];
+    a.i[2] = -1;
+    return emit(L, &kn_op_reshape, L->in, 1, &a, out);
+}
+
+static const char *const k_reshape[] = {"shape", NULL};
+static int build_reshape(layer_ctx *L, int *out) {
+    int rc;
+    if ((rc = one_input(L))) return rc;
+    const char *dims[4];
+    int nd;
+    if ((rc = kn_cfg_list(L->ctx, L->cfg, L->sec, "shape", dims, 4, &nd))) return rc;
+    kn_attrs a = {0};
+    a.i[0] = nd + 1;
+    a.i[1] = kn_shp(L->g, L->in[0])->d[0];
+    for (int i = 0; i < nd; i++) {
+        char *end;
+        long long v = strtoll(dims[i], &end, 10);
+        if (*end || (v < 1 && v != -1)) {
+            char w[256];
+            return kn_err(L->ctx, KN_ERR_CONFIG, "%s: [%s] shape: '%s' is not a dimension (expected positive integers or -1, e.g. shape = 1, 28, 28)",
+                          kn_cfg_where(L->cfg, L->sec, "shape", w, sizeof w), L->name, dims[i]);
+        }
+        a.i[2 + i] = v;
+    }
+    if (nd == 0) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: layer '%s' (reshape) needs 'shape = D1, D2, ...' (without the batch)",
+                      kn_cfg_where(L->cfg, L->sec, NULL, w, sizeof w), L->name);
+    }
+    return emit(L, &kn_op_reshape, L->in, 1, &a, out);
+}
+
+static int build_add(layer_ctx *L, int *out) {
+    if (L->nin < 2) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: layer '%s' (add) needs two or more inputs, e.g. input = block1, shortcut",
+                      kn_cfg_where(L->cfg, L->sec, "input", w, sizeof w), L->name);
+    }
+    int acc = L->in[0], rc;
+    for (int i = 1; i < L->nin; i++) {
+        int pair[2] = {acc, L->in[i]};
+        if ((rc = emit(L, &kn_op_add, pair, 2, NULL, &acc))) return rc;
+    }
+    *out = acc;
+    return KN_OK;
+}
+
+static const char *const k_concat[] = {"axis", NULL};
+static int build_concat(layer_ctx *L, int *out) {
+    int rc;
+    int64_t axis;
+    if (L->nin < 2) {
+        char w[256];
+        return kn_err(L->ctx, KN_ERR_CONFIG, "%s: layer '%s' (concat) needs two or more inputs, e.g. input = a, b",
+                      kn_cfg_where(L->cfg, L->sec, "input", w, sizeof w), L->name);
+    }
+    if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "axis", 1, 1, 4, &axis))) return rc;
+    kn_attrs a = {0};
+    a.i[0] = axis;
+    return emit(L, &kn_op_concat, L->in, L->nin, &a, out);
+}
+
+static const layer_def layers[] = {
+    {"linear", build_linear, k_linear, "fully connected: out = N"},
+    {"conv2d", build_conv2d, k_conv, "2-D convolution: out_channels, kernel, stride, padding, groups"},
+    {"maxpool2d", build_maxpool, k_pool, "max pooling: kernel, stride, padding"},
+    {"avgpool2d", build_avgpool, k_pool, "average pooling: kernel, stride, padding, count_include_pad"},
+    {"global_avgpool", build_gap, k_none, "mean over height and width: [N,C,H,W] -> [N,C]"},
+    {"batchnorm", build_batchnorm, k_bn, "batch normalisation (1d or 2d by input rank): momentum, eps"},
+    {"relu", build_relu, k_none, ""},
+    {"leaky_relu", build_leaky, k_leaky, "slope"},
+    {"gelu", build_gelu, k_none, ""},
+    {"silu", build_silu, k_none, ""},
+    {"tanh", build_tanh, k_none, ""},
+    {"sigmoid", build_sigmoid, k_none, ""},
+    {"dropout", build_dropout, k_dropout, "p"},
+    {"flatten", build_flatten, k_none, "[N,...] -> [N, features]"},
+    {"reshape", build_reshape, k_reshape, "shape = D1, D2, ... (without the batch)"},
+    {"add", build_add, k_none, "element-wise sum of its inputs (residual)"},
+    {"concat", build_concat, k_concat, "concatenation of its inputs along axis (default 1, channels)"},
+};
+#define NLAYERS ((int)(sizeof layers / sizeof layers[0]))
+
+/* ---------- model ---------- */
+typedef struct {
+    const char *name;
+    int vid;
+} named;
+
+static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph *g, int64_t batch, int *x_out,
+                       int *y_out, int *out_out, int *loss_out) {
+    char w[256];
+    const char *type_names[NLAYERS + 1];
+    for (int i = 0; i < NLAYERS; i++) type_names[i] = layers[i].type;
+    type_names[NLAYERS] = NULL;
+
+    named *names = calloc(MAX_LAYERS + 1, sizeof *names);
+    if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    int nnames = 0;
+    int x = kn_g_input(g, "input", KN_F32, kn_shape4(batch, m->channels, m->height, m->width));
+    names[nnames].name = "input";
+    names[nnames++].vid = x;
+    int prev = x, rc = KN_OK, nlayers = 0;
+    for (int s = 0; s < cfg->nsec; s++) {
+        const kn_cfg_section *sec = &cfg->sec[s];
+        if (kn_is_reserved_section(sec->name)) continue;
+        if (!strcmp(sec->name, "input")) {
+            rc = kn_err(ctx, KN_ERR_CONFIG, "%s: 'input' is the name of the model's input; choose another layer name",
+                        kn_cfg_where(cfg, sec, NULL, w, sizeof w));
+            goto out;
+        }
+        if (nnames >= MAX_LAYERS) { rc = kn_err(ctx, KN_ERR_CONFIG, "too many layers (at most %d)", MAX_LAYERS); goto out; }
+        int t;
+        if (!kn_cfg_get(sec, "type")) {
+            rc = kn_err(ctx, KN_ERR_CONFIG, "%s: section [%s] is a layer but has no 'type = ...' (one of linear, conv2d, batchnorm, relu, maxpool2d, ...; [data], [train] and [optimizer] are the other sections)",
+                        kn_cfg_where(cfg, sec, NULL, w, sizeof w), sec->name);
+            goto out;
+        }
+        if ((rc = kn_cfg_enum(ctx, cfg, sec, "type", type_names, -1, &t))) goto out;
+        const layer_def *def = &layers[t];
+        /* allowed keys: common + the layer's own */
+        const char *allowed[40];
+        int na = 0;
+        for (int i = 0; k_common[i]; i++) allowed[na++] = k_common[i];
+        for (int i = 0; def->keys[i] && na < 39; i++) allowed[na++] = def->keys[i];
+        allowed[na] = NULL;
+        char what[96];
+        snprintf(what, sizeof what, "a %s layer", def->type);
+        if ((rc = kn_cfg_check_keys(ctx, cfg, sec, allowed, what))) goto out;
+
+        layer_ctx L = {ctx, cfg, sec, g, sec->name, {0}, 0};
+        if (kn_cfg_get(sec, "input")) {
+            const char *in_names[MAX_LAYER_INPUTS];
+            int nin;
+            if ((rc = kn_cfg_list(ctx, cfg, sec, "input", in_names, MAX_LAYER_INPUTS, &nin))) goto out;
+            for (int i = 0; i < nin; i++) {
+                int found = -1;
+                for (int j = 0; j < nnames; j++)
+                    if (!strcmp(names[j].name, in_names[i])) found = names[j].vid;
+                if (found < 0) {
+                    rc = kn_err(ctx, KN_ERR_CONFIG, "%s: [%s] input '%s' is not the model input or an earlier layer (layers can only read layers above them)",
+                                kn_cfg_where(cfg, sec, "input", w, sizeof w), sec->name, in_names[i]);
+                    goto out;
+                }
+                L.in[L.nin++] = found;
+            }
+        } else {
+            L.in[L.nin++] = prev;
+        }
+        kn_g_set_layer(g, sec->name);
+        int outv = -1;
+        if ((rc = def->build(&L, &outv))) {
+            if (strncmp(ctx->msg, cfg->path, strlen(cfg->path)) != 0 && strncmp(ctx->msg, "--set", 5) != 0) {
+                char sh[64];
+                kn_err_prefix(ctx, "%s: layer '%s' (%s) with input %s: ", kn_cfg_where(cfg, sec, NULL, w, sizeof w),
+                              sec->name, def->type, kn_shape_str(kn_shp(g, L.in[0]), sh, sizeof sh));
+            }
+            goto out;
+        }
+        names[nnames].name = sec->name;
+        names[nnames++].vid = outv;
+        prev = outv;
+        nlayers++;
+    }
+    if (nlayers == 0) {
+        rc = kn_err(ctx, KN_ERR_CONFIG, "%s: no layers: add sections like [fc1] with type = linear", cfg->path);
+        goto out;
+    }
+    *x_out = x;
+    *out_out = prev;
+    if (g->training) {
+        const kn_shape *os = kn_shp(g, prev);
+        char sh[64];
+        if (os->nd != 2 || os->d[1] != m->nclasses) {
+            rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data has %d classes: expected [%lld,%d] (end with a linear layer with out = %d)",
+                        cfg->path, kn_shape_str(os, sh, sizeof sh), m->nclasses, (long long)batch, m->nclasses, m->nclasses);
+            goto out;
+        }
+        kn_g_set_layer(g, "loss");
+        int in[2] = {prev, -1}, loss;
+        if (m->loss_kind == KN_LOSS_CE) {
+            in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
+            loss = kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
+        } else {
+            in[1] = kn_g_input(g, "targets", KN_F32, kn_shape2(batch, m->nclasses));
+            loss = kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
+        }
+        if (loss < 0) { rc = ctx->code; goto out; }
+        *y_out = in[1];
+        *loss_out = loss;
+        kn_g_set_loss(g, loss);
+        kn_g_keep(g, prev);
+    } else {
+        kn_g_keep(g, prev);
+    }
+out:
+    free(names);
+    return rc;
+}
+
+int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                   int width, int nclasses, kn_model *m) {
+    memset(m, 0, sizeof *m);
+    kn_store_init(&m->store);
+    m->batch = batch;
+    m->eval_batch = eval_batch;
+    m->channels = channels;
+    m->height = height;
+    m->width = width;
+    m->nclasses = nclasses;
+    m->x_train = m->y_train = m->loss = m->x_eval = m->out_eval = m->out_train = -1;
+    static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
+    int lk, rc;
+    if ((rc = kn_cfg_enum(ctx, cfg, kn_cfg_find(cfg, "train"), "loss", loss_names, 0, &lk))) return rc;
+    m->loss_kind = (kn_loss_kind)lk;
+    if (batch > 0) {
+        m->train = kn_g_new(&m->store, 1);
+        if (!m->train) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+        if ((rc = build_graph(ctx, cfg, m, m->train, batch, &m->x_train, &m->y_train, &m->out_train, &m->loss))) return rc;
+    }
+    m->eval = kn_g_new(&m->store, 0);
+    if (!m->eval) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    int dummy_y = -1, dummy_loss = -1;
+    if ((rc = build_graph(ctx, cfg, m, m->eval, eval_batch, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss))) return rc;
+    if (m->train && (rc = kn_g_compile(ctx, m->train))) return rc;
+    if ((rc = kn_g_compile(ctx, m->eval))) return rc;
+    return KN_OK;
+}
+
+void kn_model_free(kn_model *m) {
+    kn_g_free(m->train);
+    kn_g_free(m->eval);
+    kn_store_free(&m->store);
+    memset(m, 0, sizeof *m);
+}
+
+void kn_model_init(kn_model *m, uint64_t seed) {
+    kn_rng r;
+    kn_rng_seed(&r, seed ^ 0x1234567ULL);
+    kn_store_init_values(&m->store, &r);
+}
+
+void kn_model_set_targets(kn_model *m, const int32_t *labels) {
+    if (m->loss_kind == KN_LOSS_CE) {
+        memcpy(kn_iptr(m->train, m->y_train), labels, (size_t)m->batch * sizeof(int32_t));
+    } else {
+        float *t = kn_ptr(m->train, m->y_train);
+        memset(t, 0, (size_t)(m->batch * m->nclasses) * sizeof(float));
+        for (int64_t i = 0; i < m->batch; i++)
+            if (labels[i] >= 0 && labels[i] < m->nclasses) t[i * m->nclasses + labels[i]] = 1.0f;
+    }
+}
+
+float kn_model_forward_backward(kn_model *m, kn_rt *rt) {
+    kn_g_forward(m->train, rt);
+    kn_g_backward(m->train, rt, NULL);
+    return kn_ptr(m->train, m->loss)[0];
+}

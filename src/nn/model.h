@@ -1,0 +1,45 @@
+/* kiln — layers and models. A layer is a config section whose `type` names one of
+ * the layer builders below; each builder is a small composition of ops. The model
+ * builder turns a config into a training graph (with loss) and an evaluation graph
+ * sharing one parameter store. The trainer sees only the result: named inputs, a
+ * loss, logits and the store. */
+#ifndef KN_MODEL_H
+#define KN_MODEL_H
+
+#include "config/config.h"
+#include "graph/graph.h"
+
+typedef enum { KN_LOSS_CE = 0, KN_LOSS_MSE = 1 } kn_loss_kind;
+
+typedef struct {
+    kn_store store;
+    kn_graph *train;   /* NULL when built for evaluation only */
+    kn_graph *eval;
+    int x_train, y_train, loss;  /* value ids in train: input, targets, loss */
+    int x_eval, out_eval;        /* value ids in eval: input, model output */
+    int out_train;               /* model output in the train graph */
+    int64_t batch, eval_batch;
+    int channels, height, width, nclasses;
+    kn_loss_kind loss_kind;
+} kn_model;
+
+/* Names of the sections that are not layers. */
+int kn_is_reserved_section(const char *name);
+
+/* Build from cfg. batch == 0: evaluation graph only. Compiles the graphs and
+ * allocates the store, but does not initialise parameter values (kn_model_init). */
+int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                   int width, int nclasses, kn_model *m);
+void kn_model_free(kn_model *m);
+/* Initialise parameters and states from their initialisers with a seeded RNG. */
+void kn_model_init(kn_model *m, uint64_t seed);
+
+/* Copy a batch of targets into the train graph's target input (labels for
+ * cross-entropy, one-hot rows for MSE). */
+void kn_model_set_targets(kn_model *m, const int32_t *labels);
+
+/* Forward + backward of one batch already placed in the train graph's inputs.
+ * Returns the loss. */
+float kn_model_forward_backward(kn_model *m, kn_rt *rt);
+
+#endif

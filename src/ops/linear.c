@@ -1,0 +1,110 @@
+/* linear: y[N,O] = x[N,I] · W[O,I]^T + b[O]   (inputs: x, W, optional b)
+ * Backward: dx = dy · W;  dW = dy^T · x;  db = column sums of dy.
+ * GEMMs run as oneDNN matmul primitives created once at plan time. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/dnnl_glue.h"
+#include "graph/graph.h"
+
+typedef struct {
+    kn_dnnl_prim fwd, bwd_data, bwd_w;
+} linear_priv;
+
+static int linear_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    char a[64], b[64];
+    if (n->nin < 2 || n->nin > 3) return kn_err(ctx, KN_ERR_SHAPE, "linear takes x, weight and an optional bias");
+    const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
+    if (x->nd != 2)
+        return kn_err(ctx, KN_ERR_SHAPE,
+                      "linear expects a 2-D input [batch, features], got %s; put a flatten layer before it",
+                      kn_shape_str(x, a, sizeof a));
+    if (w->nd != 2 || w->d[1] != x->d[1])
+        return kn_err(ctx, KN_ERR_SHAPE, "linear weight %s does not match input %s (expected [out, %lld])",
+                      kn_shape_str(w, a, sizeof a), kn_shape_str(x, b, sizeof b), (long long)x->d[1]);
+    if (n->nin == 3) {
+        const kn_shape *bs = kn_shp(g, n->in[2]);
+        if (bs->nd != 1 || bs->d[0] != w->d[0])
+            return kn_err(ctx, KN_ERR_SHAPE, "linear bias %s does not match %lld outputs", kn_shape_str(bs, a, sizeof a),
+                          (long long)w->d[0]);
+    }
+    return kn_g_declare_out(g, n, 0, KN_F32, kn_shape2(x->d[0], w->d[0])) < 0 ? KN_ERR_NOMEM : KN_OK;
+}
+
+static double linear_flops(const kn_graph *g, const kn_node *n) {
+    const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
+    return 2.0 * (double)x->d[0] * (double)x->d[1] * (double)w->d[0];
+}
+static double linear_flops_bwd(const kn_graph *g, const kn_node *n) { return 2.0 * linear_flops(g, n); }
+
+static void linear_release(kn_node *n) {
+    linear_priv *p = n->priv;
+    kn_dnnl_prim_free(&p->fwd);
+    kn_dnnl_prim_free(&p->bwd_data);
+    kn_dnnl_prim_free(&p->bwd_w);
+    free(p);
+    n->priv = NULL;
+}
+
+static int linear_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
+    int64_t N = x->d[0], I = x->d[1], O = w->d[0];
+    linear_priv *p = calloc(1, sizeof *p);
+    if (!p) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    n->priv = p;
+    int rc = kn_dnnl_matmul(ctx, &p->fwd, N, O, I, 0, 1, n->nin == 3);
+    if (!rc && g->training) rc = kn_dnnl_matmul(ctx, &p->bwd_data, N, I, O, 0, 0, 0);
+    if (!rc && g->training) rc = kn_dnnl_matmul(ctx, &p->bwd_w, O, I, N, 1, 0, 0);
+    if (rc) { linear_release(n); return rc; }
+    n->scratch_fwd = p->fwd.scratch;
+    n->scratch_bwd = p->bwd_data.scratch > p->bwd_w.scratch ? p->bwd_data.scratch : p->bwd_w.scratch;
+    return KN_OK;
+}
+
+static void linear_forward(const kn_node *n, kn_rt *rt) {
+    linear_priv *p = n->priv;
+    kn_graph *g = rt->g;
+    if (n->nin == 3) {
+        void *ptrs[4] = {kn_ptr(g, n->in[0]), kn_ptr(g, n->in[1]), kn_ptr(g, n->in[2]), kn_ptr(g, n->out[0])};
+        kn_dnnl_exec(&p->fwd, ptrs, rt->scratch);
+    } else {
+        void *ptrs[3] = {kn_ptr(g, n->in[0]), kn_ptr(g, n->in[1]), kn_ptr(g, n->out[0])};
+        kn_dnnl_exec(&p->fwd, ptrs, rt->scratch);
+    }
+}
+
+static void linear_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
+    linear_priv *p = n->priv;
+    kn_graph *g = rt->g;
+    const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
+    int64_t N = x->d[0], O = w->d[0];
+    float *dy = (float *)dout[0];
+    if (din[0]) {
+        void *ptrs[3] = {dy, kn_ptr(g, n->in[1]), din[0]};
+        kn_dnnl_exec(&p->bwd_data, ptrs, rt->scratch);
+    }
+    if (din[1]) {
+        void *ptrs[3] = {dy, kn_ptr(g, n->in[0]), din[1]};
+        kn_dnnl_exec(&p->bwd_w, ptrs, rt->scratch);
+    }
+    if (n->nin == 3 && din[2]) {
+        float *db = din[2];
+#pragma omp parallel for schedule(static) if (O * N > 65536)
+        for (int64_t o = 0; o < O; o++) {
+            double s = 0;
+            for (int64_t i = 0; i < N; i++) s += dy[i * O + o];
+            db[o] = (float)s;
+        }
+    }
+}
+
+const kn_op kn_op_linear = {
+    .name = "linear",
+    .infer = linear_infer,
+    .flops_fwd = linear_flops,
+    .flops_bwd = linear_flops_bwd,
+    .bwd_reads_in = 0x3, /* x, W */
+    .bwd_reads_out = 0,
+    .diff_inputs = 0x7,
+    .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, linear_forward, linear_backward}},
+};

@@ -1,0 +1,128 @@
+/* maxpool2d: y[N,C,OH,OW] = max over kh x kw windows of x[N,C,H,W].
+ * attrs: i[0]=kh i[1]=kw i[2]=sh i[3]=sw i[4]=ph i[5]=pw.
+ * PyTorch semantics: floor mode, OH = (H + 2 ph - kh) / sh + 1, padding acts as -inf,
+ * padding at most half the kernel (so every window holds a real element), the first
+ * maximum of a window wins ties, NaN propagates.
+ * out1 (int32, same shape as y) is the argmax, an index h*W+w into the input plane,
+ * saved for the backward, which scatters dy into those positions. */
+#include <math.h>
+#include <string.h>
+
+#include "graph/graph.h"
+
+static int maxpool_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    char a[64];
+    if (n->nin != 1) return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d takes one input, got %d", n->nin);
+    const kn_value *xv = &g->v[n->in[0]];
+    const kn_shape *x = &xv->shape;
+    if (x->nd != 4)
+        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a 4-D input [batch, channels, height, width], got %s",
+                      kn_shape_str(x, a, sizeof a));
+    if (xv->dtype != KN_F32)
+        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a float32 input, got an integer tensor");
+    int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
+    if (kh < 1 || kw < 1)
+        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a kernel size >= 1, got %lldx%lld", (long long)kh,
+                      (long long)kw);
+    if (sh < 1 || sw < 1)
+        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a stride >= 1, got %lldx%lld", (long long)sh,
+                      (long long)sw);
+    if (ph < 0 || pw < 0 || ph > kh / 2 || pw > kw / 2)
+        return kn_err(ctx, KN_ERR_SHAPE,
+                      "maxpool2d padding must be between 0 and half the kernel size (at most %lldx%lld for a "
+                      "%lldx%lld kernel), got %lldx%lld",
+                      (long long)(kh / 2), (long long)(kw / 2), (long long)kh, (long long)kw, (long long)ph,
+                      (long long)pw);
+    int64_t H = x->d[2], W = x->d[3];
+    if (H + 2 * ph < kh || W + 2 * pw < kw)
+        return kn_err(ctx, KN_ERR_SHAPE,
+                      "maxpool2d kernel %lldx%lld is larger than the padded input %lldx%lld (input %s); the "
+                      "output would be empty",
+                      (long long)kh, (long long)kw, (long long)(H + 2 * ph), (long long)(W + 2 * pw),
+                      kn_shape_str(x, a, sizeof a));
+    int64_t OH = (H + 2 * ph - kh) / sh + 1, OW = (W + 2 * pw - kw) / sw + 1;
+    if (H * W > INT32_MAX)
+        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d input plane %lldx%lld is too large", (long long)H, (long long)W);
+    kn_shape ys = kn_shape4(x->d[0], x->d[1], OH, OW);
+    if (kn_g_declare_out(g, n, 0, KN_F32, ys) < 0 || kn_g_declare_out(g, n, 1, KN_I32, ys) < 0)
+        return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    return KN_OK;
+}
+
+static double maxpool_flops(const kn_graph *g, const kn_node *n) {
+    return (double)kn_numel(g, n->out[0]) * (double)(n->a.i[0] * n->a.i[1]);
+}
+static double maxpool_flops_bwd(const kn_graph *g, const kn_node *n) {
+    return (double)kn_numel(g, n->out[0]) + (double)kn_numel(g, n->in[0]);
+}
+
+static void maxpool_forward(const kn_node *n, kn_rt *rt) {
+    kn_graph *g = rt->g;
+    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
+    const int64_t H = xs->d[2], W = xs->d[3], OH = ys->d[2], OW = ys->d[3];
+    const int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
+    const int64_t planes = xs->d[0] * xs->d[1];
+    const float *x = kn_ptr(g, n->in[0]);
+    float *y = kn_ptr(g, n->out[0]);
+    int32_t *arg = kn_iptr(g, n->out[1]);
+#pragma omp parallel for schedule(static) if (planes * OH * OW * kh * kw > 32768)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * OH * OW;
+        int32_t *ap = arg + p * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t h0 = oh * sh - ph, h1 = h0 + kh;
+            if (h0 < 0) h0 = 0;
+            if (h1 > H) h1 = H;
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t w0 = ow * sw - pw, w1 = w0 + kw;
+                if (w0 < 0) w0 = 0;
+                if (w1 > W) w1 = W;
+                float best = -INFINITY;
+                int64_t bi = h0 * W + w0;
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++) {
+                        float v = xp[h * W + w];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            bi = h * W + w;
+                            if (isnan(v)) goto done;
+                        }
+                    }
+            done:
+                yp[oh * OW + ow] = best;
+                ap[oh * OW + ow] = (int32_t)bi;
+            }
+        }
+    }
+}
+
+static void maxpool_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
+    if (!din[0]) return;
+    kn_graph *g = rt->g;
+    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
+    const int64_t HW = xs->d[2] * xs->d[3], OHW = ys->d[2] * ys->d[3];
+    const int64_t planes = xs->d[0] * xs->d[1];
+    const int32_t *arg = kn_iptr(g, n->out[1]);
+    const float *dy = dout[0];
+    float *dx = din[0];
+#pragma omp parallel for schedule(static) if (planes * (HW + OHW) > 32768)
+    for (int64_t p = 0; p < planes; p++) {
+        float *dxp = dx + p * HW;
+        const float *dyp = dy + p * OHW;
+        const int32_t *ap = arg + p * OHW;
+        memset(dxp, 0, (size_t)HW * sizeof(float));
+        for (int64_t k = 0; k < OHW; k++) dxp[ap[k]] += dyp[k];
+    }
+}
+
+const kn_op kn_op_maxpool2d = {
+    .name = "maxpool2d",
+    .infer = maxpool_infer,
+    .flops_fwd = maxpool_flops,
+    .flops_bwd = maxpool_flops_bwd,
+    .bwd_reads_in = 0,
+    .bwd_reads_out = 0x2, /* argmax */
+    .diff_inputs = 0x1,
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, maxpool_forward, maxpool_backward}},
+};

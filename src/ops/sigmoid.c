@@ -1,0 +1,44 @@
+/* sigmoid: y = 1 / (1 + exp(-x)), any rank. Backward reads the output:
+ * dx = dy * y * (1 - y). */
+#include <math.h>
+
+#include "graph/graph.h"
+
+static int sigmoid_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    if (n->nin != 1) return kn_err(ctx, KN_ERR_SHAPE, "sigmoid takes one input, got %d", n->nin);
+    const kn_value *x = &g->v[n->in[0]];
+    if (x->dtype != KN_F32)
+        return kn_err(ctx, KN_ERR_SHAPE, "sigmoid expects a float32 input, got an integer tensor");
+    return kn_g_declare_out(g, n, 0, KN_F32, x->shape) < 0 ? KN_ERR_NOMEM : KN_OK;
+}
+
+static double sigmoid_flops(const kn_graph *g, const kn_node *n) { return 4.0 * (double)kn_numel(g, n->in[0]); }
+static double sigmoid_flops_bwd(const kn_graph *g, const kn_node *n) { return 3.0 * (double)kn_numel(g, n->in[0]); }
+
+static void sigmoid_forward(const kn_node *n, kn_rt *rt) {
+    const float *x = kn_ptr(rt->g, n->in[0]);
+    float *y = kn_ptr(rt->g, n->out[0]);
+    int64_t m = kn_numel(rt->g, n->in[0]);
+#pragma omp parallel for schedule(static) if (m > 16384)
+    for (int64_t k = 0; k < m; k++) y[k] = 1.0f / (1.0f + expf(-x[k]));
+}
+
+static void sigmoid_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
+    if (!din[0]) return;
+    const float *y = kn_ptr(rt->g, n->out[0]), *dy = dout[0];
+    float *dx = din[0];
+    int64_t m = kn_numel(rt->g, n->in[0]);
+#pragma omp parallel for schedule(static) if (m > 32768)
+    for (int64_t k = 0; k < m; k++) dx[k] = dy[k] * y[k] * (1.0f - y[k]);
+}
+
+const kn_op kn_op_sigmoid = {
+    .name = "sigmoid",
+    .infer = sigmoid_infer,
+    .flops_fwd = sigmoid_flops,
+    .flops_bwd = sigmoid_flops_bwd,
+    .bwd_reads_in = 0,
+    .bwd_reads_out = 0x1, /* y */
+    .diff_inputs = 0x1,
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, sigmoid_forward, sigmoid_backward}},
+};

@@ -1,0 +1,42 @@
+/* tanh: y = tanh(x), any rank. Backward reads the output: dx = dy * (1 - y^2). */
+#include <math.h>
+
+#include "graph/graph.h"
+
+static int tanh_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    if (n->nin != 1) return kn_err(ctx, KN_ERR_SHAPE, "tanh takes one input, got %d", n->nin);
+    const kn_value *x = &g->v[n->in[0]];
+    if (x->dtype != KN_F32) return kn_err(ctx, KN_ERR_SHAPE, "tanh expects a float32 input, got an integer tensor");
+    return kn_g_declare_out(g, n, 0, KN_F32, x->shape) < 0 ? KN_ERR_NOMEM : KN_OK;
+}
+
+static double tanh_flops(const kn_graph *g, const kn_node *n) { return 10.0 * (double)kn_numel(g, n->in[0]); }
+static double tanh_flops_bwd(const kn_graph *g, const kn_node *n) { return 3.0 * (double)kn_numel(g, n->in[0]); }
+
+static void tanh_forward(const kn_node *n, kn_rt *rt) {
+    const float *x = kn_ptr(rt->g, n->in[0]);
+    float *y = kn_ptr(rt->g, n->out[0]);
+    int64_t m = kn_numel(rt->g, n->in[0]);
+#pragma omp parallel for schedule(static) if (m > 16384)
+    for (int64_t k = 0; k < m; k++) y[k] = tanhf(x[k]);
+}
+
+static void tanh_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
+    if (!din[0]) return;
+    const float *y = kn_ptr(rt->g, n->out[0]), *dy = dout[0];
+    float *dx = din[0];
+    int64_t m = kn_numel(rt->g, n->in[0]);
+#pragma omp parallel for schedule(static) if (m > 32768)
+    for (int64_t k = 0; k < m; k++) dx[k] = dy[k] * (1.0f - y[k] * y[k]);
+}
+
+const kn_op kn_op_tanh = {
+    .name = "tanh",
+    .infer = tanh_infer,
+    .flops_fwd = tanh_flops,
+    .flops_bwd = tanh_flops_bwd,
+    .bwd_reads_in = 0,
+    .bwd_reads_out = 0x1, /* y */
+    .diff_inputs = 0x1,
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, tanh_forward, tanh_backward}},
+};

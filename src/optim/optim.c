@@ -1,0 +1,137 @@
+/* Optimizers, clipping and schedules. Semantics follow PyTorch's torch.optim
+ * (SGD with dampening 0, Adam/AdamW with bias correction and eps outside the
+ * square root) so that runs can be checked against PyTorch fixtures. */
+#include "optim/optim.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+
+void kn_opt_defaults(kn_opt_config *c) {
+    c->kind = KN_OPT_ADAM;
+    c->lr = 1e-3;
+    c->momentum = 0.9;
+    c->nesterov = 0;
+    c->beta1 = 0.9;
+    c->beta2 = 0.999;
+    c->eps = 1e-8;
+    c->weight_decay = 0;
+    c->clip_norm = 0;
+    c->schedule = KN_SCHED_CONSTANT;
+    c->warmup_steps = 0;
+    c->step_size = 1000;
+    c->gamma = 0.1;
+    c->min_lr = 0;
+    c->total_steps = 0;
+}
+
+int kn_opt_init(kn_ctx *ctx, kn_optimizer *o, const kn_opt_config *c, int64_t n) {
+    o->c = *c;
+    o->n = n;
+    o->t = 0;
+    o->m = kn_aligned_alloc((size_t)n * sizeof(float));
+    o->v = c->kind == KN_OPT_SGD ? NULL : kn_aligned_alloc((size_t)n * sizeof(float));
+    if (!o->m || (c->kind != KN_OPT_SGD && !o->v))
+        return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate optimizer state for %lld parameters", (long long)n);
+    return KN_OK;
+}
+
+void kn_opt_free(kn_optimizer *o) {
+    kn_aligned_free(o->m);
+    kn_aligned_free(o->v);
+    o->m = o->v = NULL;
+}
+
+double kn_opt_lr(const kn_opt_config *c, int64_t step) {
+    double lr = c->lr;
+    if (c->warmup_steps > 0 && step < c->warmup_steps) return lr * (double)(step + 1) / (double)c->warmup_steps;
+    int64_t s = step - (c->warmup_steps > 0 ? c->warmup_steps : 0);
+    switch (c->schedule) {
+    case KN_SCHED_CONSTANT: break;
+    case KN_SCHED_STEP:
+        if (c->step_size > 0) lr *= pow(c->gamma, (double)(s / c->step_size));
+        break;
+    case KN_SCHED_COSINE: {
+        int64_t T = c->total_steps - (c->warmup_steps > 0 ? c->warmup_steps : 0);
+        if (T <= 0) break;
+        double p = (double)(s < T ? s : T) / (double)T;
+        lr = c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(3.14159265358979323846 * p));
+        break;
+    }
+    }
+    return lr;
+}
+
+/* Fixed-size blocks summed in order: the result does not depend on scheduling. */
+#define KN_NORM_BLOCK 16384
+double kn_global_norm(const float *g, int64_t n) {
+    int64_t nb = (n + KN_NORM_BLOCK - 1) / KN_NORM_BLOCK;
+    double stackbuf[256];
+    double *part = nb <= 256 ? stackbuf : malloc((size_t)nb * sizeof(double));
+    if (!part) return NAN;
+#pragma omp parallel for schedule(static) if (nb > 4)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t lo = b * KN_NORM_BLOCK, hi = lo + KN_NORM_BLOCK < n ? lo + KN_NORM_BLOCK : n;
+        double s = 0;
+        for (int64_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+        part[b] = s;
+    }
+    double s = 0;
+    for (int64_t b = 0; b < nb; b++) s += part[b];
+    if (part != stackbuf) free(part);
+    return sqrt(s);
+}
+
+double kn_clip_grad(float *g, int64_t n, double max_norm) {
+    double norm = kn_global_norm(g, n);
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) {
+        float c = (float)coef;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) g[i] *= c;
+    }
+    return norm;
+}
+
+void kn_opt_step(kn_optimizer *o, float *restrict param, const float *restrict grad, double lr) {
+    const kn_opt_config *c = &o->c;
+    int64_t n = o->n;
+    float *restrict m = o->m, *restrict v = o->v;
+    o->t++;
+    const float flr = (float)lr, wd = (float)c->weight_decay;
+    if (c->kind == KN_OPT_SGD) {
+        const float mu = (float)c->momentum;
+        const int first = o->t == 1, nest = c->nesterov;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            float gi = grad[i] + wd * param[i];
+            if (mu != 0.0f) {
+                float b = first ? gi : mu * m[i] + gi;
+                m[i] = b;
+                gi = nest ? gi + mu * b : b;
+            }
+            param[i] -= flr * gi;
+        }
+        return;
+    }
+    const double b1 = c->beta1, b2 = c->beta2;
+    const float fb1 = (float)b1, fb2 = (float)b2, eps = (float)c->eps;
+    const float bc1 = (float)(1.0 - pow(b1, (double)o->t));
+    const float bc2s = (float)sqrt(1.0 - pow(b2, (double)o->t));
+    const float step = flr / bc1;
+    const int decoupled = c->kind == KN_OPT_ADAMW;
+    const float decay = 1.0f - flr * wd;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = grad[i];
+        float p = param[i];
+        if (decoupled) p *= decay;
+        else gi += wd * p;
+        float mi = fb1 * m[i] + (1.0f - fb1) * gi;
+        float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p -= step * mi / (sqrtf(vi) / bc2s + eps);
+        param[i] = p;
+    }
+}

@@ -1,0 +1,469 @@
+/* kiln — the trainer: data → step → metrics → checkpoint. It sees a compiled model
+ * (inputs, targets, loss, logits, parameter store), never a layer type. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "data/data.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+#ifndef KN_DEFAULT_DATA_DIR
+#define KN_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+
+void kn_train_options_init(kn_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->seed = -1;
+    o->progress = -1;
+}
+
+/* ---------------- settings ---------------- */
+static const char *const k_data[] = {"dataset", "dir", "train_images", "train_labels", "test_images", "test_labels",
+                                     "batch_size", "eval_batch_size", "validation_split", "mean", "std", "prefetch",
+                                     "shuffle", "limit_train", "limit_test", NULL};
+static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", NULL};
+static const char *const k_opt[] = {"type", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
+                                    "clip_norm", "schedule", "warmup_steps", "step_size", "gamma", "min_lr", NULL};
+
+static int path_join(char *out, size_t n, const char *dir, const char *file) {
+    return snprintf(out, n, "%s/%s", dir, file) >= (int)n;
+}
+
+int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
+    memset(st, 0, sizeof *st);
+    int rc;
+    const kn_cfg_section *d = kn_cfg_find(cfg, "data"), *t = kn_cfg_find(cfg, "train"), *o = kn_cfg_find(cfg, "optimizer");
+    if (d && (rc = kn_cfg_check_keys(ctx, cfg, d, k_data, "the [data] section"))) return rc;
+    if (t && (rc = kn_cfg_check_keys(ctx, cfg, t, k_train, "the [train] section"))) return rc;
+    if (o && (rc = kn_cfg_check_keys(ctx, cfg, o, k_opt, "the [optimizer] section"))) return rc;
+    static const char *const datasets[] = {"fashion-mnist", "mnist", "idx", NULL};
+    int ds;
+    if ((rc = kn_cfg_enum(ctx, cfg, d, "dataset", datasets, 0, &ds))) return rc;
+    const char *dir;
+    if ((rc = kn_cfg_str(ctx, cfg, d, "dir", KN_DEFAULT_DATA_DIR, &dir))) return rc;
+    const char *names[4] = {"train_images", "train_labels", "test_images", "test_labels"};
+    const char *files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                            "t10k-labels-idx1-ubyte.gz"};
+    char *dst[4] = {st->train_images, st->train_labels, st->test_images, st->test_labels};
+    for (int i = 0; i < 4; i++) {
+        const char *v;
+        if ((rc = kn_cfg_str(ctx, cfg, d, names[i], NULL, &v))) return rc;
+        if (v) kn_strlcpy(dst[i], v, sizeof st->train_images);
+        else if (path_join(dst[i], sizeof st->train_images, dir, files[i]))
+            return kn_err(ctx, KN_ERR_CONFIG, "data.dir is too long");
+    }
+    int64_t iv;
+    double fv;
+    if ((rc = kn_cfg_int(ctx, cfg, d, "batch_size", 64, 1, 1 << 20, &st->batch))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, d, "eval_batch_size", 500, 1, 1 << 20, &st->eval_batch))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.0, 0.0, 0.9, &st->val_split))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, d, "mean", -1.0, -1.0, 1.0, &st->mean))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, d, "std", -1.0, -1.0, 10.0, &st->std))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, d, "prefetch", 2, 0, 64, &iv))) return rc;
+    st->prefetch = (int)iv;
+    if ((rc = kn_cfg_bool(ctx, cfg, d, "shuffle", 1, &st->shuffle))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, d, "limit_train", 0, 0, INT64_MAX / 2, &st->limit_train))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, d, "limit_test", 0, 0, INT64_MAX / 2, &st->limit_test))) return rc;
+
+    if ((rc = kn_cfg_int(ctx, cfg, t, "epochs", 5, 1, 1000000, &st->epochs))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, t, "seed", 1, 0, INT64_MAX / 2, &iv))) return rc;
+    st->seed = (uint64_t)iv;
+    if ((rc = kn_cfg_int(ctx, cfg, t, "threads", 0, 0, 1024, &iv))) return rc;
+    st->threads = (int)iv;
+    if ((rc = kn_cfg_int(ctx, cfg, t, "log_every", 100, 1, INT64_MAX / 2, &st->log_every))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, t, "max_steps", 0, 0, INT64_MAX / 2, &st->max_steps))) return rc;
+    const char *rd;
+    if ((rc = kn_cfg_str(ctx, cfg, t, "run_dir", NULL, &rd))) return rc;
+    if (rd) kn_strlcpy(st->run_dir, rd, sizeof st->run_dir);
+
+    kn_opt_config *oc = &st->opt;
+    kn_opt_defaults(oc);
+    static const char *const opt_names[] = {"sgd", "adam", "adamw", NULL};
+    static const char *const sched_names[] = {"constant", "step", "cosine", NULL};
+    int k;
+    if ((rc = kn_cfg_enum(ctx, cfg, o, "type", opt_names, KN_OPT_ADAM, &k))) return rc;
+    oc->kind = (kn_opt_kind)k;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "lr", oc->kind == KN_OPT_SGD ? 0.01 : 1e-3, 0.0, 1e6, &oc->lr))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "momentum", oc->kind == KN_OPT_SGD ? 0.9 : 0.0, 0.0, 1.0, &oc->momentum))) return rc;
+    if ((rc = kn_cfg_bool(ctx, cfg, o, "nesterov", 0, &oc->nesterov))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "beta1", 0.9, 0.0, 0.999999, &oc->beta1))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "beta2", 0.999, 0.0, 0.99999999, &oc->beta2))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "eps", 1e-8, 0.0, 1.0, &oc->eps))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "weight_decay", oc->kind == KN_OPT_ADAMW ? 0.01 : 0.0, 0.0, 10.0, &oc->weight_decay))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "clip_norm", 0.0, 0.0, 1e9, &oc->clip_norm))) return rc;
+    if ((rc = kn_cfg_enum(ctx, cfg, o, "schedule", sched_names, KN_SCHED_CONSTANT, &k))) return rc;
+    oc->schedule = (kn_sched_kind)k;
+    if ((rc = kn_cfg_int(ctx, cfg, o, "warmup_steps", 0, 0, INT64_MAX / 2, &oc->warmup_steps))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, o, "step_size", 1000, 1, INT64_MAX / 2, &oc->step_size))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "gamma", 0.1, 0.0, 1.0, &oc->gamma))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, o, "min_lr", 0.0, 0.0, 1e6, &fv))) return rc;
+    oc->min_lr = fv;
+    if (oc->kind == KN_OPT_SGD && oc->nesterov && oc->momentum <= 0) {
+        char w[256];
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: nesterov = true needs momentum > 0", kn_cfg_where(cfg, o, "nesterov", w, sizeof w));
+    }
+    /* layers are checked when the model is built; reject unknown top-level sections early? they are layers */
+    return KN_OK;
+}
+
+/* ---------------- helpers ---------------- */
+static int mkdirs(kn_ctx *ctx, const char *path) {
+    char tmp[4096];
+    kn_strlcpy(tmp, path, sizeof tmp);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return kn_err(ctx, KN_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return kn_err(ctx, KN_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
+    return KN_OK;
+}
+
+static int write_text(kn_ctx *ctx, const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    fputs(text, f);
+    if (fclose(f) != 0) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    return KN_OK;
+}
+
+/* loss and correct count for `count` rows of model output */
+static void batch_metrics(const kn_model *m, const float *out, const int32_t *y, int count, double *loss_sum,
+                          int64_t *correct) {
+    int K = m->nclasses;
+    for (int i = 0; i < count; i++) {
+        const float *r = out + (int64_t)i * K;
+        int arg = 0;
+        float mx = r[0];
+        for (int k = 1; k < K; k++)
+            if (r[k] > mx) { mx = r[k]; arg = k; }
+        if (arg == y[i]) (*correct)++;
+        if (m->loss_kind == KN_LOSS_CE) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += exp((double)r[k] - mx);
+            *loss_sum += log(s) + mx - r[y[i]];
+        } else {
+            double s = 0;
+            for (int k = 0; k < K; k++) {
+                double d = r[k] - (k == y[i] ? 1.0 : 0.0);
+                s += d * d;
+            }
+            *loss_sum += s / K;
+        }
+    }
+}
+
+int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *acc) {
+    kn_rt rt = {0};
+    rt.seed = seed;
+    kn_loader_start_epoch(L, 0, 0);
+    double ls = 0;
+    int64_t correct = 0, total = 0;
+    int32_t *y = malloc((size_t)m->eval_batch * sizeof(int32_t));
+    if (!y) return KN_ERR_NOMEM;
+    int cnt;
+    while ((cnt = kn_loader_next(L, kn_ptr(m->eval, m->x_eval), y)) > 0) {
+        kn_g_forward(m->eval, &rt);
+        batch_metrics(m, kn_ptr(m->eval, m->out_eval), y, cnt, &ls, &correct);
+        total += cnt;
+    }
+    free(y);
+    *loss = total ? ls / (double)total : NAN;
+    *acc = total ? (double)correct / (double)total : NAN;
+    return KN_OK;
+}
+
+static void fmt_time(double s, char *buf, size_t n) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "--:--"); return; }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* ---------------- data + model ---------------- */
+int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, kn_job *j) {
+    memset(j, 0, sizeof *j);
+    int rc;
+    if (want_train) {
+        if ((rc = kn_dataset_load(ctx, st->train_images, st->train_labels, &j->train_ds))) return rc;
+        if (st->limit_train > 0 && st->limit_train < j->train_ds.n) j->train_ds.n = st->limit_train;
+    }
+    if ((rc = kn_dataset_load(ctx, st->test_images, st->test_labels, &j->test_ds))) return rc;
+    if (st->limit_test > 0 && st->limit_test < j->test_ds.n) j->test_ds.n = st->limit_test;
+    const kn_dataset *ref = want_train ? &j->train_ds : &j->test_ds;
+    if (want_train && (j->test_ds.rows != ref->rows || j->test_ds.cols != ref->cols || j->test_ds.channels != ref->channels))
+        return kn_err(ctx, KN_ERR_FORMAT, "%s: images are %dx%dx%d but the training images (%s) are %dx%dx%d",
+                      st->test_images, j->test_ds.channels, j->test_ds.rows, j->test_ds.cols, st->train_images,
+                      ref->channels, ref->rows, ref->cols);
+    int nclasses = ref->nclasses > j->test_ds.nclasses ? ref->nclasses : j->test_ds.nclasses;
+    double mean = st->mean, sd = st->std;
+    if (mean < 0 || sd <= 0) {
+        double m0, s0;
+        kn_dataset_stats(ref, &m0, &s0);
+        if (mean < 0) mean = m0;
+        if (sd <= 0) sd = s0 > 0 ? s0 : 1.0;
+    }
+    j->mean = (float)mean;
+    j->std = (float)sd;
+    if ((rc = kn_model_build(ctx, cfg, want_train ? st->batch : 0, st->eval_batch, ref->channels, ref->rows, ref->cols,
+                             nclasses, &j->model)))
+        return rc;
+    kn_loader_config lc = {0};
+    lc.batch = (int)st->eval_batch;
+    lc.mean = j->mean;
+    lc.std = j->std;
+    lc.ds = &j->test_ds;
+    if ((rc = kn_loader_create(ctx, &lc, &j->test_loader))) return rc;
+    if (want_train) {
+        int64_t nval = (int64_t)floor(st->val_split * (double)j->train_ds.n);
+        if (nval > 0) {
+            if ((rc = kn_dataset_split(ctx, j->train_ds.n, nval, st->seed ^ 0x5EEDULL, &j->train_idx, &j->ntrain,
+                                       &j->val_idx, &j->nval)))
+                return rc;
+            lc.ds = &j->train_ds;
+            lc.indices = j->val_idx;
+            lc.n = j->nval;
+            if ((rc = kn_loader_create(ctx, &lc, &j->val_loader))) return rc;
+        } else {
+            j->ntrain = j->train_ds.n;
+        }
+        if (j->ntrain < st->batch)
+            return kn_err(ctx, KN_ERR_CONFIG, "the training set has %lld samples, fewer than one batch (data.batch_size = %lld)",
+                          (long long)j->ntrain, (long long)st->batch);
+        kn_loader_config tc = {0};
+        tc.ds = &j->train_ds;
+        tc.indices = j->train_idx;
+        tc.n = j->ntrain;
+        tc.batch = (int)st->batch;
+        tc.shuffle = st->shuffle;
+        tc.drop_last = 1;
+        tc.seed = st->seed;
+        tc.mean = j->mean;
+        tc.std = j->std;
+        tc.prefetch = st->prefetch;
+        if ((rc = kn_loader_create(ctx, &tc, &j->train_loader))) return rc;
+    }
+    return KN_OK;
+}
+
+void kn_job_close(kn_job *j) {
+    kn_loader_free(j->train_loader);
+    kn_loader_free(j->val_loader);
+    kn_loader_free(j->test_loader);
+    kn_model_free(&j->model);
+    kn_dataset_free(&j->train_ds);
+    kn_dataset_free(&j->test_ds);
+    free(j->train_idx);
+    free(j->val_idx);
+    memset(j, 0, sizeof *j);
+}
+
+/* ---------------- training ---------------- */
+int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res) {
+    kn_train_options defopt;
+    if (!opt) { kn_train_options_init(&defopt); opt = &defopt; }
+    kn_train_result dummy;
+    if (!res) res = &dummy;
+    memset(res, 0, sizeof *res);
+    kn_settings st;
+    int rc = kn_settings_read(ctx, cfg, &st);
+    if (rc) return rc;
+    if (opt->seed >= 0) st.seed = (uint64_t)opt->seed;
+    if (opt->threads > 0) st.threads = opt->threads;
+    kn_set_threads(st.threads);
+    FILE *out = opt->quiet ? NULL : stdout;
+    int bar = opt->progress >= 0 ? opt->progress : isatty(fileno(stdout));
+
+    char run_dir[2048];
+    if (opt->run_dir) kn_strlcpy(run_dir, opt->run_dir, sizeof run_dir);
+    else if (st.run_dir[0]) kn_strlcpy(run_dir, st.run_dir, sizeof run_dir);
+    else {
+        const char *base = strrchr(cfg->path, '/');
+        base = base ? base + 1 : cfg->path;
+        char stem[256];
+        kn_strlcpy(stem, base, sizeof stem);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem) *dot = 0;
+        snprintf(run_dir, sizeof run_dir, "runs/%s", stem);
+    }
+
+    kn_job job;
+    kn_optimizer o = {0};
+    FILE *mf = NULL;
+    char *cfg_text = NULL;
+    float *x = NULL;
+    int32_t *y = NULL;
+    if ((rc = kn_job_open(ctx, cfg, &st, 1, &job))) goto done;
+    kn_model *m = &job.model;
+    if ((rc = mkdirs(ctx, run_dir))) goto done;
+    char path[2300];
+    cfg_text = kn_cfg_to_text(cfg);
+    if (!cfg_text) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
+    snprintf(path, sizeof path, "%s/config.ini", run_dir);
+    if ((rc = write_text(ctx, path, cfg_text))) goto done;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    mf = fopen(path, "w");
+    if (!mf) { rc = kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); goto done; }
+
+    int64_t steps_per_epoch = kn_loader_batches(job.train_loader);
+    int64_t total_steps = steps_per_epoch * st.epochs;
+    if (st.max_steps > 0 && st.max_steps < total_steps) total_steps = st.max_steps;
+    st.opt.total_steps = total_steps;
+    if ((rc = kn_opt_init(ctx, &o, &st.opt, m->store.nparam))) goto done;
+    kn_model_init(m, st.seed);
+
+    if (out) {
+        fprintf(out, "kiln %s: %s — %lld parameters, batch %lld, %lld steps/epoch, %lld epochs, %d threads\n",
+                KILN_VERSION, cfg->path, (long long)m->store.nparam, (long long)st.batch, (long long)steps_per_epoch,
+                (long long)st.epochs, kn_get_threads());
+        fprintf(out, "data: %lld training samples, %lld %s samples; memory plan: arena %.1f MiB, parameters %.1f MiB\n",
+                (long long)job.ntrain, (long long)(job.val_loader ? job.nval : job.test_ds.n),
+                job.val_loader ? "validation" : "test (used for validation)",
+                (double)m->train->arena_bytes / 1048576.0, (double)m->store.nparam * 4.0 / 1048576.0);
+        fprintf(out, "run directory: %s\n", run_dir);
+        fflush(out);
+    }
+    x = kn_ptr(m->train, m->x_train);
+    y = malloc((size_t)st.batch * sizeof(int32_t));
+    if (!y) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
+    kn_rt rt = {0};
+    rt.seed = st.seed;
+    int64_t step = 0;
+    double t0 = kn_now_seconds();
+    double vloss = NAN, vacc = NAN, last_loss = NAN;
+    for (int64_t ep = 0; ep < st.epochs && step < total_steps; ep++) {
+        kn_loader_start_epoch(job.train_loader, ep, 0);
+        double ep_t0 = kn_now_seconds(), win_t0 = ep_t0, ep_loss = 0;
+        int64_t ep_steps = 0, win_steps = 0;
+        while (step < total_steps && kn_loader_next(job.train_loader, x, y) > 0) {
+            kn_model_set_targets(m, y);
+            rt.step = step;
+            float loss = kn_model_forward_backward(m, &rt);
+            if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
+            double lr = kn_opt_lr(&st.opt, step);
+            kn_opt_step(&o, m->store.param, m->store.grad, lr);
+            step++;
+            ep_steps++;
+            win_steps++;
+            ep_loss += loss;
+            last_loss = loss;
+            int log_now = step % st.log_every == 0;
+            if (log_now) fprintf(mf, "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
+                                 (long long)step, (long long)ep, (double)loss, lr);
+            if (out && (bar || log_now)) {
+                double now = kn_now_seconds();
+                double sps = (double)(win_steps * st.batch) / (now - win_t0 + 1e-9);
+                double eta = (double)(total_steps - step) * (double)st.batch / (sps > 0 ? sps : 1);
+                char etas[32];
+                fmt_time(eta, etas, sizeof etas);
+                if (bar) {
+                    if (log_now || ep_steps == 1 || step == total_steps || ep_steps % 10 == 0) {
+                        int w = 24, filled = (int)((double)w * (double)ep_steps / (double)steps_per_epoch);
+                        char b[32];
+                        for (int i = 0; i < w; i++) b[i] = i < filled ? '#' : '.';
+                        b[w] = 0;
+                        fprintf(out, "\repoch %lld/%lld [%s] %lld/%lld loss %.4f %.0f samples/s ETA %s   ",
+                                (long long)ep + 1, (long long)st.epochs, b, (long long)ep_steps,
+                                (long long)steps_per_epoch, (double)loss, sps, etas);
+                        fflush(out);
+                    }
+                } else {
+                    fprintf(out, "epoch %lld/%lld step %lld/%lld loss %.4f lr %.3g %.0f samples/s ETA %s\n",
+                            (long long)ep + 1, (long long)st.epochs, (long long)ep_steps, (long long)steps_per_epoch,
+                            (double)loss, lr, sps, etas);
+                    fflush(out);
+                }
+                if (log_now) { win_t0 = now; win_steps = 0; }
+            }
+        }
+        if (bar && out) fprintf(out, "\n");
+        kn_evaluate(m, job.val_loader ? job.val_loader : job.test_loader, st.seed, &vloss, &vacc);
+        double secs = kn_now_seconds() - ep_t0;
+        double tl = ep_steps ? ep_loss / (double)ep_steps : NAN;
+        fprintf(mf, "{\"event\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,\"val_accuracy\":%.6f,\"seconds\":%.3f}\n",
+                (long long)ep + 1, (long long)step, tl, vloss, vacc, secs);
+        fflush(mf);
+        if (out) {
+            fprintf(out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f, validation accuracy %.2f%%\n",
+                    (long long)ep + 1, (long long)st.epochs, secs, tl, vloss, 100.0 * vacc);
+            fflush(out);
+        }
+    }
+    res->seconds = kn_now_seconds() - t0;
+    res->steps = step;
+    res->final_train_loss = last_loss;
+    res->val_loss = vloss;
+    res->val_accuracy = vacc;
+    kn_evaluate(m, job.test_loader, st.seed, &res->test_loss, &res->test_accuracy);
+    fprintf(mf, "{\"event\":\"test\",\"step\":%lld,\"test_loss\":%.9g,\"test_accuracy\":%.6f,\"seconds\":%.3f}\n",
+            (long long)step, res->test_loss, res->test_accuracy, res->seconds);
+    {
+        char steps_s[32];
+        snprintf(steps_s, sizeof steps_s, "%lld", (long long)step);
+        kn_ckpt_meta meta[3] = {{"config", cfg_text}, {"step", steps_s}, {"kind", "model"}};
+        snprintf(path, sizeof path, "%s/model.safetensors", run_dir);
+        if ((rc = kn_ckpt_save(ctx, path, &m->store, NULL, 0, meta, 3))) goto done;
+    }
+    if (out) {
+        fprintf(out, "test: loss %.4f, accuracy %.2f%% (%lld samples) after %lld steps in %.1fs\n", res->test_loss,
+                100.0 * res->test_accuracy, (long long)job.test_ds.n, (long long)step, res->seconds);
+        fprintf(out, "model saved to %s/model.safetensors\n", run_dir);
+    }
+done:
+    if (mf) fclose(mf);
+    free(y);
+    free(cfg_text);
+    kn_opt_free(&o);
+    kn_job_close(&job);
+    return rc;
+}
+
+/* ---------------- evaluation of a saved model ---------------- */
+int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res) {
+    kn_train_result dummy;
+    if (!res) res = &dummy;
+    memset(res, 0, sizeof *res);
+    char path[4096];
+    struct stat sb;
+    if (stat(run_dir_or_ckpt, &sb) != 0)
+        return kn_err(ctx, KN_ERR_IO, "'%s': %s (expected a run directory or a .safetensors checkpoint)", run_dir_or_ckpt,
+                      strerror(errno));
+    if (S_ISDIR(sb.st_mode)) snprintf(path, sizeof path, "%s/model.safetensors", run_dir_or_ckpt);
+    else kn_strlcpy(path, run_dir_or_ckpt, sizeof path);
+    kn_ckpt *ck = NULL;
+    int rc = kn_ckpt_open(ctx, path, &ck);
+    if (rc) return rc;
+    const char *text = kn_ckpt_meta_get(ck, "config");
+    if (!text) { kn_ckpt_close(ck); return kn_err(ctx, KN_ERR_FORMAT, "%s: no kiln config in the checkpoint metadata", path); }
+    kn_config *cfg = NULL;
+    char name[4200];
+    snprintf(name, sizeof name, "%s[config]", path);
+    if ((rc = kn_config_parse_string(ctx, name, text, &cfg))) { kn_ckpt_close(ck); return rc; }
+    kn_settings st;
+    kn_job job;
+    memset(&job, 0, sizeof job);
+    if ((rc = kn_settings_read(ctx, cfg, &st))) goto done;
+    kn_set_threads(threads > 0 ? threads : st.threads);
+    if ((rc = kn_job_open(ctx, cfg, &st, 0, &job))) goto done;
+    if ((rc = kn_ckpt_load_store(ctx, ck, &job.model.store))) goto done;
+    double t0 = kn_now_seconds();
+    kn_evaluate(&job.model, job.test_loader, st.seed, &res->test_loss, &res->test_accuracy);
+    res->seconds = kn_now_seconds() - t0;
+done:
+    kn_job_close(&job);
+    kn_config_free(cfg);
+    kn_ckpt_close(ck);
+    return rc;
+}

@@ -1,0 +1,38 @@
+/* kiln — trainer internals shared by the CLI, tests and benchmarks. */
+#ifndef KN_TRAINER_H
+#define KN_TRAINER_H
+
+#include "data/data.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+
+/* Everything read from [data], [train], [optimizer]. */
+typedef struct {
+    char train_images[1024], train_labels[1024], test_images[1024], test_labels[1024];
+    int64_t batch, eval_batch, limit_train, limit_test;
+    double val_split, mean, std;
+    int prefetch, shuffle;
+    int64_t epochs, log_every, max_steps;
+    uint64_t seed;
+    int threads;
+    char run_dir[1024];
+    kn_opt_config opt;
+} kn_settings;
+
+int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st);
+
+/* Data sets, loaders and model of one run. */
+typedef struct {
+    kn_dataset train_ds, test_ds;
+    int64_t *train_idx, *val_idx, ntrain, nval;
+    kn_loader *train_loader, *val_loader, *test_loader;
+    kn_model model;
+    float mean, std;
+} kn_job;
+
+int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, kn_job *j);
+void kn_job_close(kn_job *j);
+/* Mean loss and accuracy of the eval graph over a loader. */
+int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *acc);
+
+#endif

@@ -1,0 +1,258 @@
+/* Training matches PyTorch: for an MLP and a CNN with BatchNorm, starting from the
+ * same weights and fed the same 10 batches, kiln's loss at every step and the final
+ * parameters and BatchNorm running statistics agree with a float64 PyTorch run
+ * (tests/fixtures/make_reference.py) within 1e-4 relative, for SGD with momentum,
+ * SGD with Nesterov momentum and weight decay, Adam and AdamW.
+ *
+ * Fixture layout (safetensors): init.<name> (every store entry), x [10,8,1,H,W],
+ * y [10,8] (labels as F32), <opt>.loss [10], <opt>.<name> final values; optimizer
+ * hyperparameters in the metadata as opt.<opt>.<key>. */
+#define _POSIX_C_SOURCE 200809L
+#include "config/config.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+#include "testutil.h"
+#include "train/checkpoint.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-4
+
+/* Layer names are the PyTorch modules' attribute names. */
+static const char *kMLP =
+    "[train]\nloss = cross_entropy\n"
+    "[flat]\ntype = flatten\n"
+    "[fc1]\ntype = linear\nout = 32\n"
+    "[relu1]\ntype = relu\n"
+    "[fc2]\ntype = linear\nout = 32\n"
+    "[relu2]\ntype = relu\n"
+    "[fc3]\ntype = linear\nout = 10\n";
+
+/* Convolutions followed by BatchNorm have no bias (as in the PyTorch model). */
+static const char *kCNN =
+    "[train]\nloss = cross_entropy\n"
+    "[conv1]\ntype = conv2d\nout_channels = 4\nkernel = 3\npadding = 1\nbias = false\n"
+    "[bn1]\ntype = batchnorm\nmomentum = 0.1\neps = 1e-5\n"
+    "[relu1]\ntype = relu\n"
+    "[pool1]\ntype = maxpool2d\nkernel = 2\n"
+    "[conv2]\ntype = conv2d\nout_channels = 8\nkernel = 3\npadding = 1\nbias = false\n"
+    "[bn2]\ntype = batchnorm\nmomentum = 0.1\neps = 1e-5\n"
+    "[relu2]\ntype = relu\n"
+    "[pool2]\ntype = maxpool2d\nkernel = 2\n"
+    "[flat]\ntype = flatten\n"
+    "[fc1]\ntype = linear\nout = 16\n"
+    "[relu3]\ntype = relu\n"
+    "[fc2]\ntype = linear\nout = 10\n";
+
+static int verbose;
+
+static double meta_num(const kn_ckpt *ck, const char *opt, const char *key, double def) {
+    char k[128];
+    snprintf(k, sizeof k, "opt.%s.%s", opt, key);
+    const char *v = kn_ckpt_meta_get(ck, k);
+    return v ? strtod(v, NULL) : def;
+}
+
+static int meta_int(const kn_ckpt *ck, const char *key, int def) {
+    const char *v = kn_ckpt_meta_get(ck, key);
+    return v ? atoi(v) : def;
+}
+
+static int starts_with(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+
+/* ||a-b|| / ||b|| (absolute when b is zero); max element error in *maxerr. */
+static double rel_err(const float *a, const float *b, int64_t n, double *maxerr, int64_t *argmax) {
+    double d2 = 0, b2 = 0, mx = 0;
+    int64_t am = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        d2 += d * d;
+        b2 += (double)b[i] * (double)b[i];
+        if (!(fabs(d) <= mx)) { mx = fabs(d); am = i; } /* NaN counts as the worst */
+    }
+    *maxerr = mx;
+    *argmax = am;
+    if (isnan(d2)) return INFINITY;
+    return b2 > 0 ? sqrt(d2 / b2) : sqrt(d2);
+}
+
+/* One training run of `opt` on the model in `ck`. Returns 0 if it ran (the checks
+ * record failures), -1 on a setup error. */
+static int run_one(kn_ctx *ctx, const char *model, const char *ini, const kn_ckpt *ck, const char *opt) {
+    char label[64];
+    snprintf(label, sizeof label, "%s/%s", model, opt);
+    const int steps = meta_int(ck, "steps", 10), batch = meta_int(ck, "batch", 8);
+    const int H = meta_int(ck, "height", 0), W = meta_int(ck, "width", 0), ncls = meta_int(ck, "nclasses", 10);
+
+    kn_config *cfg = NULL;
+    int rc = kn_config_parse_string(ctx, model, ini, &cfg);
+    CHECK(rc == KN_OK, "%s: config: %s", label, kn_ctx_message(ctx));
+    if (rc) return -1;
+    kn_model m;
+    rc = kn_model_build(ctx, cfg, batch, batch, 1, H, W, ncls, &m);
+    CHECK(rc == KN_OK, "%s: build: %s", label, kn_ctx_message(ctx));
+    if (rc) { kn_model_free(&m); kn_config_free(cfg); return -1; }
+
+    /* Initial values: every store entry from init.<name>, and nothing left over. */
+    int ninit = 0;
+    for (int i = 0; i < kn_ckpt_count(ck); i++) ninit += starts_with(kn_ckpt_name(ck, i), "init.");
+    CHECK(ninit == m.store.n, "%s: fixture has %d init.* tensors, the model's store %d entries", label, ninit, m.store.n);
+    for (int i = 0; i < m.store.n; i++) {
+        const kn_store_entry *e = &m.store.e[i];
+        char nm[160];
+        snprintf(nm, sizeof nm, "init.%s", e->name);
+        const float *d;
+        kn_shape sh;
+        rc = kn_ckpt_get(ctx, ck, nm, &d, &sh);
+        CHECK(rc == KN_OK, "%s: %s: %s", label, nm, kn_ctx_message(ctx));
+        if (rc) goto fail;
+        char s1[64], s2[64];
+        CHECK(kn_shape_eq(&sh, &e->shape), "%s: %s has shape %s in the fixture, %s in kiln", label, nm,
+              kn_shape_str(&sh, s1, sizeof s1), kn_shape_str(&e->shape, s2, sizeof s2));
+        if (!kn_shape_eq(&sh, &e->shape)) goto fail;
+        memcpy(kn_store_data(&m.store, e), d, (size_t)e->numel * sizeof(float));
+    }
+
+    const float *x, *y, *ref_loss;
+    kn_shape xs, ys, ls;
+    if ((rc = kn_ckpt_get(ctx, ck, "x", &x, &xs)) || (rc = kn_ckpt_get(ctx, ck, "y", &y, &ys))) {
+        CHECK(0, "%s: %s", label, kn_ctx_message(ctx));
+        goto fail;
+    }
+    char ln[96];
+    snprintf(ln, sizeof ln, "%s.loss", opt);
+    if ((rc = kn_ckpt_get(ctx, ck, ln, &ref_loss, &ls))) {
+        CHECK(0, "%s: %s", label, kn_ctx_message(ctx));
+        goto fail;
+    }
+    const int64_t xper = (int64_t)batch * H * W;
+    CHECK(kn_shape_numel(&xs) == steps * xper && kn_shape_numel(&ys) == (int64_t)steps * batch &&
+              kn_shape_numel(&ls) == steps,
+          "%s: fixture x/y/loss sizes do not match steps=%d batch=%d %dx%d", label, steps, batch, H, W);
+    if (kn_shape_numel(&xs) != steps * xper || kn_shape_numel(&ys) != (int64_t)steps * batch || kn_shape_numel(&ls) != steps)
+        goto fail;
+
+    /* Optimizer settings from the fixture's metadata (torch.optim defaults otherwise). */
+    char kk[96];
+    snprintf(kk, sizeof kk, "opt.%s.kind", opt);
+    const char *kind = kn_ckpt_meta_get(ck, kk);
+    CHECK(kind != NULL, "%s: no %s in the fixture metadata", label, kk);
+    if (!kind) goto fail;
+    kn_opt_config oc;
+    kn_opt_defaults(&oc);
+    if (!strcmp(kind, "sgd")) oc.kind = KN_OPT_SGD;
+    else if (!strcmp(kind, "adam")) oc.kind = KN_OPT_ADAM;
+    else if (!strcmp(kind, "adamw")) oc.kind = KN_OPT_ADAMW;
+    else { CHECK(0, "%s: unknown optimizer kind '%s'", label, kind); goto fail; }
+    oc.lr = meta_num(ck, opt, "lr", NAN);
+    oc.momentum = meta_num(ck, opt, "momentum", 0.0);
+    oc.nesterov = meta_num(ck, opt, "nesterov", 0.0) != 0.0;
+    oc.weight_decay = meta_num(ck, opt, "weight_decay", oc.kind == KN_OPT_ADAMW ? 0.01 : 0.0);
+    oc.beta1 = meta_num(ck, opt, "beta1", 0.9);
+    oc.beta2 = meta_num(ck, opt, "beta2", 0.999);
+    oc.eps = meta_num(ck, opt, "eps", 1e-8);
+    CHECK(oc.lr > 0, "%s: no learning rate in the fixture metadata", label);
+    kn_optimizer o;
+    rc = kn_opt_init(ctx, &o, &oc, m.store.nparam);
+    CHECK(rc == KN_OK, "%s: optimizer: %s", label, kn_ctx_message(ctx));
+    if (rc) goto fail;
+
+    int32_t *labels = malloc((size_t)batch * sizeof *labels);
+    double worst_loss = 0;
+    int worst_step = 0;
+    float got[64];
+    for (int s = 0; s < steps; s++) {
+        memcpy(kn_ptr(m.train, m.x_train), x + s * xper, (size_t)xper * sizeof(float));
+        for (int i = 0; i < batch; i++) labels[i] = (int32_t)lrintf(y[(int64_t)s * batch + i]);
+        kn_model_set_targets(&m, labels);
+        kn_rt rt;
+        memset(&rt, 0, sizeof rt);
+        rt.seed = 1;
+        rt.step = s;
+        float loss = kn_model_forward_backward(&m, &rt);
+        got[s < 64 ? s : 63] = loss;
+        double e = fabs((double)loss - ref_loss[s]) / fabs((double)ref_loss[s]);
+        if (!(e <= worst_loss)) { worst_loss = e; worst_step = s; }
+        CHECK(e <= TOL, "%s: step %d loss %.7g, PyTorch %.7g (relative error %.2e)", label, s, loss, ref_loss[s], e);
+        kn_opt_step(&o, m.store.param, m.store.grad, kn_opt_lr(&oc, s));
+    }
+    free(labels);
+    if (verbose || worst_loss > TOL) {
+        printf("  %s losses (kiln / PyTorch):", label);
+        for (int s = 0; s < steps && s < 64; s++) printf(" %.5f/%.5f", got[s], ref_loss[s]);
+        printf("\n");
+    }
+
+    /* Final parameters and running statistics: every store entry, every fixture tensor. */
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s.", opt);
+    int nfinal = 0;
+    for (int i = 0; i < kn_ckpt_count(ck); i++)
+        nfinal += starts_with(kn_ckpt_name(ck, i), prefix) && strcmp(kn_ckpt_name(ck, i), ln) != 0;
+    CHECK(nfinal == m.store.n, "%s: fixture has %d final tensors, the model's store %d entries", label, nfinal, m.store.n);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m.store.n; i++) {
+        const kn_store_entry *e = &m.store.e[i];
+        char nm[160];
+        snprintf(nm, sizeof nm, "%s.%s", opt, e->name);
+        const float *ref;
+        kn_shape sh;
+        rc = kn_ckpt_get(ctx, ck, nm, &ref, &sh);
+        CHECK(rc == KN_OK, "%s: %s", label, kn_ctx_message(ctx));
+        if (rc || !kn_shape_eq(&sh, &e->shape)) { CHECK(rc, "%s: %s: shape differs", label, nm); continue; }
+        const float *a = kn_store_data(&m.store, e);
+        double mx;
+        int64_t am;
+        double r = rel_err(a, ref, e->numel, &mx, &am);
+        if (!(r <= worst)) { worst = r; worst_name = e->name; }
+        CHECK(r <= TOL, "%s: final %s: relative error %.3e (max element error %.3e at [%lld]: kiln %.7g, PyTorch %.7g)",
+              label, e->name, r, mx, (long long)am, a[am], ref[am]);
+        if (verbose) printf("    %-20s rel %.2e  max abs %.2e\n", e->name, r, mx);
+    }
+    printf("%-14s loss: worst relative error %.2e (step %d); final tensors: worst %.2e (%s)\n", label, worst_loss,
+           worst_step, worst, worst_name);
+    kn_opt_free(&o);
+    kn_model_free(&m);
+    kn_config_free(cfg);
+    return 0;
+fail:
+    kn_model_free(&m);
+    kn_config_free(cfg);
+    return -1;
+}
+
+static void run_model(kn_ctx *ctx, const char *model, const char *ini, const char *fixture) {
+    kn_ckpt *ck = NULL;
+    const char *path = kn_test_src(fixture);
+    int rc = kn_ckpt_open(ctx, path, &ck);
+    CHECK(rc == KN_OK, "cannot open the fixture (regenerate with /usr/bin/python3 tests/fixtures/make_reference.py): %s",
+          kn_ctx_message(ctx));
+    if (rc) return;
+    const char *opts = kn_ckpt_meta_get(ck, "optimizers");
+    CHECK(opts != NULL, "%s: no 'optimizers' in the metadata", path);
+    int nrun = 0;
+    if (opts) {
+        char buf[256];
+        kn_strlcpy(buf, opts, sizeof buf);
+        for (char *save = NULL, *o = strtok_r(buf, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+            kn_ctx_clear(ctx);
+            run_one(ctx, model, ini, ck, o);
+            nrun++;
+        }
+    }
+    CHECK(nrun >= 4, "%s: expected runs for sgd, nesterov, adam, adamw; found %d", path, nrun);
+    kn_ckpt_close(ck);
+}
+
+int main(void) {
+    const char *v = getenv("KN_TEST_VERBOSE");
+    verbose = v && *v && strcmp(v, "0") != 0;
+    kn_ctx *ctx = kn_ctx_new();
+    run_model(ctx, "mlp", kMLP, "tests/fixtures/mlp_ref.safetensors");
+    run_model(ctx, "cnn", kCNN, "tests/fixtures/cnn_ref.safetensors");
+    kn_ctx_free(ctx);
+    return kn_test_finish("test_reference");
+}
