@@ -348,6 +348,41 @@ static const layer_def layers[] = {
 #define NLAYERS ((int)(sizeof layers / sizeof layers[0]))
 
 /* ---------- model ---------- */
+/* type and keys of one layer section (no shapes needed) */
+static int check_layer_section(kn_ctx *ctx, const kn_config *cfg, const kn_cfg_section *sec, int *type) {
+    char w[256];
+    const char *type_names[NLAYERS + 1];
+    for (int i = 0; i < NLAYERS; i++) type_names[i] = layers[i].type;
+    type_names[NLAYERS] = NULL;
+    if (!kn_cfg_get(sec, "type"))
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: section [%s] is a layer but has no 'type = ...' (one of linear, conv2d, batchnorm, relu, maxpool2d, ...; [data], [train] and [optimizer] are the other sections)",
+                      kn_cfg_where(cfg, sec, NULL, w, sizeof w), sec->name);
+    int t, rc;
+    if ((rc = kn_cfg_enum(ctx, cfg, sec, "type", type_names, -1, &t))) return rc;
+    const layer_def *def = &layers[t];
+    const char *allowed[40];
+    int na = 0;
+    for (int i = 0; k_common[i]; i++) allowed[na++] = k_common[i];
+    for (int i = 0; def->keys[i] && na < 39; i++) allowed[na++] = def->keys[i];
+    allowed[na] = NULL;
+    char what[96];
+    snprintf(what, sizeof what, "a %s layer", def->type);
+    if ((rc = kn_cfg_check_keys(ctx, cfg, sec, allowed, what))) return rc;
+    *type = t;
+    return KN_OK;
+}
+
+int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg) {
+    int t, rc, n = 0;
+    for (int s = 0; s < cfg->nsec; s++) {
+        if (kn_is_reserved_section(cfg->sec[s].name)) continue;
+        if ((rc = check_layer_section(ctx, cfg, &cfg->sec[s], &t))) return rc;
+        n++;
+    }
+    if (n == 0) return kn_err(ctx, KN_ERR_CONFIG, "%s: no layers: add sections like [fc1] with type = linear", cfg->path);
+    return KN_OK;
+}
+
 typedef struct {
     const char *name;
     int vid;
@@ -356,10 +391,6 @@ typedef struct {
 static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph *g, int64_t batch, int *x_out,
                        int *y_out, int *out_out, int *loss_out) {
     char w[256];
-    const char *type_names[NLAYERS + 1];
-    for (int i = 0; i < NLAYERS; i++) type_names[i] = layers[i].type;
-    type_names[NLAYERS] = NULL;
-
     named *names = calloc(MAX_LAYERS + 1, sizeof *names);
     if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     int nnames = 0;
@@ -377,22 +408,8 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
         }
         if (nnames >= MAX_LAYERS) { rc = kn_err(ctx, KN_ERR_CONFIG, "too many layers (at most %d)", MAX_LAYERS); goto out; }
         int t;
-        if (!kn_cfg_get(sec, "type")) {
-            rc = kn_err(ctx, KN_ERR_CONFIG, "%s: section [%s] is a layer but has no 'type = ...' (one of linear, conv2d, batchnorm, relu, maxpool2d, ...; [data], [train] and [optimizer] are the other sections)",
-                        kn_cfg_where(cfg, sec, NULL, w, sizeof w), sec->name);
-            goto out;
-        }
-        if ((rc = kn_cfg_enum(ctx, cfg, sec, "type", type_names, -1, &t))) goto out;
+        if ((rc = check_layer_section(ctx, cfg, sec, &t))) goto out;
         const layer_def *def = &layers[t];
-        /* allowed keys: common + the layer's own */
-        const char *allowed[40];
-        int na = 0;
-        for (int i = 0; k_common[i]; i++) allowed[na++] = k_common[i];
-        for (int i = 0; def->keys[i] && na < 39; i++) allowed[na++] = def->keys[i];
-        allowed[na] = NULL;
-        char what[96];
-        snprintf(what, sizeof what, "a %s layer", def->type);
-        if ((rc = kn_cfg_check_keys(ctx, cfg, sec, allowed, what))) goto out;
 
         layer_ctx L = {ctx, cfg, sec, g, sec->name, {0}, 0};
         if (kn_cfg_get(sec, "input")) {

@@ -26,6 +26,9 @@ typedef struct {
 /* Names of the sections that are not layers. */
 int kn_is_reserved_section(const char *name);
 
+/* Check layer types and keys without building (no data needed). */
+int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg);
+
 /* Build from cfg. batch == 0: evaluation graph only. Compiles the graphs and
  * allocates the store, but does not initialise parameter values (kn_model_init). */
 int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,

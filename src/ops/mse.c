@@ -33,7 +33,7 @@ static void mse_forward(const kn_node *n, kn_rt *rt) {
     const float *p = kn_ptr(g, n->in[0]), *t = kn_ptr(g, n->in[1]);
     const int64_t m = kn_numel(g, n->in[0]), nb = (m + MSE_BLOCK - 1) / MSE_BLOCK;
     double *part = rt->scratch;
-#pragma omp parallel for schedule(static) if (nb > 1)
+#pragma omp parallel for schedule(static) if (m > 65536)
     for (int64_t b = 0; b < nb; b++) {
         const int64_t k1 = (b + 1) * MSE_BLOCK < m ? (b + 1) * MSE_BLOCK : m;
         double s = 0.0;

@@ -196,6 +196,7 @@ static void fmt_time(double s, char *buf, size_t n) {
 int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, kn_job *j) {
     memset(j, 0, sizeof *j);
     int rc;
+    if ((rc = kn_model_check_config(ctx, cfg))) return rc;
     if (want_train) {
         if ((rc = kn_dataset_load(ctx, st->train_images, st->train_labels, &j->train_ds))) return rc;
         if (st->limit_train > 0 && st->limit_train < j->train_ds.n) j->train_ds.n = st->limit_train;

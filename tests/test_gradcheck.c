@@ -1,0 +1,701 @@
+/* Gradient checks of every op in graph.h's registry (see gradcheck.h for the method
+ * and the tolerances), forward values against closed forms, shape-rule errors, and
+ * thread-count determinism. GC_VERBOSE=1 prints the worst error/tolerance ratio of
+ * every checked tensor. */
+#include <string.h>
+
+#include "gradcheck.h"
+
+static int g_cases = 0;
+
+static void run(gc_case *c) {
+    g_cases++;
+    if (!c->seed) c->seed = (uint64_t)g_cases * 7919u;
+    gc_check(c);
+}
+
+/* ---------------- element-wise ---------------- */
+static void check_elementwise(void) {
+    const kn_op *smooth[] = {&kn_op_gelu, &kn_op_silu, &kn_op_tanh, &kn_op_sigmoid};
+    kn_shape shapes[] = {kn_shape1(13), gc_shape3(3, 5, 7), kn_shape4(2, 3, 5, 7)};
+    for (int s = 0; s < 3; s++) {
+        for (int k = 0; k < 4; k++) {
+            gc_case c = {.op = smooth[k], .nin = 1};
+            c.in[0] = gc_param(shapes[s], GC_RANDN, 2.0);
+            run(&c);
+        }
+        gc_case r = {.op = &kn_op_relu, .nin = 1};
+        r.in[0] = gc_param(shapes[s], GC_DISTINCT, 0);
+        run(&r);
+        const double slopes[] = {0.01, 0.2, -0.5};
+        for (int k = 0; k < 3; k++) {
+            gc_case l = {.op = &kn_op_leaky_relu, .nin = 1};
+            l.attrs.f[0] = slopes[k];
+            l.in[0] = gc_param(shapes[s], GC_DISTINCT, 0);
+            run(&l);
+        }
+    }
+}
+
+/* ---------------- pools ---------------- */
+static void pool_case(const kn_op *op, kn_shape x, int kh, int kw, int sh, int sw, int ph, int pw, int incl) {
+    char name[96];
+    snprintf(name, sizeof name, "%s k%dx%d s%dx%d p%dx%d%s x[%lld,%lld,%lld,%lld]", op->name, kh, kw, sh, sw, ph, pw,
+             op == &kn_op_avgpool2d ? (incl ? " incl" : " excl") : "", (long long)x.d[0], (long long)x.d[1],
+             (long long)x.d[2], (long long)x.d[3]);
+    gc_case c = {.name = name, .op = op, .nin = 1};
+    c.attrs.i[0] = kh, c.attrs.i[1] = kw, c.attrs.i[2] = sh, c.attrs.i[3] = sw, c.attrs.i[4] = ph, c.attrs.i[5] = pw;
+    c.attrs.i[6] = incl;
+    c.in[0] = gc_param(x, op == &kn_op_maxpool2d ? GC_DISTINCT : GC_RANDN, 0);
+    run(&c);
+}
+
+static void check_pools(void) {
+    const int ks[] = {1, 2, 3, 5};
+    kn_shape x = kn_shape4(2, 3, 7, 9);
+    for (int ki = 0; ki < 4; ki++)
+        for (int s = 1; s <= 3; s++)
+            for (int p = 0; p <= 2; p++) {
+                int k = ks[ki];
+                if (p > k / 2) continue;
+                pool_case(&kn_op_maxpool2d, x, k, k, s, s, p, p, 0);
+                pool_case(&kn_op_avgpool2d, x, k, k, s, s, p, p, 1);
+                if (p > 0) pool_case(&kn_op_avgpool2d, x, k, k, s, s, p, p, 0);
+            }
+    /* non-square kernels, strides and paddings; odd image sizes */
+    const int ns[][6] = {{2, 3, 1, 2, 1, 1}, {3, 1, 2, 1, 1, 0}, {1, 5, 1, 3, 0, 2}, {5, 2, 3, 2, 2, 1},
+                         {3, 5, 2, 3, 0, 2}, {5, 7, 1, 1, 0, 0}, {4, 4, 4, 4, 2, 2}};
+    kn_shape xs[] = {kn_shape4(1, 2, 5, 7), kn_shape4(3, 1, 9, 5)};
+    for (int i = 0; i < 7; i++)
+        for (int j = 0; j < 2; j++) {
+            const int *a = ns[i];
+            if (xs[j].d[2] + 2 * a[4] < a[0] || xs[j].d[3] + 2 * a[5] < a[1]) continue;
+            pool_case(&kn_op_maxpool2d, xs[j], a[0], a[1], a[2], a[3], a[4], a[5], 0);
+            pool_case(&kn_op_avgpool2d, xs[j], a[0], a[1], a[2], a[3], a[4], a[5], 1);
+            pool_case(&kn_op_avgpool2d, xs[j], a[0], a[1], a[2], a[3], a[4], a[5], 0);
+        }
+    kn_shape gs[] = {kn_shape4(2, 3, 5, 7), kn_shape4(3, 4, 1, 1), kn_shape4(1, 1, 9, 2)};
+    for (int i = 0; i < 3; i++) {
+        gc_case c = {.op = &kn_op_global_avgpool, .nin = 1};
+        c.in[0] = gc_param(gs[i], GC_RANDN, 0);
+        run(&c);
+    }
+}
+
+/* ---------------- batchnorm ---------------- */
+static void bn_case(kn_shape x, double xstd) {
+    char name[96], sb[64];
+    snprintf(name, sizeof name, "batchnorm x%s", kn_shape_str(&x, sb, sizeof sb));
+    gc_case c = {.name = name, .op = &kn_op_batchnorm, .nin = 5};
+    c.attrs.f[0] = 0.1, c.attrs.f[1] = 1e-5;
+    int64_t C = x.d[1];
+    c.in[0] = gc_param(x, GC_RANDN, xstd);
+    c.in[1] = gc_param(kn_shape1(C), GC_RANDN, 1.0);
+    c.in[2] = gc_param(kn_shape1(C), GC_RANDN, 1.0);
+    c.in[3] = gc_state(kn_shape1(C), GC_RANDN, 0.5);
+    c.in[4] = gc_state(kn_shape1(C), GC_POSITIVE, 1.0);
+    run(&c);
+}
+
+static void check_batchnorm(void) {
+    bn_case(kn_shape2(6, 5), 1.0);
+    bn_case(kn_shape2(16, 3), 3.0);
+    bn_case(kn_shape4(4, 3, 5, 7), 1.0);
+    bn_case(kn_shape4(3, 4, 2, 3), 0.5);
+    bn_case(kn_shape4(2, 2, 1, 5), 2.0);
+}
+
+/* ---------------- dropout, reshape, add, concat ---------------- */
+static void check_misc(void) {
+    const double ps[] = {0.0, 0.3, 0.5, 0.9};
+    for (int i = 0; i < 4; i++) {
+        gc_case c = {.op = &kn_op_dropout, .nin = 1};
+        c.attrs.f[0] = ps[i];
+        c.in[0] = gc_param(gc_shape3(4, 5, 6), GC_RANDN, 0);
+        run(&c);
+    }
+    /* reshape: [2,3,4,5] -> [2,-1], [6,20], [5,4,3,2,1]; [120] -> [2,3,4,5] */
+    {
+        gc_case c = {.op = &kn_op_reshape, .nin = 1};
+        c.attrs.i[0] = 2, c.attrs.i[1] = 2, c.attrs.i[2] = -1;
+        c.in[0] = gc_param(kn_shape4(2, 3, 4, 5), GC_RANDN, 0);
+        run(&c);
+        c.attrs.i[1] = 6, c.attrs.i[2] = 20;
+        run(&c);
+        c.attrs.i[0] = 5, c.attrs.i[1] = 5, c.attrs.i[2] = 4, c.attrs.i[3] = 3, c.attrs.i[4] = 2, c.attrs.i[5] = 1;
+        run(&c);
+        gc_case d = {.op = &kn_op_reshape, .nin = 1};
+        d.attrs.i[0] = 4, d.attrs.i[1] = 2, d.attrs.i[2] = 3, d.attrs.i[3] = -1, d.attrs.i[4] = 5;
+        d.in[0] = gc_param(kn_shape1(120), GC_RANDN, 0);
+        run(&d);
+    }
+    {
+        gc_case c = {.op = &kn_op_add, .nin = 2};
+        c.in[0] = gc_param(kn_shape4(2, 3, 5, 7), GC_RANDN, 0);
+        c.in[1] = gc_param(kn_shape4(2, 3, 5, 7), GC_RANDN, 0);
+        run(&c);
+        /* the same tensor twice: the executor sums the two contributions */
+        gc_case d = {.name = "add(a, a)", .op = &kn_op_add, .nin = 2};
+        d.in[0] = gc_param(kn_shape2(3, 4), GC_RANDN, 0);
+        d.in[1] = d.in[0];
+        d.in[0].name = d.in[1].name = "a";
+        run(&d);
+        /* one differentiable and one constant input */
+        gc_case e = {.name = "add(param, input)", .op = &kn_op_add, .nin = 2};
+        e.in[0] = gc_param(kn_shape2(3, 4), GC_RANDN, 0);
+        e.in[1] = gc_input(KN_F32, kn_shape2(3, 4), GC_RANDN, 0);
+        run(&e);
+    }
+    {
+        gc_case c = {.op = &kn_op_concat, .nin = 3};
+        c.attrs.i[0] = 1;
+        c.in[0] = gc_param(kn_shape4(2, 3, 4, 5), GC_RANDN, 0);
+        c.in[1] = gc_param(kn_shape4(2, 1, 4, 5), GC_RANDN, 0);
+        c.in[2] = gc_param(kn_shape4(2, 2, 4, 5), GC_RANDN, 0);
+        run(&c);
+        gc_case d = {.op = &kn_op_concat, .nin = 2};
+        d.attrs.i[0] = 2;
+        d.in[0] = gc_param(kn_shape4(2, 3, 4, 5), GC_RANDN, 0);
+        d.in[1] = gc_param(kn_shape4(2, 3, 1, 5), GC_RANDN, 0);
+        run(&d);
+        d.attrs.i[0] = 3;
+        d.in[1] = gc_param(kn_shape4(2, 3, 4, 2), GC_RANDN, 0);
+        run(&d);
+        gc_case e = {.op = &kn_op_concat, .nin = 2};
+        e.attrs.i[0] = 1;
+        e.in[0] = gc_param(kn_shape2(4, 3), GC_RANDN, 0);
+        e.in[1] = gc_input(KN_F32, kn_shape2(4, 5), GC_RANDN, 0);
+        run(&e);
+        gc_case f = {.op = &kn_op_concat, .nin = 8};
+        f.attrs.i[0] = 1;
+        for (int i = 0; i < 8; i++) f.in[i] = gc_param(gc_shape3(2, 1 + i % 3, 3), GC_RANDN, 0);
+        run(&f);
+    }
+}
+
+/* ---------------- losses ---------------- */
+static void check_losses(void) {
+    const int64_t nk[][2] = {{7, 5}, {16, 10}, {1, 3}, {3, 1}};
+    for (int i = 0; i < 4; i++) {
+        /* a float32 scalar loss: h = 0.05 keeps its rounding (~1e-7 of the loss) well
+         * below the difference; the truncation error stays < 1e-3 relative */
+        gc_case c = {.op = &kn_op_softmax_ce, .nin = 2, .h = 0.05};
+        c.in[0] = gc_param(kn_shape2(nk[i][0], nk[i][1]), GC_RANDN, 2.0);
+        c.in[1] = gc_input(KN_I32, kn_shape1(nk[i][0]), GC_LABELS, (double)nk[i][1]);
+        run(&c);
+    }
+    gc_case m = {.op = &kn_op_mse, .nin = 2};
+    m.in[0] = gc_param(gc_shape3(3, 5, 7), GC_RANDN, 0);
+    m.in[1] = gc_param(gc_shape3(3, 5, 7), GC_RANDN, 0);
+    run(&m);
+    /* two reduction blocks; a constant target. The loss is a float32 mean over 4200
+     * elements, so a step of 1e-2 would move it by ~1e-5 of its value, close to its
+     * rounding: the loss is quadratic, so a large step is exact. */
+    gc_case m2 = {.op = &kn_op_mse, .nin = 2, .h = 1.0};
+    m2.in[0] = gc_param(kn_shape2(2, 2100), GC_RANDN, 0);
+    m2.in[1] = gc_input(KN_F32, kn_shape2(2, 2100), GC_RANDN, 0);
+    run(&m2);
+}
+
+/* ---------------- linear, conv2d ---------------- */
+static void check_linear(void) {
+    const int64_t sh[][3] = {{5, 7, 4}, {1, 3, 2}, {8, 16, 10}, {3, 1, 1}};
+    for (int i = 0; i < 4; i++) {
+        gc_case c = {.op = &kn_op_linear, .nin = 3};
+        c.in[0] = gc_param(kn_shape2(sh[i][0], sh[i][1]), GC_RANDN, 0);
+        c.in[1] = gc_param(kn_shape2(sh[i][2], sh[i][1]), GC_RANDN, 0);
+        c.in[2] = gc_param(kn_shape1(sh[i][2]), GC_RANDN, 0);
+        run(&c);
+        c.nin = 2; /* no bias */
+        run(&c);
+    }
+}
+
+static void conv_case(kn_shape x, int64_t O, int kh, int kw, int sh, int sw, int ph, int pw, int groups, int bias) {
+    char name[128];
+    snprintf(name, sizeof name, "conv2d x[%lld,%lld,%lld,%lld] O%lld k%dx%d s%dx%d p%dx%d g%d%s", (long long)x.d[0],
+             (long long)x.d[1], (long long)x.d[2], (long long)x.d[3], (long long)O, kh, kw, sh, sw, ph, pw, groups,
+             bias ? "" : " nobias");
+    gc_case c = {.name = name, .op = &kn_op_conv2d, .nin = bias ? 3 : 2};
+    c.attrs.i[0] = sh, c.attrs.i[1] = sw, c.attrs.i[2] = ph, c.attrs.i[3] = pw, c.attrs.i[4] = groups;
+    int G = groups > 1 ? groups : 1;
+    c.in[0] = gc_param(x, GC_RANDN, 0);
+    c.in[1] = gc_param(kn_shape4(O, x.d[1] / G, kh, kw), GC_RANDN, 0.5);
+    c.in[2] = gc_param(kn_shape1(O), GC_RANDN, 0);
+    run(&c);
+}
+
+static void check_conv(void) {
+    const int ks[] = {1, 2, 3, 5};
+    kn_shape x = kn_shape4(2, 3, 7, 9);
+    for (int ki = 0; ki < 4; ki++)
+        for (int s = 1; s <= 3; s++)
+            for (int p = 0; p <= 2; p++) conv_case(x, 4, ks[ki], ks[ki], s, s, p, p, 0, 1);
+    conv_case(kn_shape4(1, 3, 5, 7), 2, 3, 5, 1, 2, 1, 2, 1, 1);
+    conv_case(kn_shape4(2, 2, 5, 7), 3, 1, 3, 2, 1, 0, 1, 0, 1);
+    conv_case(kn_shape4(2, 3, 9, 5), 4, 5, 2, 3, 2, 2, 0, 0, 0);
+    conv_case(kn_shape4(2, 4, 5, 7), 6, 3, 3, 1, 1, 1, 1, 2, 1);  /* groups 2 */
+    conv_case(kn_shape4(1, 4, 6, 5), 2, 2, 3, 2, 1, 0, 1, 2, 0);  /* groups 2, no bias */
+    conv_case(kn_shape4(2, 4, 5, 5), 4, 3, 3, 2, 2, 1, 1, 4, 1);  /* depthwise */
+    conv_case(kn_shape4(3, 1, 5, 7), 2, 5, 7, 1, 1, 0, 0, 0, 1);  /* kernel = image */
+}
+
+/* ---------------- multi-threaded paths ----------------
+ * main() runs the gradient checks on one thread (the tiny tensors stay below the
+ * ops' parallel thresholds anyway, and on a loaded machine every OpenMP barrier can
+ * cost a scheduler time slice). These cases are large enough to take the parallel
+ * loops: forward + backward with 2 threads must match 1 thread bitwise for kiln's own
+ * kernels (every element is computed the same way, reductions run per channel or per
+ * fixed block), and to 1e-5 for oneDNN's GEMM/convolutions, whose blocking may follow
+ * the thread count. A few elements are also gradient-checked with 2 threads where the
+ * output is not a float32 scalar over thousands of elements. */
+static void parallel_case(gc_case *c, double rtol, int gradcheck) {
+    g_cases++;
+    if (!c->seed) c->seed = (uint64_t)g_cases * 7919u;
+    gc_threads_agree(c, 2, rtol);
+    if (gradcheck) {
+        kn_set_threads(2);
+        c->max_elems = 6;
+        gc_check(c);
+        kn_set_threads(1);
+    }
+}
+
+static void check_parallel(void) {
+    const int64_t M = 70000;
+    const kn_op *ew[] = {&kn_op_relu, &kn_op_gelu, &kn_op_silu, &kn_op_tanh, &kn_op_sigmoid, &kn_op_leaky_relu,
+                         &kn_op_dropout};
+    for (int k = 0; k < 7; k++) {
+        gc_case c = {.op = ew[k], .nin = 1};
+        c.attrs.f[0] = 0.25;
+        c.in[0] = gc_param(kn_shape1(M), k == 0 || k == 5 ? GC_DISTINCT : GC_RANDN, 0);
+        parallel_case(&c, 0, 1);
+    }
+    kn_shape x = kn_shape4(4, 16, 24, 24);
+    kn_attrs pool = {{3, 3, 2, 2, 1, 1, 0}, {0}};
+    const kn_op *pools[] = {&kn_op_maxpool2d, &kn_op_avgpool2d, &kn_op_global_avgpool};
+    for (int k = 0; k < 3; k++) {
+        gc_case c = {.op = pools[k], .attrs = pool, .nin = 1};
+        c.in[0] = gc_param(x, k == 0 ? GC_DISTINCT : GC_RANDN, 0);
+        parallel_case(&c, 0, 1);
+    }
+    gc_case bn = {.op = &kn_op_batchnorm, .nin = 5};
+    bn.attrs.f[0] = 0.1, bn.attrs.f[1] = 1e-5;
+    bn.in[0] = gc_param(x, GC_RANDN, 2.0);
+    bn.in[1] = gc_param(kn_shape1(16), GC_RANDN, 1.0);
+    bn.in[2] = gc_param(kn_shape1(16), GC_RANDN, 1.0);
+    bn.in[3] = gc_state(kn_shape1(16), GC_CONST, 0.0);
+    bn.in[4] = gc_state(kn_shape1(16), GC_CONST, 1.0);
+    parallel_case(&bn, 0, 1);
+    bn.in[0] = gc_param(kn_shape2(2048, 24), GC_RANDN, 2.0); /* 1d */
+    for (int i = 1; i < 5; i++) bn.in[i].shape = kn_shape1(24);
+    parallel_case(&bn, 0, 0);
+    gc_case add = {.op = &kn_op_add, .nin = 2};
+    add.in[0] = gc_param(kn_shape1(M), GC_RANDN, 0);
+    add.in[1] = gc_param(kn_shape1(M), GC_RANDN, 0);
+    parallel_case(&add, 0, 1);
+    gc_case cat = {.op = &kn_op_concat, .nin = 2};
+    cat.attrs.i[0] = 1;
+    cat.in[0] = gc_param(kn_shape2(2, 20000), GC_RANDN, 0);
+    cat.in[1] = gc_param(kn_shape2(2, 15000), GC_RANDN, 0);
+    parallel_case(&cat, 0, 1);
+    gc_case sce = {.op = &kn_op_softmax_ce, .nin = 2};
+    sce.in[0] = gc_param(kn_shape2(2000, 10), GC_RANDN, 2.0);
+    sce.in[1] = gc_input(KN_I32, kn_shape1(2000), GC_LABELS, 10);
+    parallel_case(&sce, 0, 0);
+    /* a mean of 70000 squares: small differences (std 0.01) and an exact large step */
+    gc_case mse = {.op = &kn_op_mse, .nin = 2, .h = 1.0};
+    mse.in[0] = gc_param(kn_shape1(M), GC_RANDN, 0.01);
+    mse.in[1] = gc_param(kn_shape1(M), GC_CONST, 0);
+    parallel_case(&mse, 0, 1);
+    gc_case lin = {.op = &kn_op_linear, .nin = 3};
+    lin.in[0] = gc_param(kn_shape2(256, 128), GC_RANDN, 0);
+    lin.in[1] = gc_param(kn_shape2(64, 128), GC_RANDN, 0.1);
+    lin.in[2] = gc_param(kn_shape1(64), GC_RANDN, 0);
+    parallel_case(&lin, 1e-5, 1);
+    gc_case conv = {.op = &kn_op_conv2d, .nin = 3};
+    conv.attrs.i[0] = 1, conv.attrs.i[1] = 1, conv.attrs.i[2] = 1, conv.attrs.i[3] = 1;
+    conv.in[0] = gc_param(kn_shape4(4, 8, 16, 16), GC_RANDN, 0);
+    conv.in[1] = gc_param(kn_shape4(8, 8, 3, 3), GC_RANDN, 0.2);
+    conv.in[2] = gc_param(kn_shape1(8), GC_RANDN, 0);
+    parallel_case(&conv, 1e-5, 1);
+}
+
+/* ---------------- forward values ---------------- */
+static void check_softmax_values(void) {
+    const float logits[] = {1, 2, 3, 0, 0, 0, 1000, 0, -1000};
+    const int32_t labels[] = {2, 1, 1};
+    gc_tensor in[2] = {gc_input(KN_F32, kn_shape2(3, 3), GC_VALUES, 0), gc_input(KN_I32, kn_shape1(3), GC_VALUES, 0)};
+    in[0].values = logits;
+    in[1].values = labels;
+    gc_graph G;
+    kn_attrs a = {{0}, {0}};
+    if (gc_build(&G, &kn_op_softmax_ce, &a, in, 2, 0, 1)) {
+        CHECK(0, "softmax_ce build: %s", kn_ctx_message(G.ctx));
+        gc_free(&G);
+        return;
+    }
+    gc_forward(&G);
+    /* rows: log(1+e^-1+e^-2) = 0.4076059644, log 3 = 1.0986122887, 1000 - 0 = 1000 */
+    double want = (0.4076059644443803 + 1.0986122886681098 + 1000.0) / 3.0;
+    float loss = kn_ptr(G.g, G.y)[0];
+    CHECK(fabs(loss - want) < 1e-4 * want, "softmax_ce loss %.7g, want %.7g", loss, want);
+    const float *pr = kn_ptr(G.g, G.g->n[G.node].out[1]);
+    CHECK(fabsf(pr[3] - 1.0f / 3) < 1e-6f && fabsf(pr[6] - 1.0f) < 1e-6f && pr[7] >= 0 && pr[7] < 1e-30f,
+          "softmax probs %g %g %g", pr[3], pr[6], pr[7]);
+    CHECK(fabsf(pr[2] - 0.66524096f) < 1e-6f, "softmax prob %g, want 0.665241", pr[2]);
+    /* an out-of-range label makes the loss NaN */
+    int32_t *lab = G.host[1];
+    lab[1] = 3;
+    gc_forward(&G);
+    CHECK(isnan(kn_ptr(G.g, G.y)[0]), "softmax_ce with label 3 of 3 classes: loss %g, want NaN", kn_ptr(G.g, G.y)[0]);
+    lab[1] = -1;
+    gc_forward(&G);
+    CHECK(isnan(kn_ptr(G.g, G.y)[0]), "softmax_ce with label -1: loss %g, want NaN", kn_ptr(G.g, G.y)[0]);
+    gc_free(&G);
+}
+
+static void check_batchnorm_values(void) {
+    const int64_t N = 4, C = 3, H = 5, W = 6, S = H * W, m = N * S;
+    gc_tensor in[5] = {gc_param(kn_shape4(N, C, H, W), GC_RANDN, 3.0), gc_param(kn_shape1(C), GC_CONST, 1.0),
+                       gc_param(kn_shape1(C), GC_CONST, 0.0), gc_state(kn_shape1(C), GC_CONST, 0.5),
+                       gc_state(kn_shape1(C), GC_CONST, 2.0)};
+    kn_attrs a = {{0}, {0}};
+    a.f[0] = 0.1, a.f[1] = 1e-5;
+    gc_graph G;
+    if (gc_build(&G, &kn_op_batchnorm, &a, in, 5, 1, 5)) {
+        CHECK(0, "batchnorm build: %s", kn_ctx_message(G.ctx));
+        gc_free(&G);
+        return;
+    }
+    float *x = kn_ptr(G.g, G.vid[0]);
+    for (int64_t k = 0; k < N * C * S; k++) x[k] += 10.0f; /* mean far from 0 */
+    gc_forward(&G);
+    const float *y = kn_ptr(G.g, G.y), *rm = kn_ptr(G.g, G.vid[3]), *rv = kn_ptr(G.g, G.vid[4]);
+    const float *smean = kn_ptr(G.g, G.g->n[G.node].out[1]), *sinv = kn_ptr(G.g, G.g->n[G.node].out[2]);
+    for (int64_t c = 0; c < C; c++) {
+        double sx = 0, sxx = 0, sy = 0, syy = 0;
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t s = 0; s < S; s++) {
+                double xv = x[(b * C + c) * S + s], yv = y[(b * C + c) * S + s];
+                sx += xv, sy += yv;
+            }
+        double mx = sx / m, my = sy / m;
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t s = 0; s < S; s++) {
+                double xv = x[(b * C + c) * S + s] - mx, yv = y[(b * C + c) * S + s] - my;
+                sxx += xv * xv, syy += yv * yv;
+            }
+        double var = sxx / m, vy = syy / m;
+        CHECK(fabs(my) < 1e-5, "batchnorm channel %lld: output mean %g, want 0", (long long)c, my);
+        CHECK(fabs(vy - var / (var + 1e-5)) < 1e-5, "batchnorm channel %lld: output variance %g, want ~1", (long long)c,
+              vy);
+        CHECK(fabs(smean[c] - mx) < 1e-5 * fabs(mx), "batchnorm saved mean %g want %g", smean[c], mx);
+        CHECK(fabs(sinv[c] - 1 / sqrt(var + 1e-5)) < 1e-6, "batchnorm saved invstd %g", sinv[c]);
+        double wrm = 0.9 * 0.5 + 0.1 * mx, wrv = 0.9 * 2.0 + 0.1 * sxx / (m - 1);
+        CHECK(fabs(rm[c] - wrm) < 1e-5 * fabs(wrm), "batchnorm running_mean %.7g, want %.7g", rm[c], wrm);
+        CHECK(fabs(rv[c] - wrv) < 1e-5 * wrv, "batchnorm running_var %.7g, want %.7g (unbiased)", rv[c], wrv);
+    }
+    /* thread-count independence of the forward */
+    float *y1 = malloc((size_t)(N * C * S) * sizeof *y1);
+    kn_set_threads(1);
+    gc_forward(&G);
+    memcpy(y1, y, (size_t)(N * C * S) * sizeof *y1);
+    kn_set_threads(3);
+    gc_forward(&G);
+    CHECK(memcmp(y1, y, (size_t)(N * C * S) * sizeof *y1) == 0, "batchnorm forward depends on the thread count");
+    kn_set_threads(1);
+    free(y1);
+    gc_free(&G);
+
+    /* evaluation: the running statistics */
+    float xv[6] = {1, 2, 3, 4, 5, 6}, g2[2] = {2, -1}, b2[2] = {0.5f, 1}, m2[2] = {1, 2}, v2[2] = {4, 0.25f};
+    gc_tensor e[5] = {gc_input(KN_F32, kn_shape2(3, 2), GC_VALUES, 0), gc_input(KN_F32, kn_shape1(2), GC_VALUES, 0),
+                      gc_input(KN_F32, kn_shape1(2), GC_VALUES, 0), gc_state(kn_shape1(2), GC_VALUES, 0),
+                      gc_state(kn_shape1(2), GC_VALUES, 0)};
+    e[0].values = xv, e[1].values = g2, e[2].values = b2, e[3].values = m2, e[4].values = v2;
+    a.f[1] = 1e-3;
+    if (gc_build(&G, &kn_op_batchnorm, &a, e, 5, 0, 5)) {
+        CHECK(0, "batchnorm eval build: %s", kn_ctx_message(G.ctx));
+        gc_free(&G);
+        return;
+    }
+    gc_forward(&G);
+    y = kn_ptr(G.g, G.y);
+    int ok = 1;
+    for (int k = 0; k < 6; k++) {
+        int c = k % 2;
+        double want = (xv[k] - m2[c]) / sqrt(v2[c] + 1e-3) * g2[c] + b2[c];
+        if (fabs(y[k] - want) > 1e-5) ok = 0;
+    }
+    CHECK(ok, "batchnorm evaluation does not use the running statistics");
+    CHECK(kn_ptr(G.g, G.vid[3])[0] == 1 && kn_ptr(G.g, G.vid[4])[1] == 0.25f,
+          "batchnorm evaluation changed the running statistics");
+    gc_free(&G);
+}
+
+static void check_pool_values(void) {
+    float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    gc_tensor in = gc_input(KN_F32, kn_shape4(1, 1, 3, 3), GC_VALUES, 0);
+    in.values = ones;
+    kn_attrs a = {{3, 3, 1, 1, 1, 1, 1}, {0}};
+    gc_graph G;
+    for (int incl = 1; incl >= 0; incl--) {
+        a.i[6] = incl;
+        if (gc_build(&G, &kn_op_avgpool2d, &a, &in, 1, 0, 1)) {
+            CHECK(0, "avgpool build: %s", kn_ctx_message(G.ctx));
+            gc_free(&G);
+            return;
+        }
+        gc_forward(&G);
+        const float *y = kn_ptr(G.g, G.y);
+        const float want[9] = {4 / 9.f, 6 / 9.f, 4 / 9.f, 6 / 9.f, 1, 6 / 9.f, 4 / 9.f, 6 / 9.f, 4 / 9.f};
+        int ok = 1;
+        for (int k = 0; k < 9; k++)
+            if (fabsf(y[k] - (incl ? want[k] : 1.0f)) > 1e-6f) ok = 0;
+        CHECK(ok, "avgpool count_include_pad=%d: got corner %g edge %g centre %g", incl, y[0], y[1], y[4]);
+        gc_free(&G);
+    }
+    /* maxpool 2x2 stride 2 on 3x5 (floor mode: 1x2 output); of two equal maxima the
+     * first (in row-major order) is the argmax, like PyTorch */
+    float xv[15] = {1, 5, 2, 2, 9, 5, -1, 7, 2, 9, 8, 8, 8, 8, 8};
+    in = gc_input(KN_F32, kn_shape4(1, 1, 3, 5), GC_VALUES, 0);
+    in.values = xv;
+    kn_attrs m = {{2, 2, 2, 2, 0, 0}, {0}};
+    if (gc_build(&G, &kn_op_maxpool2d, &m, &in, 1, 0, 1)) {
+        CHECK(0, "maxpool build: %s", kn_ctx_message(G.ctx));
+        gc_free(&G);
+        return;
+    }
+    CHECK(kn_shp(G.g, G.y)->d[2] == 1 && kn_shp(G.g, G.y)->d[3] == 2, "maxpool output shape");
+    gc_forward(&G);
+    const float *y = kn_ptr(G.g, G.y);
+    const int32_t *am = kn_iptr(G.g, G.g->n[G.node].out[1]);
+    CHECK(y[0] == 5 && y[1] == 7 && am[0] == 1 && am[1] == 7, "maxpool got %g %g at %d %d", y[0], y[1], am[0], am[1]);
+    gc_free(&G);
+    /* padding is -inf: an all-negative input never yields 0 */
+    float neg[4] = {-4, -3, -2, -1};
+    in = gc_input(KN_F32, kn_shape4(1, 1, 2, 2), GC_VALUES, 0);
+    in.values = neg;
+    kn_attrs mp = {{3, 3, 1, 1, 1, 1}, {0}};
+    if (!gc_build(&G, &kn_op_maxpool2d, &mp, &in, 1, 0, 1)) {
+        gc_forward(&G);
+        y = kn_ptr(G.g, G.y);
+        CHECK(y[0] == -1 && y[3] == -1, "maxpool with padding over negatives: %g %g", y[0], y[3]);
+    } else {
+        CHECK(0, "maxpool build: %s", kn_ctx_message(G.ctx));
+    }
+    gc_free(&G);
+    /* global average pool */
+    float gv[8] = {1, 2, 3, 4, 10, 20, 30, 40};
+    in = gc_input(KN_F32, kn_shape4(1, 2, 2, 2), GC_VALUES, 0);
+    in.values = gv;
+    kn_attrs z = {{0}, {0}};
+    if (!gc_build(&G, &kn_op_global_avgpool, &z, &in, 1, 0, 1)) {
+        gc_forward(&G);
+        y = kn_ptr(G.g, G.y);
+        CHECK(y[0] == 2.5f && y[1] == 25.0f && kn_shp(G.g, G.y)->nd == 2, "global_avgpool got %g %g", y[0], y[1]);
+    } else {
+        CHECK(0, "global_avgpool build: %s", kn_ctx_message(G.ctx));
+    }
+    gc_free(&G);
+}
+
+static void check_dropout_values(void) {
+    const int64_t N = 64, K = 1000, M = N * K;
+    const double p = 0.3;
+    gc_tensor in = gc_param(kn_shape2(N, K), GC_POSITIVE, 1.0);
+    kn_attrs a = {{0}, {p}};
+    gc_graph G;
+    if (gc_build(&G, &kn_op_dropout, &a, &in, 1, 1, 9)) {
+        CHECK(0, "dropout build: %s", kn_ctx_message(G.ctx));
+        gc_free(&G);
+        return;
+    }
+    const float *x = kn_ptr(G.g, G.vid[0]);
+    float *y1 = malloc((size_t)M * sizeof *y1);
+    gc_forward(&G);
+    const float *y = kn_ptr(G.g, G.y);
+    const uint8_t *mask = (const uint8_t *)(const void *)kn_ptr(G.g, G.g->n[G.node].out[1]);
+    int64_t kept = 0, bad = 0;
+    const float scale = (float)(1.0 / (1.0 - p));
+    for (int64_t k = 0; k < M; k++) {
+        if (mask[k] > 1) bad++;
+        if (mask[k]) {
+            kept++;
+            if (y[k] != x[k] * scale) bad++;
+        } else if (y[k] != 0.0f) {
+            bad++;
+        }
+    }
+    double frac = (double)kept / (double)M;
+    CHECK(fabs(frac - (1 - p)) < 0.01, "dropout p=%.1f kept %.4f of the elements, want ~%.1f", p, frac, 1 - p);
+    CHECK(bad == 0, "dropout: %lld elements not x*mask/(1-p)", (long long)bad);
+    /* the same (seed, step) gives the same mask whatever the thread count */
+    memcpy(y1, y, (size_t)M * sizeof *y1);
+    kn_set_threads(1);
+    gc_forward(&G);
+    CHECK(memcmp(y1, y, (size_t)M * sizeof *y1) == 0, "dropout mask depends on the thread count (1 thread)");
+    kn_set_threads(3);
+    gc_forward(&G);
+    CHECK(memcmp(y1, y, (size_t)M * sizeof *y1) == 0, "dropout mask depends on the thread count (3 threads)");
+    kn_set_threads(1);
+    /* another step draws another mask */
+    G.rt.step++;
+    gc_forward(&G);
+    CHECK(memcmp(y1, y, (size_t)M * sizeof *y1) != 0, "dropout mask does not change with the step");
+    gc_free(&G);
+    free(y1);
+
+    /* evaluation: identity */
+    in = gc_input(KN_F32, kn_shape2(N, K), GC_RANDN, 0);
+    if (gc_build(&G, &kn_op_dropout, &a, &in, 1, 0, 9)) {
+        CHECK(0, "dropout eval build: %s", kn_ctx_message(G.ctx));
+        gc_free(&G);
+        return;
+    }
+    gc_forward(&G);
+    CHECK(memcmp(kn_ptr(G.g, G.y), G.host[0], (size_t)M * sizeof(float)) == 0, "evaluation-mode dropout is not the identity");
+    gc_free(&G);
+}
+
+static void check_loss_determinism(void) {
+    /* losses reduce over the batch: the same result with 1 and 3 threads */
+    gc_tensor in[2] = {gc_param(kn_shape2(300, 100), GC_RANDN, 2.0), gc_input(KN_I32, kn_shape1(300), GC_LABELS, 100)};
+    kn_attrs a = {{0}, {0}};
+    gc_graph G;
+    if (!gc_build(&G, &kn_op_softmax_ce, &a, in, 2, 1, 3)) {
+        kn_set_threads(1);
+        gc_forward(&G);
+        float l1 = kn_ptr(G.g, G.y)[0];
+        kn_set_threads(3);
+        gc_forward(&G);
+        CHECK(l1 == kn_ptr(G.g, G.y)[0], "softmax_ce loss depends on the thread count");
+        CHECK(l1 > 4.0f && l1 < 9.0f, "softmax_ce loss %g on random logits (expected about log(100) + 2)", l1);
+    } else {
+        CHECK(0, "softmax_ce build: %s", kn_ctx_message(G.ctx));
+    }
+    gc_free(&G);
+    gc_tensor mi[2] = {gc_param(kn_shape2(7, 10000), GC_RANDN, 1.0), gc_input(KN_F32, kn_shape2(7, 10000), GC_CONST, 0)};
+    if (!gc_build(&G, &kn_op_mse, &a, mi, 2, 1, 3)) {
+        kn_set_threads(1);
+        gc_forward(&G);
+        float l1 = kn_ptr(G.g, G.y)[0];
+        kn_set_threads(3);
+        gc_forward(&G);
+        CHECK(l1 == kn_ptr(G.g, G.y)[0], "mse loss depends on the thread count");
+        double s = 0;
+        const float *x = kn_ptr(G.g, G.vid[0]);
+        for (int64_t k = 0; k < 70000; k++) s += (double)x[k] * x[k];
+        CHECK(fabs(l1 - s / 70000) < 1e-6 * s / 70000, "mse loss %.8g want %.8g", l1, s / 70000);
+    } else {
+        CHECK(0, "mse build: %s", kn_ctx_message(G.ctx));
+    }
+    kn_set_threads(1);
+    gc_free(&G);
+}
+
+/* ---------------- shape-rule errors ---------------- */
+static void expect_error(const char *what, const kn_op *op, const kn_attrs *a, const gc_tensor *in, int nin,
+                         int training, const char *s1, const char *s2) {
+    gc_graph G;
+    int rc = gc_build(&G, op, a, in, nin, training, 1);
+    const char *msg = kn_ctx_message(G.ctx);
+    CHECK(rc != 0 && strstr(msg, s1) && (!s2 || strstr(msg, s2)), "%s: expected an error containing '%s'%s%s, got '%s'",
+          what, s1, s2 ? " and " : "", s2 ? s2 : "", rc ? msg : "(no error)");
+    gc_free(&G);
+}
+
+static void check_errors(void) {
+    kn_attrs pool = {{2, 2, 2, 2, 0, 0, 1}, {0}};
+    gc_tensor x2 = gc_input(KN_F32, kn_shape2(64, 784), GC_CONST, 0);
+    gc_tensor x4 = gc_input(KN_F32, kn_shape4(2, 3, 4, 4), GC_CONST, 0);
+    expect_error("maxpool on 2-D", &kn_op_maxpool2d, &pool, &x2, 1, 0, "expects a 4-D input", "[64,784]");
+    expect_error("avgpool on 2-D", &kn_op_avgpool2d, &pool, &x2, 1, 0, "expects a 4-D input", "[64,784]");
+    expect_error("global_avgpool on 2-D", &kn_op_global_avgpool, &pool, &x2, 1, 0, "expects a 4-D input", "[64,784]");
+    kn_attrs bigpad = {{3, 3, 1, 1, 2, 2, 1}, {0}};
+    expect_error("maxpool pad", &kn_op_maxpool2d, &bigpad, &x4, 1, 0, "half the kernel", "got 2x2");
+    expect_error("avgpool pad", &kn_op_avgpool2d, &bigpad, &x4, 1, 0, "half the kernel", "got 2x2");
+    kn_attrs bigk = {{5, 5, 1, 1, 0, 0, 1}, {0}};
+    expect_error("maxpool empty", &kn_op_maxpool2d, &bigk, &x4, 1, 0, "larger than the padded input", "[2,3,4,4]");
+    kn_attrs zstride = {{2, 2, 0, 1, 0, 0, 1}, {0}};
+    expect_error("maxpool stride 0", &kn_op_maxpool2d, &zstride, &x4, 1, 0, "stride >= 1", NULL);
+    gc_tensor ab[2] = {gc_param(kn_shape2(3, 4), GC_CONST, 0), gc_param(kn_shape2(4, 3), GC_CONST, 0)};
+    kn_attrs none = {{0}, {0}};
+    expect_error("add shapes", &kn_op_add, &none, ab, 2, 1, "[3,4]", "[4,3]");
+    expect_error("mse shapes", &kn_op_mse, &none, ab, 2, 1, "[3,4]", "[4,3]");
+    kn_attrs rs = {{2, 5, -1}, {0}};
+    expect_error("reshape numel", &kn_op_reshape, &rs, &ab[0], 1, 1, "[3,4]", "[5,-1]");
+    kn_attrs rs2 = {{2, 5, 3}, {0}};
+    expect_error("reshape numel", &kn_op_reshape, &rs2, &ab[0], 1, 1, "keep the number of elements", "[5,3]");
+    kn_attrs rs3 = {{2, -1, -1}, {0}};
+    expect_error("reshape two -1", &kn_op_reshape, &rs3, &ab[0], 1, 1, "at most one -1", NULL);
+    kn_attrs rs4 = {{6, 1, 1, 1, 1, 1, 12}, {0}};
+    expect_error("reshape 6 dims", &kn_op_reshape, &rs4, &ab[0], 1, 1, "1 to 5 output dims", "got 6");
+    kn_attrs cat1 = {{1}, {0}};
+    expect_error("concat dims", &kn_op_concat, &cat1, ab, 2, 1, "[3,4]", "[4,3]");
+    kn_attrs cat0 = {{0}, {0}};
+    gc_tensor same[2] = {ab[0], ab[0]};
+    same[1].name = "other";
+    expect_error("concat axis 0", &kn_op_concat, &cat0, same, 2, 1, "axis must be between 1 and 1", NULL);
+    gc_tensor sce[2] = {gc_param(kn_shape2(4, 3), GC_CONST, 0), gc_input(KN_F32, kn_shape1(4), GC_CONST, 0)};
+    expect_error("softmax_ce float labels", &kn_op_softmax_ce, &none, sce, 2, 1, "int32 labels", "float32");
+    sce[1] = gc_input(KN_I32, kn_shape1(5), GC_LABELS, 3);
+    expect_error("softmax_ce label count", &kn_op_softmax_ce, &none, sce, 2, 1, "labels [4]", "[5]");
+    gc_tensor sce3[2] = {gc_param(kn_shape4(4, 3, 1, 1), GC_CONST, 0), gc_input(KN_I32, kn_shape1(4), GC_LABELS, 3)};
+    expect_error("softmax_ce 4-D", &kn_op_softmax_ce, &none, sce3, 2, 1, "2-D logits", "[4,3,1,1]");
+    kn_attrs bn = {{0}, {0.1, 1e-5}};
+    gc_tensor bni[5] = {gc_param(kn_shape4(2, 3, 2, 2), GC_CONST, 0), gc_param(kn_shape1(4), GC_CONST, 1),
+                        gc_param(kn_shape1(3), GC_CONST, 0), gc_state(kn_shape1(3), GC_CONST, 0),
+                        gc_state(kn_shape1(3), GC_CONST, 1)};
+    expect_error("batchnorm gamma", &kn_op_batchnorm, &bn, bni, 5, 1, "gamma must be a float32 [3]", "got [4]");
+    bni[1] = gc_param(kn_shape1(3), GC_CONST, 1);
+    bni[0] = gc_param(gc_shape3(2, 3, 4), GC_CONST, 0);
+    expect_error("batchnorm 3-D", &kn_op_batchnorm, &bn, bni, 5, 1, "2-D input", "[2,3,4]");
+    bni[0] = gc_param(kn_shape2(1, 3), GC_CONST, 0);
+    expect_error("batchnorm batch 1", &kn_op_batchnorm, &bn, bni, 5, 1, "more than one value per channel", "[1,3]");
+    kn_attrs dp = {{0}, {1.0}};
+    expect_error("dropout p=1", &kn_op_dropout, &dp, &ab[0], 1, 1, "[0, 1)", "got 1");
+    gc_tensor li = gc_input(KN_I32, kn_shape2(3, 4), GC_LABELS, 3);
+    expect_error("relu on int32", &kn_op_relu, &none, &li, 1, 0, "float32", NULL);
+}
+
+static void check_flops(void) {
+    /* every op reports its FLOPs (zero for pure data movement) */
+    gc_tensor x = gc_param(kn_shape4(2, 3, 6, 6), GC_RANDN, 0);
+    kn_attrs pool = {{2, 2, 2, 2, 0, 0, 1}, {0.1}};
+    const kn_op *ops[] = {&kn_op_maxpool2d, &kn_op_avgpool2d, &kn_op_global_avgpool, &kn_op_relu, &kn_op_leaky_relu,
+                          &kn_op_gelu,      &kn_op_silu,      &kn_op_tanh,           &kn_op_sigmoid, &kn_op_dropout};
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        gc_graph G;
+        if (gc_build(&G, ops[i], &pool, &x, 1, 1, 1)) {
+            CHECK(0, "%s build: %s", ops[i]->name, kn_ctx_message(G.ctx));
+        } else {
+            const kn_node *n = &G.g->n[G.node];
+            CHECK(ops[i]->flops_fwd(G.g, n) > 0 && ops[i]->flops_bwd(G.g, n) > 0, "%s reports no FLOPs", ops[i]->name);
+        }
+        gc_free(&G);
+    }
+}
+
+int main(void) {
+    double t0 = kn_now_seconds();
+    kn_set_threads(1);
+    check_elementwise();
+    check_pools();
+    check_batchnorm();
+    check_misc();
+    check_losses();
+    check_linear();
+    check_conv();
+    check_parallel();
+    check_softmax_values();
+    check_batchnorm_values();
+    check_pool_values();
+    check_dropout_values();
+    check_loss_determinism();
+    check_errors();
+    check_flops();
+    printf("%d gradient-check cases in %.1f s\n", g_cases, kn_now_seconds() - t0);
+    return kn_test_finish("test_gradcheck");
+}
