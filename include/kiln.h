@@ -5,6 +5,7 @@
 #define KILN_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -50,6 +51,9 @@ typedef struct {
     int64_t seed;        /* <0: from config (train.seed) */
     int progress;        /* -1 auto (terminal?), 0 plain lines, 1 progress bar */
     int quiet;           /* 1: print nothing but errors */
+    int resume_only;     /* 1: the run directory must hold a checkpoint to continue from */
+    int allow_config_change; /* 1: resume even if the config differs from the checkpoint's */
+    const char *init_from;   /* "RUN_DIR[:first|best|last|STEP]" or a checkpoint file: start from its weights */
 } kn_train_options;
 
 typedef struct {
@@ -58,10 +62,24 @@ typedef struct {
     double test_loss, test_accuracy; /* final pass over the test set */
     int64_t steps;
     double seconds;
+    int stopped_by_signal;           /* SIGINT/SIGTERM number if the run stopped on request, else 0 */
+    int resumed;                     /* 1 if it continued from a checkpoint */
 } kn_train_result;
 
 void kn_train_options_init(kn_train_options *o);
 int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res);
+
+/* Ask a running kn_train to stop after the current step, write a checkpoint and
+ * return KN_ERR_INTERRUPTED. Async-signal-safe: call it from a signal handler. */
+void kn_request_stop(int signo);
+int kn_stop_requested(void);
+
+/* Train from the run directory's own config.ini and newest good checkpoint. */
+int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_train_result *res);
+
+/* Print a checkpoint's tensors, shapes and metadata and verify its checksum. With
+ * dump != NULL, print every value of that tensor (one per line, %.9g) instead. */
+int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out);
 
 /* Evaluate a run directory (or a checkpoint file inside one) on its test set. */
 int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res);

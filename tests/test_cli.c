@@ -66,38 +66,6 @@ static void expect_error(const char *what, const char *args, const char *const *
     printf("%-28s -> %s", what, g_err);
 }
 
-/* small synthetic image set: class k images have a bright k-th row band */
-static void make_data(const char *sub, int n, int rows, int cols) {
-    char d[1200], p[1400];
-    snprintf(d, sizeof d, "%s/%s", g_dir, sub);
-    mkdir(d, 0755);
-    uint8_t *img = malloc((size_t)n * rows * cols), *lab = malloc((size_t)n);
-    kn_rng r;
-    kn_rng_seed(&r, 42);
-    for (int i = 0; i < n; i++) {
-        int k = (int)kn_rng_below(&r, 10);
-        lab[i] = (uint8_t)k;
-        for (int j = 0; j < rows * cols; j++) {
-            int row = j / cols;
-            int v = (int)kn_rng_below(&r, 80) + (row / 3 == k ? 150 : 0);
-            img[(size_t)i * rows * cols + j] = (uint8_t)(v > 255 ? 255 : v);
-        }
-    }
-    kn_ctx *ctx = kn_ctx_new();
-    int64_t di[3] = {n, rows, cols}, dl[1] = {n};
-    const char *names[2][2] = {{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"},
-                               {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}};
-    for (int s = 0; s < 2; s++) {
-        snprintf(p, sizeof p, "%s/%s", d, names[s][0]);
-        CHECK(kn_idx_write(ctx, p, 3, di, img, 1) == 0, "write %s", p);
-        snprintf(p, sizeof p, "%s/%s", d, names[s][1]);
-        CHECK(kn_idx_write(ctx, p, 1, dl, lab, 1) == 0, "write %s", p);
-    }
-    kn_ctx_free(ctx);
-    free(img);
-    free(lab);
-}
-
 static const char *CNN =
     "[data]\n"
     "dir = data\n"
@@ -138,7 +106,7 @@ static const char *CNN =
     "out = 10\n";
 
 static void test_errors(void) {
-    make_data("data", 400, 12, 12);
+    kn_test_make_images(g_dir, "data", 400, 12, 12);
     /* unknown key */
     char cfg[4096];
     snprintf(cfg, sizeof cfg, "%s", CNN);
@@ -197,7 +165,7 @@ static void test_errors(void) {
                  (const char *const[]){"nada/train-images-idx3-ubyte.gz", "No such file", NULL});
 
     /* corrupt IDX: truncated image file */
-    make_data("bad", 100, 12, 12);
+    kn_test_make_images(g_dir, "bad", 100, 12, 12);
     char src[2048], cmd[9000];
     snprintf(src, sizeof src, "%s/bad/train-images-idx3-ubyte.gz", g_dir);
     snprintf(cmd, sizeof cmd, "gzip -dc '%s' | head -c 5000 | gzip > '%s.t' && mv '%s.t' '%s'", src, src, src, src);

@@ -3,6 +3,9 @@
 
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "data/data.h"
 
 int kn_test_failures = 0;
 int kn_test_checks = 0;
@@ -33,4 +36,41 @@ const char *kn_test_src(const char *rel) {
 int kn_test_finish(const char *name) {
     printf("%s: %d checks, %d failed\n", name, kn_test_checks, kn_test_failures);
     return kn_test_failures ? 1 : 0;
+}
+
+void kn_test_make_images(const char *dir, const char *sub, int n, int rows, int cols) {
+    char d[1200], p[1400];
+    snprintf(d, sizeof d, "%s/%s", dir, sub);
+    mkdirs(d);
+    uint8_t *img = malloc((size_t)n * rows * cols), *lab = malloc((size_t)n);
+    kn_rng r;
+    kn_rng_seed(&r, 42);
+    for (int i = 0; i < n; i++) {
+        int k = (int)kn_rng_below(&r, 10);
+        lab[i] = (uint8_t)k;
+        for (int j = 0; j < rows * cols; j++) {
+            int row = j / cols;
+            int v = (int)kn_rng_below(&r, 80) + (row / 3 == k ? 150 : 0);
+            img[(size_t)i * rows * cols + j] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    }
+    kn_ctx *ctx = kn_ctx_new();
+    int64_t di[3] = {n, rows, cols}, dl[1] = {n};
+    const char *names[2][2] = {{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"},
+                               {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}};
+    for (int s = 0; s < 2; s++) {
+        snprintf(p, sizeof p, "%s/%s", d, names[s][0]);
+        CHECK(kn_idx_write(ctx, p, 3, di, img, 1) == 0, "write %s", p);
+        snprintf(p, sizeof p, "%s/%s", d, names[s][1]);
+        CHECK(kn_idx_write(ctx, p, 1, dl, lab, 1) == 0, "write %s", p);
+    }
+    kn_ctx_free(ctx);
+    free(img);
+    free(lab);
+}
+
+int kn_test_system(const char *cmd) {
+    int st = system(cmd);
+    if (st == -1) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }

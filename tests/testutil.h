@@ -23,6 +23,12 @@ extern int kn_test_checks;
 const char *kn_test_tmpdir(const char *test_name);
 /* Path of a file inside the source tree ($KN_SRC_DIR). Static buffer. */
 const char *kn_test_src(const char *rel);
+/* Write a small synthetic image-classification set (IDX, gzip) into dir/sub:
+ * train-* and t10k-* files with n images of rows x cols; class k has a bright band. */
+void kn_test_make_images(const char *dir, const char *sub, int n, int rows, int cols);
+/* Run a shell command line; returns its exit status (128+signal if killed). */
+int kn_test_system(const char *cmd);
+
 /* Print "N passed, M failed" and return the exit status. */
 int kn_test_finish(const char *name);
 

@@ -2,6 +2,7 @@
  * one line "kiln: error: ..." with a non-zero exit status. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,13 @@ static const char *const USAGE =
     "\n"
     "Usage:\n"
     "  kiln train CONFIG [options]      train the model described by CONFIG (an INI file)\n"
+    "  kiln resume RUN_DIR [--threads N] [--allow-config-change] [--progress|--no-progress|--quiet]\n"
+    "                                   continue a run from its newest good checkpoint\n"
     "  kiln eval RUN_DIR|CHECKPOINT [--threads N]\n"
     "                                   evaluate a trained model on its test set\n"
+    "  kiln inspect CHECKPOINT [--dump TENSOR]\n"
+    "                                   list tensors, shapes and metadata; verify the checksum\n"
+    "                                   (--dump prints every value of one tensor)\n"
     "  kiln --help                      show this help\n"
     "  kiln --version                   show the version\n"
     "\n"
@@ -27,9 +33,19 @@ static const char *const USAGE =
     "  --progress                always draw the progress bar (default: only on a terminal)\n"
     "  --no-progress             print plain periodic lines (every train.log_every steps)\n"
     "  --quiet                   print nothing but errors\n"
+    "  --init-from RUN_DIR[:first|best|last|STEP]\n"
+    "                            start a new run from the weights of an earlier one (or a checkpoint file)\n"
+    "  --allow-config-change     resume even if the config differs from the checkpoint's\n"
+    "\n"
+    "If the run directory already holds checkpoints, train resumes from the newest good one\n"
+    "(a damaged one is skipped with a warning). Ctrl-C or SIGTERM finishes the current step,\n"
+    "writes a checkpoint, prints how to resume and exits with 130 (SIGINT) or 143 (SIGTERM);\n"
+    "a second Ctrl-C stops at once, keeping the last good checkpoint.\n"
     "\n"
     "A run directory holds config.ini (the effective config), metrics.jsonl (one JSON object per\n"
-    "logged step, epoch and the final test) and model.safetensors (the trained parameters).\n"
+    "logged step, epoch and the final test), model.safetensors (the trained parameters) and\n"
+    "checkpoints/ (step-N: the last [checkpoint] keep_last, first: before the first update,\n"
+    "best: lowest validation loss, epoch-N with keep_epochs = true).\n"
     "Same seed and thread count give bit-identical results.\n"
     "\n"
     "Config: one [section] per layer in order (type = linear | conv2d | maxpool2d | avgpool2d |\n"
@@ -37,7 +53,8 @@ static const char *const USAGE =
     "flatten | reshape | add | concat), plus [data], [train] and [optimizer]. See examples/ and\n"
     "docs/CONFIG.md.\n"
     "\n"
-    "Exit status: 0 success, 1 error (message on stderr), 2 bad command line.\n";
+    "Exit status: 0 success, 1 error (message on stderr), 2 bad command line,\n"
+    "130 stopped by SIGINT, 143 stopped by SIGTERM (a checkpoint was written).\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "kiln: ");
@@ -60,6 +77,92 @@ static int fail(kn_ctx *ctx) {
     return 1;
 }
 
+/* A stop request already printed its own message. */
+static int exit_status(kn_ctx *ctx, int rc, const kn_train_result *r) {
+    if (rc == KN_ERR_INTERRUPTED && r->stopped_by_signal) return 128 + r->stopped_by_signal;
+    return fail(ctx);
+}
+
+/* First SIGINT/SIGTERM: finish the step, checkpoint, exit. Second: die at once. */
+static void on_signal(int signo) {
+    if (kn_stop_requested()) {
+        signal(signo, SIG_DFL);
+        raise(signo);
+        return;
+    }
+    kn_request_stop(signo);
+}
+
+static void install_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* a full file-size limit must surface as a write error, not kill the process */
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+static int cmd_resume(int argc, char **argv) {
+    const char *dir = NULL;
+    kn_train_options o;
+    kn_train_options_init(&o);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--threads")) {
+            long long v;
+            if (i + 1 >= argc) return usage_error("option %s needs a value", a);
+            if (parse_int(argv[++i], &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
+            o.threads = (int)v;
+        } else if (!strcmp(a, "--allow-config-change")) {
+            o.allow_config_change = 1;
+        } else if (!strcmp(a, "--progress")) {
+            o.progress = 1;
+        } else if (!strcmp(a, "--no-progress")) {
+            o.progress = 0;
+        } else if (!strcmp(a, "--quiet")) {
+            o.quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return usage_error("unknown option '%s' for resume", a);
+        } else if (!dir) {
+            dir = a;
+        } else {
+            return usage_error("unexpected argument '%s' (resume takes one RUN_DIR)", a);
+        }
+    }
+    if (!dir) return usage_error("%s", "resume needs a run directory, e.g. kiln resume runs/fashion_mnist_cnn");
+    kn_ctx *ctx = kn_ctx_new();
+    kn_train_result r;
+    memset(&r, 0, sizeof r);
+    int rc = kn_resume(ctx, dir, &o, &r);
+    int status = rc ? exit_status(ctx, rc, &r) : 0;
+    kn_ctx_free(ctx);
+    return status;
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    const char *path = NULL, *dump = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--dump")) {
+            if (i + 1 >= argc) return usage_error("option %s needs a tensor name", argv[i]);
+            dump = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage_error("unknown option '%s' for inspect", argv[i]);
+        } else if (!path) {
+            path = argv[i];
+        } else {
+            return usage_error("unexpected argument '%s' (inspect takes one CHECKPOINT)", argv[i]);
+        }
+    }
+    if (!path) return usage_error("%s", "inspect needs a checkpoint file, e.g. kiln inspect runs/x/checkpoints/best.safetensors");
+    kn_ctx *ctx = kn_ctx_new();
+    int rc = kn_inspect(ctx, path, dump, stdout);
+    int status = rc ? fail(ctx) : 0;
+    kn_ctx_free(ctx);
+    return status;
+}
+
 static int cmd_train(int argc, char **argv) {
     const char *config = NULL;
     kn_train_options o;
@@ -69,7 +172,8 @@ static int cmd_train(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *val = NULL;
-        int need = !strcmp(a, "--set") || !strcmp(a, "--run-dir") || !strcmp(a, "--threads") || !strcmp(a, "--seed");
+        int need = !strcmp(a, "--set") || !strcmp(a, "--run-dir") || !strcmp(a, "--threads") || !strcmp(a, "--seed") ||
+                   !strcmp(a, "--init-from");
         if (need) {
             if (i + 1 >= argc) return usage_error("option %s needs a value", a);
             val = argv[++i];
@@ -96,6 +200,10 @@ static int cmd_train(int argc, char **argv) {
             o.progress = 0;
         } else if (!strcmp(a, "--quiet")) {
             o.quiet = 1;
+        } else if (!strcmp(a, "--init-from")) {
+            o.init_from = val;
+        } else if (!strcmp(a, "--allow-config-change")) {
+            o.allow_config_change = 1;
         } else if (a[0] == '-' && a[1]) {
             return usage_error("unknown option '%s' for train", a);
         } else if (!config) {
@@ -110,8 +218,9 @@ static int cmd_train(int argc, char **argv) {
     int rc = kn_config_load(ctx, config, &cfg);
     for (int i = 0; !rc && i < nsets; i++) rc = kn_config_set(ctx, cfg, sets[i]);
     kn_train_result r;
+    memset(&r, 0, sizeof r);
     if (!rc) rc = kn_train(ctx, cfg, &o, &r);
-    int status = rc ? fail(ctx) : 0;
+    int status = rc ? exit_status(ctx, rc, &r) : 0;
     kn_config_free(cfg);
     kn_ctx_free(ctx);
     return status;
@@ -159,7 +268,10 @@ int main(int argc, char **argv) {
         printf("kiln %s\n", KILN_VERSION);
         return 0;
     }
+    install_handlers();
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "resume")) return cmd_resume(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
-    return usage_error("unknown command '%s' (commands: train, eval)", cmd);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    return usage_error("unknown command '%s' (commands: train, resume, eval, inspect)", cmd);
 }

@@ -33,7 +33,8 @@ typedef struct {
 static const char *const k_common[] = {"type", "input", NULL};
 
 int kn_is_reserved_section(const char *name) {
-    return !strcmp(name, "data") || !strcmp(name, "train") || !strcmp(name, "optimizer") || !strcmp(name, "model");
+    return !strcmp(name, "data") || !strcmp(name, "train") || !strcmp(name, "optimizer") || !strcmp(name, "model") ||
+           !strcmp(name, "checkpoint");
 }
 
 /* ---------- helpers ---------- */

@@ -20,17 +20,13 @@
 #define KN_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 #endif
 
-void kn_train_options_init(kn_train_options *o) {
-    memset(o, 0, sizeof *o);
-    o->seed = -1;
-    o->progress = -1;
-}
 
 /* ---------------- settings ---------------- */
 static const char *const k_data[] = {"dataset", "dir", "train_images", "train_labels", "test_images", "test_labels",
                                      "batch_size", "eval_batch_size", "validation_split", "mean", "std", "prefetch",
                                      "shuffle", "limit_train", "limit_test", NULL};
 static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", NULL};
+static const char *const k_ckpt[] = {"every_steps", "every_seconds", "keep_last", "keep_epochs", "on_error", NULL};
 static const char *const k_opt[] = {"type", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
                                     "clip_norm", "schedule", "warmup_steps", "step_size", "gamma", "min_lr", NULL};
 
@@ -45,6 +41,16 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if (d && (rc = kn_cfg_check_keys(ctx, cfg, d, k_data, "the [data] section"))) return rc;
     if (t && (rc = kn_cfg_check_keys(ctx, cfg, t, k_train, "the [train] section"))) return rc;
     if (o && (rc = kn_cfg_check_keys(ctx, cfg, o, k_opt, "the [optimizer] section"))) return rc;
+    const kn_cfg_section *c = kn_cfg_find(cfg, "checkpoint");
+    if (c && (rc = kn_cfg_check_keys(ctx, cfg, c, k_ckpt, "the [checkpoint] section"))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, c, "every_steps", 0, 0, INT64_MAX / 2, &st->ckpt_every_steps))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, c, "every_seconds", 300.0, 0.0, 1e9, &st->ckpt_every_seconds))) return rc;
+    int64_t keep;
+    if ((rc = kn_cfg_int(ctx, cfg, c, "keep_last", 3, 1, 1000000, &keep))) return rc;
+    st->ckpt_keep_last = (int)keep;
+    if ((rc = kn_cfg_bool(ctx, cfg, c, "keep_epochs", 0, &st->ckpt_keep_epochs))) return rc;
+    static const char *const on_err[] = {"stop", "continue", NULL};
+    if ((rc = kn_cfg_enum(ctx, cfg, c, "on_error", on_err, 0, &st->ckpt_on_error))) return rc;
     static const char *const datasets[] = {"fashion-mnist", "mnist", "idx", NULL};
     int ds;
     if ((rc = kn_cfg_enum(ctx, cfg, d, "dataset", datasets, 0, &ds))) return rc;
@@ -116,28 +122,7 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
 }
 
 /* ---------------- helpers ---------------- */
-static int mkdirs(kn_ctx *ctx, const char *path) {
-    char tmp[4096];
-    kn_strlcpy(tmp, path, sizeof tmp);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return kn_err(ctx, KN_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return kn_err(ctx, KN_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
-    return KN_OK;
-}
 
-static int write_text(kn_ctx *ctx, const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    fputs(text, f);
-    if (fclose(f) != 0) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    return KN_OK;
-}
 
 /* loss and correct count for `count` rows of model output */
 static void batch_metrics(const kn_model *m, const float *out, const int32_t *y, int count, double *loss_sum,
@@ -185,12 +170,6 @@ int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *
     return KN_OK;
 }
 
-static void fmt_time(double s, char *buf, size_t n) {
-    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "--:--"); return; }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
 
 /* ---------------- data + model ---------------- */
 int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, kn_job *j) {
@@ -269,166 +248,6 @@ void kn_job_close(kn_job *j) {
     free(j->train_idx);
     free(j->val_idx);
     memset(j, 0, sizeof *j);
-}
-
-/* ---------------- training ---------------- */
-int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res) {
-    kn_train_options defopt;
-    if (!opt) { kn_train_options_init(&defopt); opt = &defopt; }
-    kn_train_result dummy;
-    if (!res) res = &dummy;
-    memset(res, 0, sizeof *res);
-    kn_settings st;
-    int rc = kn_settings_read(ctx, cfg, &st);
-    if (rc) return rc;
-    if (opt->seed >= 0) st.seed = (uint64_t)opt->seed;
-    if (opt->threads > 0) st.threads = opt->threads;
-    kn_set_threads(st.threads);
-    FILE *out = opt->quiet ? NULL : stdout;
-    int bar = opt->progress >= 0 ? opt->progress : isatty(fileno(stdout));
-
-    char run_dir[2048];
-    if (opt->run_dir) kn_strlcpy(run_dir, opt->run_dir, sizeof run_dir);
-    else if (st.run_dir[0]) kn_strlcpy(run_dir, st.run_dir, sizeof run_dir);
-    else {
-        const char *base = strrchr(cfg->path, '/');
-        base = base ? base + 1 : cfg->path;
-        char stem[256];
-        kn_strlcpy(stem, base, sizeof stem);
-        char *dot = strrchr(stem, '.');
-        if (dot && dot != stem) *dot = 0;
-        snprintf(run_dir, sizeof run_dir, "runs/%s", stem);
-    }
-
-    kn_job job;
-    kn_optimizer o = {0};
-    FILE *mf = NULL;
-    char *cfg_text = NULL;
-    float *x = NULL;
-    int32_t *y = NULL;
-    if ((rc = kn_job_open(ctx, cfg, &st, 1, &job))) goto done;
-    kn_model *m = &job.model;
-    if ((rc = mkdirs(ctx, run_dir))) goto done;
-    char path[2300];
-    cfg_text = kn_cfg_to_text(cfg);
-    if (!cfg_text) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
-    snprintf(path, sizeof path, "%s/config.ini", run_dir);
-    if ((rc = write_text(ctx, path, cfg_text))) goto done;
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    mf = fopen(path, "w");
-    if (!mf) { rc = kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); goto done; }
-
-    int64_t steps_per_epoch = kn_loader_batches(job.train_loader);
-    int64_t total_steps = steps_per_epoch * st.epochs;
-    if (st.max_steps > 0 && st.max_steps < total_steps) total_steps = st.max_steps;
-    st.opt.total_steps = total_steps;
-    if ((rc = kn_opt_init(ctx, &o, &st.opt, m->store.nparam))) goto done;
-    kn_model_init(m, st.seed);
-
-    if (out) {
-        fprintf(out, "kiln %s: %s — %lld parameters, batch %lld, %lld steps/epoch, %lld epochs, %d threads\n",
-                KILN_VERSION, cfg->path, (long long)m->store.nparam, (long long)st.batch, (long long)steps_per_epoch,
-                (long long)st.epochs, kn_get_threads());
-        fprintf(out, "data: %lld training samples, %lld %s samples; memory plan: arena %.1f MiB, parameters %.1f MiB\n",
-                (long long)job.ntrain, (long long)(job.val_loader ? job.nval : job.test_ds.n),
-                job.val_loader ? "validation" : "test (used for validation)",
-                (double)m->train->arena_bytes / 1048576.0, (double)m->store.nparam * 4.0 / 1048576.0);
-        fprintf(out, "run directory: %s\n", run_dir);
-        fflush(out);
-    }
-    x = kn_ptr(m->train, m->x_train);
-    y = malloc((size_t)st.batch * sizeof(int32_t));
-    if (!y) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
-    kn_rt rt = {0};
-    rt.seed = st.seed;
-    int64_t step = 0;
-    double t0 = kn_now_seconds();
-    double vloss = NAN, vacc = NAN, last_loss = NAN;
-    for (int64_t ep = 0; ep < st.epochs && step < total_steps; ep++) {
-        kn_loader_start_epoch(job.train_loader, ep, 0);
-        double ep_t0 = kn_now_seconds(), win_t0 = ep_t0, ep_loss = 0;
-        int64_t ep_steps = 0, win_steps = 0;
-        while (step < total_steps && kn_loader_next(job.train_loader, x, y) > 0) {
-            kn_model_set_targets(m, y);
-            rt.step = step;
-            float loss = kn_model_forward_backward(m, &rt);
-            if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
-            double lr = kn_opt_lr(&st.opt, step);
-            kn_opt_step(&o, m->store.param, m->store.grad, lr);
-            step++;
-            ep_steps++;
-            win_steps++;
-            ep_loss += loss;
-            last_loss = loss;
-            int log_now = step % st.log_every == 0;
-            if (log_now) fprintf(mf, "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
-                                 (long long)step, (long long)ep, (double)loss, lr);
-            if (out && (bar || log_now)) {
-                double now = kn_now_seconds();
-                double sps = (double)(win_steps * st.batch) / (now - win_t0 + 1e-9);
-                double eta = (double)(total_steps - step) * (double)st.batch / (sps > 0 ? sps : 1);
-                char etas[32];
-                fmt_time(eta, etas, sizeof etas);
-                if (bar) {
-                    if (log_now || ep_steps == 1 || step == total_steps || ep_steps % 10 == 0) {
-                        int w = 24, filled = (int)((double)w * (double)ep_steps / (double)steps_per_epoch);
-                        char b[32];
-                        for (int i = 0; i < w; i++) b[i] = i < filled ? '#' : '.';
-                        b[w] = 0;
-                        fprintf(out, "\repoch %lld/%lld [%s] %lld/%lld loss %.4f %.0f samples/s ETA %s   ",
-                                (long long)ep + 1, (long long)st.epochs, b, (long long)ep_steps,
-                                (long long)steps_per_epoch, (double)loss, sps, etas);
-                        fflush(out);
-                    }
-                } else {
-                    fprintf(out, "epoch %lld/%lld step %lld/%lld loss %.4f lr %.3g %.0f samples/s ETA %s\n",
-                            (long long)ep + 1, (long long)st.epochs, (long long)ep_steps, (long long)steps_per_epoch,
-                            (double)loss, lr, sps, etas);
-                    fflush(out);
-                }
-                if (log_now) { win_t0 = now; win_steps = 0; }
-            }
-        }
-        if (bar && out) fprintf(out, "\n");
-        kn_evaluate(m, job.val_loader ? job.val_loader : job.test_loader, st.seed, &vloss, &vacc);
-        double secs = kn_now_seconds() - ep_t0;
-        double tl = ep_steps ? ep_loss / (double)ep_steps : NAN;
-        fprintf(mf, "{\"event\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,\"val_accuracy\":%.6f,\"seconds\":%.3f}\n",
-                (long long)ep + 1, (long long)step, tl, vloss, vacc, secs);
-        fflush(mf);
-        if (out) {
-            fprintf(out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f, validation accuracy %.2f%%\n",
-                    (long long)ep + 1, (long long)st.epochs, secs, tl, vloss, 100.0 * vacc);
-            fflush(out);
-        }
-    }
-    res->seconds = kn_now_seconds() - t0;
-    res->steps = step;
-    res->final_train_loss = last_loss;
-    res->val_loss = vloss;
-    res->val_accuracy = vacc;
-    kn_evaluate(m, job.test_loader, st.seed, &res->test_loss, &res->test_accuracy);
-    fprintf(mf, "{\"event\":\"test\",\"step\":%lld,\"test_loss\":%.9g,\"test_accuracy\":%.6f,\"seconds\":%.3f}\n",
-            (long long)step, res->test_loss, res->test_accuracy, res->seconds);
-    {
-        char steps_s[32];
-        snprintf(steps_s, sizeof steps_s, "%lld", (long long)step);
-        kn_ckpt_meta meta[3] = {{"config", cfg_text}, {"step", steps_s}, {"kind", "model"}};
-        snprintf(path, sizeof path, "%s/model.safetensors", run_dir);
-        if ((rc = kn_ckpt_save(ctx, path, &m->store, NULL, 0, meta, 3))) goto done;
-    }
-    if (out) {
-        fprintf(out, "test: loss %.4f, accuracy %.2f%% (%lld samples) after %lld steps in %.1fs\n", res->test_loss,
-                100.0 * res->test_accuracy, (long long)job.test_ds.n, (long long)step, res->seconds);
-        fprintf(out, "model saved to %s/model.safetensors\n", run_dir);
-    }
-done:
-    if (mf) fclose(mf);
-    free(y);
-    free(cfg_text);
-    kn_opt_free(&o);
-    kn_job_close(&job);
-    return rc;
 }
 
 /* ---------------- evaluation of a saved model ---------------- */

@@ -17,6 +17,10 @@ typedef struct {
     int threads;
     char run_dir[1024];
     kn_opt_config opt;
+    /* [checkpoint] */
+    int64_t ckpt_every_steps;
+    double ckpt_every_seconds;
+    int ckpt_keep_last, ckpt_keep_epochs, ckpt_on_error; /* on_error: 0 stop, 1 continue */
 } kn_settings;
 
 int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st);

@@ -1,0 +1,731 @@
+/* kiln — a training run: the step loop with crash-safe checkpoints, bit-exact resume,
+ * stop on request (SIGINT/SIGTERM via kn_request_stop), versions kept for rollback.
+ *
+ * Run directory:  config.ini  metrics.jsonl  model.safetensors
+ *                 checkpoints/step-<N>.safetensors (last K)  first.safetensors
+ *                 best.safetensors  epoch-<E>.safetensors (optional)
+ * A training checkpoint holds parameters, BatchNorm statistics, optimizer moments and,
+ * in its metadata, the position (step, epoch, batch in epoch), the seed from which every
+ * random stream is derived (data order: seed+epoch; dropout: seed+step), the epoch's
+ * running loss, the best validation loss, the length of metrics.jsonl, and the config. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+static volatile sig_atomic_t g_stop = 0;
+void kn_request_stop(int signo) { g_stop = signo; }
+int kn_stop_requested(void) { return g_stop; }
+
+void kn_train_options_init(kn_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->seed = -1;
+    o->progress = -1;
+}
+
+/* ---------------- small helpers ---------------- */
+static int mkdirs(kn_ctx *ctx, const char *path) {
+    char tmp[4096];
+    kn_strlcpy(tmp, path, sizeof tmp);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return kn_err(ctx, KN_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return kn_err(ctx, KN_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
+    return KN_OK;
+}
+
+static int write_text(kn_ctx *ctx, const char *path, const char *text) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    int bad = fputs(text, f) < 0;
+    if (fclose(f) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(e));
+    }
+    return KN_OK;
+}
+
+static void fmt_time(double s, char *buf, size_t n) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "--:--"); return; }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) { h ^= (unsigned char)*s; h *= 1099511628211ULL; }
+    return h;
+}
+
+static int file_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* ---------------- training state ---------------- */
+typedef struct {
+    int64_t step, epoch, batch_in_epoch;
+    double ep_loss_sum;
+    int64_t ep_steps;
+    double best_val;
+    int64_t best_step;
+    long metrics_bytes;
+} train_state;
+
+typedef struct {
+    kn_job *job;
+    kn_optimizer *opt;
+    const kn_settings *st;
+    const char *cfg_text;
+    char ckpt_dir[2300];
+    double write_seconds; /* total time spent writing checkpoints */
+    int nwrites;
+} run_ctx;
+
+static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_state *s) {
+    kn_store *store = &R->job->model.store;
+    kn_optimizer *o = R->opt;
+    int nmom = o->v ? 2 : 1;
+    kn_ckpt_tensor_in *ex = calloc((size_t)store->n * 2 + 1, sizeof *ex);
+    char (*names)[128] = calloc((size_t)store->n * 2 + 1, sizeof *names);
+    if (!ex || !names) { free(ex); free(names); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+    int nex = 0;
+    for (int i = 0; i < store->n; i++) {
+        const kn_store_entry *e = &store->e[i];
+        if (e->is_state) continue;
+        for (int k = 0; k < nmom; k++) {
+            snprintf(names[nex], sizeof names[nex], "optimizer.%s.%s", k ? "v" : "m", e->name);
+            ex[nex].name = names[nex];
+            ex[nex].shape = e->shape;
+            ex[nex].data = (k ? o->v : o->m) + e->offset;
+            nex++;
+        }
+    }
+    char v[12][64];
+    snprintf(v[0], 64, "%lld", (long long)s->step);
+    snprintf(v[1], 64, "%lld", (long long)s->epoch);
+    snprintf(v[2], 64, "%lld", (long long)s->batch_in_epoch);
+    snprintf(v[3], 64, "%llu", (unsigned long long)R->st->seed);
+    snprintf(v[4], 64, "%lld", (long long)o->t);
+    snprintf(v[5], 64, "%a", s->ep_loss_sum);
+    snprintf(v[6], 64, "%lld", (long long)s->ep_steps);
+    snprintf(v[7], 64, "%a", s->best_val);
+    snprintf(v[8], 64, "%lld", (long long)s->best_step);
+    snprintf(v[9], 64, "%ld", s->metrics_bytes);
+    snprintf(v[10], 64, "%016llx", (unsigned long long)fnv1a(R->cfg_text));
+    snprintf(v[11], 64, "%d", (int)o->c.kind);
+    kn_ckpt_meta meta[] = {{"kind", "train"},      {"step", v[0]},          {"epoch", v[1]},
+                           {"batch_in_epoch", v[2]}, {"seed", v[3]},         {"optimizer_t", v[4]},
+                           {"epoch_loss_sum", v[5]}, {"epoch_steps", v[6]},  {"best_val_loss", v[7]},
+                           {"best_step", v[8]},     {"metrics_bytes", v[9]}, {"config_hash", v[10]},
+                           {"optimizer_kind", v[11]}, {"config", R->cfg_text}};
+    double t0 = kn_now_seconds();
+    int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, (int)(sizeof meta / sizeof meta[0]));
+    R->write_seconds += kn_now_seconds() - t0;
+    R->nwrites++;
+    free(ex);
+    free(names);
+    return rc;
+}
+
+static int meta_i64(kn_ctx *ctx, const kn_ckpt *c, const char *path, const char *key, int64_t *out) {
+    const char *s = kn_ckpt_meta_get(c, key);
+    char *end;
+    if (!s || !*s) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' is missing (not a kiln training checkpoint?)", path, key);
+    long long v = strtoll(s, &end, 10);
+    if (*end) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' = '%s' is not an integer", path, key, s);
+    *out = v;
+    return KN_OK;
+}
+static int meta_f64(kn_ctx *ctx, const kn_ckpt *c, const char *path, const char *key, double *out) {
+    const char *s = kn_ckpt_meta_get(c, key);
+    char *end;
+    if (!s || !*s) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' is missing", path, key);
+    *out = strtod(s, &end);
+    if (*end) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' = '%s' is not a number", path, key, s);
+    return KN_OK;
+}
+
+/* Keys whose values differ between two config texts: "section.key: 'a' -> 'b'; ..." */
+static int config_diff(kn_ctx *ctx, const char *old_text, const char *new_text, char *out, size_t n) {
+    kn_config *a = NULL, *b = NULL;
+    out[0] = 0;
+    if (kn_config_parse_string(ctx, "checkpoint config", old_text, &a) || kn_config_parse_string(ctx, "current config", new_text, &b)) {
+        kn_config_free(a);
+        kn_config_free(b);
+        snprintf(out, n, "(the checkpoint's config does not parse)");
+        return 1;
+    }
+    int ndiff = 0;
+    size_t k = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const kn_config *x = pass ? b : a, *y = pass ? a : b;
+        for (int i = 0; i < x->nsec; i++) {
+            const kn_cfg_section *sx = &x->sec[i], *sy = kn_cfg_find(y, sx->name);
+            for (int j = 0; j < sx->nkv; j++) {
+                const kn_cfg_kv *kx = &sx->kv[j], *ky = kn_cfg_get(sy, kx->key);
+                if (ky && strcmp(kx->value, ky->value) == 0) continue;
+                if (pass == 1 && ky) continue; /* already reported in pass 0 */
+                const char *ov = pass ? "(absent)" : kx->value, *nv = pass ? kx->value : (ky ? ky->value : "(absent)");
+                if (k < n) k += (size_t)snprintf(out + k, n - k, "%s%s.%s: '%s' -> '%s'", ndiff ? "; " : "", sx->name, kx->key, ov, nv);
+                ndiff++;
+            }
+        }
+    }
+    kn_config_free(a);
+    kn_config_free(b);
+    kn_ctx_clear(ctx);
+    return ndiff;
+}
+
+/* Load a training checkpoint into the job and optimizer. config_error is set when the
+ * failure is a config mismatch (not a bad file). */
+static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s, int allow_change, int *config_error) {
+    *config_error = 0;
+    kn_ckpt *c = NULL;
+    int rc = kn_ckpt_open(ctx, path, &c);
+    if (rc) return rc;
+    const char *kind = kn_ckpt_meta_get(c, "kind");
+    const char *ctext = kn_ckpt_meta_get(c, "config");
+    if (!kind || strcmp(kind, "train") != 0 || !ctext) {
+        kn_ckpt_close(c);
+        return kn_err(ctx, KN_ERR_FORMAT, "%s: not a kiln training checkpoint (no training state in its metadata)", path);
+    }
+    int64_t t, okind;
+    if ((rc = meta_i64(ctx, c, path, "step", &s->step)) || (rc = meta_i64(ctx, c, path, "epoch", &s->epoch)) ||
+        (rc = meta_i64(ctx, c, path, "batch_in_epoch", &s->batch_in_epoch)) ||
+        (rc = meta_i64(ctx, c, path, "optimizer_t", &t)) || (rc = meta_f64(ctx, c, path, "epoch_loss_sum", &s->ep_loss_sum)) ||
+        (rc = meta_i64(ctx, c, path, "epoch_steps", &s->ep_steps)) || (rc = meta_f64(ctx, c, path, "best_val_loss", &s->best_val)) ||
+        (rc = meta_i64(ctx, c, path, "best_step", &s->best_step)) || (rc = meta_i64(ctx, c, path, "optimizer_kind", &okind))) {
+        kn_ckpt_close(c);
+        return rc;
+    }
+    int64_t mb = 0;
+    if ((rc = meta_i64(ctx, c, path, "metrics_bytes", &mb))) { kn_ckpt_close(c); return rc; }
+    s->metrics_bytes = (long)mb;
+    /* a checkpoint of another model is a bad file (skipped); a changed config of the
+     * same model is the user's decision (refused unless allowed) */
+    kn_store *store = &R->job->model.store;
+    if ((rc = kn_ckpt_load_store(ctx, c, store))) { kn_ckpt_close(c); return rc; }
+    if (strcmp(ctext, R->cfg_text) != 0) {
+        char diff[1500];
+        int nd = config_diff(ctx, ctext, R->cfg_text, diff, sizeof diff);
+        if (nd > 0 && !allow_change) {
+            kn_ckpt_close(c);
+            *config_error = 1;
+            return kn_err(ctx, KN_ERR_CONFIG, "the config differs from the one %s was trained with: %s. Resume with the original config, or pass --allow-config-change to continue with the new one",
+                          path, diff);
+        }
+    }
+    kn_optimizer *o = R->opt;
+    int same_kind = okind == (int64_t)o->c.kind;
+    memset(o->m, 0, (size_t)o->n * sizeof(float));
+    if (o->v) memset(o->v, 0, (size_t)o->n * sizeof(float));
+    o->t = same_kind ? t : 0;
+    for (int i = 0; same_kind && i < store->n; i++) {
+        const kn_store_entry *e = &store->e[i];
+        if (e->is_state) continue;
+        for (int k = 0; k < (o->v ? 2 : 1); k++) {
+            char nm[160];
+            snprintf(nm, sizeof nm, "optimizer.%s.%s", k ? "v" : "m", e->name);
+            const float *d;
+            kn_shape sh;
+            if ((rc = kn_ckpt_get(ctx, c, nm, &d, &sh))) { kn_ckpt_close(c); return rc; }
+            if (!kn_shape_eq(&sh, &e->shape)) {
+                kn_ckpt_close(c);
+                return kn_err(ctx, KN_ERR_FORMAT, "%s: optimizer state '%s' has the wrong shape", path, nm);
+            }
+            memcpy((k ? o->v : o->m) + e->offset, d, (size_t)e->numel * sizeof(float));
+        }
+    }
+    kn_ckpt_close(c);
+    return KN_OK;
+}
+
+typedef struct {
+    int64_t step;
+    char name[64];
+} ck_entry;
+static int cmp_ck_desc(const void *a, const void *b) {
+    const ck_entry *x = a, *y = b;
+    return x->step < y->step ? 1 : x->step > y->step ? -1 : 0;
+}
+
+/* step-N checkpoints in dir, newest first. Returns count (malloc'ed list in *out). */
+static int list_step_ckpts(const char *dir, ck_entry **out) {
+    *out = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    ck_entry *v = NULL;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long long st;
+        char tail[32];
+        if (sscanf(de->d_name, "step-%lld.safetens%31s", &st, tail) != 2 || strcmp(tail, "ors") != 0) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            ck_entry *nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+        }
+        v[n].step = st;
+        kn_strlcpy(v[n].name, de->d_name, sizeof v[n].name);
+        n++;
+    }
+    closedir(d);
+    qsort(v, (size_t)n, sizeof *v, cmp_ck_desc);
+    *out = v;
+    return n;
+}
+
+static void prune(run_ctx *R) {
+    ck_entry *v;
+    int n = list_step_ckpts(R->ckpt_dir, &v);
+    for (int i = R->st->ckpt_keep_last; i < n; i++) {
+        char p[2600];
+        snprintf(p, sizeof p, "%s/%s", R->ckpt_dir, v[i].name);
+        unlink(p);
+    }
+    free(v);
+    /* temporaries left by a process killed while writing */
+    DIR *d = opendir(R->ckpt_dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strstr(de->d_name, ".safetensors.tmp.")) {
+            char p[2600];
+            snprintf(p, sizeof p, "%s/%s", R->ckpt_dir, de->d_name);
+            unlink(p);
+        }
+    closedir(d);
+}
+
+/* Save step checkpoint (and prune). Returns rc; on failure with on_error=continue,
+ * prints a warning and returns KN_OK. */
+static int checkpoint(kn_ctx *ctx, run_ctx *R, const train_state *s, const char *also_as, int quiet) {
+    char p[2600];
+    snprintf(p, sizeof p, "%s/step-%09lld.safetensors", R->ckpt_dir, (long long)s->step);
+    int rc = save_state(ctx, R, p, s);
+    if (!rc && also_as) {
+        char q[2600];
+        snprintf(q, sizeof q, "%s/%s", R->ckpt_dir, also_as);
+        rc = save_state(ctx, R, q, s);
+    }
+    if (rc) {
+        if (R->st->ckpt_on_error == 1) {
+            fprintf(stderr, "kiln: warning: %s; training continues (checkpoint.on_error = continue)\n", kn_ctx_message(ctx));
+            kn_ctx_clear(ctx);
+            return KN_OK;
+        }
+        ck_entry *v;
+        int n = list_step_ckpts(R->ckpt_dir, &v);
+        char last[2600] = "none";
+        if (n > 0) snprintf(last, sizeof last, "%s/%s", R->ckpt_dir, v[0].name);
+        free(v);
+        kn_err_prefix(ctx, "checkpoint at step %lld failed: ", (long long)s->step);
+        char tail[2800];
+        snprintf(tail, sizeof tail, "; training stopped cleanly, earlier checkpoints are intact (newest: %s); free space and run 'kiln resume' (or set checkpoint.on_error = continue)", last);
+        size_t l = strlen(ctx->msg);
+        kn_strlcpy(ctx->msg + l, tail, sizeof ctx->msg - l);
+        return rc;
+    }
+    prune(R);
+    (void)quiet;
+    return KN_OK;
+}
+
+/* Parse "RUN_DIR[:first|best|last|STEP]" or a file path into a checkpoint path. */
+static int resolve_init_from(kn_ctx *ctx, const char *spec, char *out, size_t n) {
+    if (file_exists(spec)) { kn_strlcpy(out, spec, n); return KN_OK; }
+    char dir[2048], sel[64] = "last";
+    kn_strlcpy(dir, spec, sizeof dir);
+    char *colon = strrchr(dir, ':');
+    if (colon) { kn_strlcpy(sel, colon + 1, sizeof sel); *colon = 0; }
+    char cdir[2300];
+    snprintf(cdir, sizeof cdir, "%s/checkpoints", dir);
+    if (!strcmp(sel, "first") || !strcmp(sel, "best")) {
+        snprintf(out, n, "%s/%s.safetensors", cdir, sel);
+    } else {
+        ck_entry *v;
+        int cnt = list_step_ckpts(cdir, &v), found = -1;
+        char *end;
+        long long want = strtoll(sel, &end, 10);
+        int is_num = *sel && !*end;
+        if (!is_num && strcmp(sel, "last") != 0) {
+            free(v);
+            return kn_err(ctx, KN_ERR_INVALID, "--init-from '%s': expected RUN_DIR[:first|best|last|STEP] or a checkpoint file", spec);
+        }
+        for (int i = 0; i < cnt && found < 0; i++)
+            if (!is_num || v[i].step == want) found = i;
+        if (found < 0) {
+            free(v);
+            return kn_err(ctx, KN_ERR_IO, "--init-from '%s': no %s checkpoint in %s", spec, is_num ? "such step" : "step", cdir);
+        }
+        snprintf(out, n, "%s/%s", cdir, v[found].name);
+        free(v);
+    }
+    if (!file_exists(out)) return kn_err(ctx, KN_ERR_IO, "--init-from '%s': %s does not exist", spec, out);
+    return KN_OK;
+}
+
+/* ---------------- the run ---------------- */
+int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res) {
+    kn_train_options defopt;
+    if (!opt) { kn_train_options_init(&defopt); opt = &defopt; }
+    kn_train_result dummy;
+    if (!res) res = &dummy;
+    memset(res, 0, sizeof *res);
+    kn_settings st;
+    int rc = kn_settings_read(ctx, cfg, &st);
+    if (rc) return rc;
+    if (opt->seed >= 0) st.seed = (uint64_t)opt->seed;
+    if (opt->threads > 0) st.threads = opt->threads;
+    kn_set_threads(st.threads);
+    FILE *out = opt->quiet ? NULL : stdout;
+    int bar = opt->progress >= 0 ? opt->progress : isatty(fileno(stdout));
+
+    char run_dir[2048];
+    if (opt->run_dir) kn_strlcpy(run_dir, opt->run_dir, sizeof run_dir);
+    else if (st.run_dir[0]) kn_strlcpy(run_dir, st.run_dir, sizeof run_dir);
+    else {
+        const char *base = strrchr(cfg->path, '/');
+        base = base ? base + 1 : cfg->path;
+        char stem[256];
+        kn_strlcpy(stem, base, sizeof stem);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem) *dot = 0;
+        snprintf(run_dir, sizeof run_dir, "runs/%s", stem);
+    }
+
+    kn_job job;
+    memset(&job, 0, sizeof job);
+    kn_optimizer o = {0};
+    FILE *mf = NULL;
+    char *cfg_text = NULL;
+    int32_t *y = NULL;
+    run_ctx R = {0};
+    char path[2600];
+    if ((rc = kn_job_open(ctx, cfg, &st, 1, &job))) goto done;
+    kn_model *m = &job.model;
+    cfg_text = kn_cfg_to_text(cfg);
+    if (!cfg_text) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
+
+    int64_t steps_per_epoch = kn_loader_batches(job.train_loader);
+    int64_t total_steps = steps_per_epoch * st.epochs;
+    if (st.max_steps > 0 && st.max_steps < total_steps) total_steps = st.max_steps;
+    st.opt.total_steps = total_steps;
+    if ((rc = kn_opt_init(ctx, &o, &st.opt, m->store.nparam))) goto done;
+    kn_model_init(m, st.seed);
+
+    R.job = &job;
+    R.opt = &o;
+    R.st = &st;
+    R.cfg_text = cfg_text;
+    snprintf(R.ckpt_dir, sizeof R.ckpt_dir, "%s/checkpoints", run_dir);
+    if ((rc = mkdirs(ctx, R.ckpt_dir))) goto done;
+
+    /* resume from the newest good checkpoint, if any */
+    train_state S = {0, 0, 0, 0.0, 0, INFINITY, -1, 0};
+    int resumed = 0;
+    {
+        ck_entry *v;
+        int n = list_step_ckpts(R.ckpt_dir, &v), nbad = 0;
+        for (int i = 0; i < n && !resumed; i++) {
+            snprintf(path, sizeof path, "%s/%s", R.ckpt_dir, v[i].name);
+            int cfg_err = 0;
+            train_state T;
+            if (load_state(ctx, &R, path, &T, opt->allow_config_change, &cfg_err) == KN_OK) {
+                S = T;
+                resumed = 1;
+                if (out) fprintf(out, "resuming from %s (step %lld, epoch %lld)\n", path, (long long)S.step, (long long)S.epoch + 1);
+            } else if (cfg_err) {
+                free(v);
+                rc = KN_ERR_CONFIG;
+                goto done;
+            } else {
+                fprintf(stderr, "kiln: warning: skipping unusable checkpoint: %s\n", kn_ctx_message(ctx));
+                kn_ctx_clear(ctx);
+                nbad++;
+            }
+        }
+        free(v);
+        if (!resumed && nbad > 0) {
+            rc = kn_err(ctx, KN_ERR_FORMAT, "no usable checkpoint in %s: all %d are damaged or from another model (see the warnings above); move them away to start afresh",
+                        R.ckpt_dir, nbad);
+            goto done;
+        }
+        if (!resumed && opt->resume_only) {
+            rc = kn_err(ctx, KN_ERR_IO, "nothing to resume: %s holds no checkpoint", R.ckpt_dir);
+            goto done;
+        }
+    }
+    if (!resumed && opt->init_from) {
+        char ip[2600];
+        kn_ckpt *c = NULL;
+        if ((rc = resolve_init_from(ctx, opt->init_from, ip, sizeof ip))) goto done;
+        if ((rc = kn_ckpt_open(ctx, ip, &c))) goto done;
+        rc = kn_ckpt_load_store(ctx, c, &m->store);
+        kn_ckpt_close(c);
+        if (rc) goto done;
+        if (out) fprintf(out, "initialised from %s\n", ip);
+    }
+    res->resumed = resumed;
+
+    snprintf(path, sizeof path, "%s/config.ini", run_dir);
+    if ((rc = write_text(ctx, path, cfg_text))) goto done;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    if (resumed) {
+        if (truncate(path, S.metrics_bytes) != 0 && errno != ENOENT) {
+            rc = kn_err(ctx, KN_ERR_IO, "cannot truncate '%s': %s", path, strerror(errno));
+            goto done;
+        }
+        mf = fopen(path, "a");
+    } else {
+        mf = fopen(path, "w");
+    }
+    if (!mf) { rc = kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); goto done; }
+
+    if (out) {
+        fprintf(out, "kiln %s: %s — %lld parameters, batch %lld, %lld steps/epoch, %lld epochs, %d threads\n",
+                KILN_VERSION, cfg->path, (long long)m->store.nparam, (long long)st.batch, (long long)steps_per_epoch,
+                (long long)st.epochs, kn_get_threads());
+        fprintf(out, "data: %lld training samples, %lld %s samples; memory plan: arena %.1f MiB, parameters %.1f MiB\n",
+                (long long)job.ntrain, (long long)(job.val_loader ? job.nval : job.test_ds.n),
+                job.val_loader ? "validation" : "test (used for validation)",
+                (double)m->train->arena_bytes / 1048576.0, (double)m->store.nparam * 4.0 / 1048576.0);
+        fprintf(out, "run directory: %s\n", run_dir);
+        fflush(out);
+    }
+    if (!resumed) {
+        /* the model before the first update: version "first" */
+        snprintf(path, sizeof path, "%s/first.safetensors", R.ckpt_dir);
+        if ((rc = save_state(ctx, &R, path, &S))) goto done;
+    }
+
+    float *x = kn_ptr(m->train, m->x_train);
+    y = malloc((size_t)st.batch * sizeof(int32_t));
+    if (!y) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
+    kn_rt rt = {0};
+    rt.seed = st.seed;
+    double t0 = kn_now_seconds(), last_ckpt_t = t0;
+    double vloss = NAN, vacc = NAN, last_loss = NAN;
+    int64_t start_step = S.step;
+    while (S.epoch < st.epochs && S.step < total_steps) {
+        kn_loader_start_epoch(job.train_loader, S.epoch, S.batch_in_epoch);
+        double ep_t0 = kn_now_seconds(), win_t0 = ep_t0;
+        int64_t win_steps = 0;
+        while (S.step < total_steps && S.batch_in_epoch < steps_per_epoch && kn_loader_next(job.train_loader, x, y) > 0) {
+            kn_model_set_targets(m, y);
+            rt.step = S.step;
+            float loss = kn_model_forward_backward(m, &rt);
+            if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
+            double lr = kn_opt_lr(&st.opt, S.step);
+            kn_opt_step(&o, m->store.param, m->store.grad, lr);
+            S.step++;
+            S.batch_in_epoch++;
+            S.ep_steps++;
+            S.ep_loss_sum += loss;
+            win_steps++;
+            last_loss = loss;
+            int log_now = S.step % st.log_every == 0;
+            if (log_now) fprintf(mf, "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
+                                 (long long)S.step, (long long)S.epoch, (double)loss, lr);
+            if (out && (bar || log_now)) {
+                double now = kn_now_seconds();
+                double sps = (double)(win_steps * st.batch) / (now - win_t0 + 1e-9);
+                double eta = (double)(total_steps - S.step) * (double)st.batch / (sps > 0 ? sps : 1);
+                char etas[32];
+                fmt_time(eta, etas, sizeof etas);
+                if (bar) {
+                    if (log_now || win_steps == 1 || S.step == total_steps || S.batch_in_epoch % 10 == 0) {
+                        int w = 24, filled = (int)((double)w * (double)S.batch_in_epoch / (double)steps_per_epoch);
+                        char b[32];
+                        for (int i = 0; i < w; i++) b[i] = i < filled ? '#' : '.';
+                        b[w] = 0;
+                        fprintf(out, "\repoch %lld/%lld [%s] %lld/%lld loss %.4f %.0f samples/s ETA %s   ",
+                                (long long)S.epoch + 1, (long long)st.epochs, b, (long long)S.batch_in_epoch,
+                                (long long)steps_per_epoch, (double)loss, sps, etas);
+                        fflush(out);
+                    }
+                } else {
+                    fprintf(out, "epoch %lld/%lld step %lld/%lld loss %.4f lr %.3g %.0f samples/s ETA %s\n",
+                            (long long)S.epoch + 1, (long long)st.epochs, (long long)S.batch_in_epoch,
+                            (long long)steps_per_epoch, (double)loss, lr, sps, etas);
+                    fflush(out);
+                }
+                if (log_now) { win_t0 = now; win_steps = 0; }
+            }
+            int stop = kn_stop_requested();
+            int end_of_epoch = S.batch_in_epoch == steps_per_epoch;
+            double now = kn_now_seconds();
+            int due = (st.ckpt_every_steps > 0 && S.step % st.ckpt_every_steps == 0) ||
+                      (st.ckpt_every_seconds > 0 && now - last_ckpt_t >= st.ckpt_every_seconds);
+            if (stop || (due && !end_of_epoch && S.step < total_steps)) {
+                fflush(mf);
+                S.metrics_bytes = ftell(mf);
+                if ((rc = checkpoint(ctx, &R, &S, NULL, !out))) goto done;
+                last_ckpt_t = kn_now_seconds();
+                if (stop) {
+                    if (bar && out) fprintf(out, "\n");
+                    const char *sig = stop == SIGINT ? "SIGINT (Ctrl-C)" : stop == SIGTERM ? "SIGTERM" : "a stop request";
+                    fprintf(stderr, "kiln: stopped by %s after step %lld; checkpoint %s/step-%09lld.safetensors written.\n"
+                                    "kiln: continue with: kiln resume %s\n",
+                            sig, (long long)S.step, R.ckpt_dir, (long long)S.step, run_dir);
+                    res->stopped_by_signal = stop;
+                    res->steps = S.step;
+                    rc = kn_err(ctx, KN_ERR_INTERRUPTED, "stopped by %s at step %lld; resume with: kiln resume %s", sig,
+                                (long long)S.step, run_dir);
+                    goto done;
+                }
+            }
+        }
+        if (S.batch_in_epoch < steps_per_epoch) break; /* max_steps reached mid-epoch */
+        if (bar && out) fprintf(out, "\n");
+        kn_evaluate(m, job.val_loader ? job.val_loader : job.test_loader, st.seed, &vloss, &vacc);
+        double secs = kn_now_seconds() - ep_t0;
+        double tl = S.ep_steps ? S.ep_loss_sum / (double)S.ep_steps : NAN;
+        fprintf(mf, "{\"event\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,\"val_accuracy\":%.6f,\"seconds\":%.3f}\n",
+                (long long)S.epoch + 1, (long long)S.step, tl, vloss, vacc, secs);
+        if (out) {
+            fprintf(out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f, validation accuracy %.2f%%\n",
+                    (long long)S.epoch + 1, (long long)st.epochs, secs, tl, vloss, 100.0 * vacc);
+            fflush(out);
+        }
+        int is_best = vloss < S.best_val;
+        if (is_best) { S.best_val = vloss; S.best_step = S.step; }
+        S.epoch++;
+        S.batch_in_epoch = 0;
+        S.ep_steps = 0;
+        S.ep_loss_sum = 0;
+        fflush(mf);
+        S.metrics_bytes = ftell(mf);
+        if ((rc = checkpoint(ctx, &R, &S, is_best ? "best.safetensors" : NULL, !out))) goto done;
+        if (st.ckpt_keep_epochs) {
+            snprintf(path, sizeof path, "%s/epoch-%04lld.safetensors", R.ckpt_dir, (long long)S.epoch);
+            if ((rc = save_state(ctx, &R, path, &S))) goto done;
+        }
+        last_ckpt_t = kn_now_seconds();
+    }
+    if (S.batch_in_epoch > 0) { /* ended mid-epoch (max_steps): keep the position */
+        fflush(mf);
+        S.metrics_bytes = ftell(mf);
+        if ((rc = checkpoint(ctx, &R, &S, NULL, !out))) goto done;
+    }
+    res->seconds = kn_now_seconds() - t0;
+    res->steps = S.step;
+    res->final_train_loss = last_loss;
+    res->val_loss = vloss;
+    res->val_accuracy = vacc;
+    kn_evaluate(m, job.test_loader, st.seed, &res->test_loss, &res->test_accuracy);
+    fprintf(mf, "{\"event\":\"test\",\"step\":%lld,\"test_loss\":%.9g,\"test_accuracy\":%.6f}\n", (long long)S.step,
+            res->test_loss, res->test_accuracy);
+    fprintf(mf, "{\"event\":\"checkpoint_time\",\"writes\":%d,\"seconds\":%.6f,\"train_seconds\":%.6f}\n", R.nwrites,
+            R.write_seconds, res->seconds);
+    {
+        char steps_s[32];
+        snprintf(steps_s, sizeof steps_s, "%lld", (long long)S.step);
+        kn_ckpt_meta meta[3] = {{"config", cfg_text}, {"step", steps_s}, {"kind", "model"}};
+        snprintf(path, sizeof path, "%s/model.safetensors", run_dir);
+        if ((rc = kn_ckpt_save(ctx, path, &m->store, NULL, 0, meta, 3))) goto done;
+    }
+    if (out) {
+        if (S.step == start_step && resumed) fprintf(out, "training was already complete (step %lld)\n", (long long)S.step);
+        fprintf(out, "test: loss %.4f, accuracy %.2f%% (%lld samples) after %lld steps in %.1fs\n", res->test_loss,
+                100.0 * res->test_accuracy, (long long)job.test_ds.n, (long long)S.step, res->seconds);
+        fprintf(out, "model saved to %s/model.safetensors; checkpoints in %s\n", run_dir, R.ckpt_dir);
+    }
+done:
+    if (mf) fclose(mf);
+    free(y);
+    free(cfg_text);
+    kn_opt_free(&o);
+    kn_job_close(&job);
+    return rc;
+}
+
+int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_train_result *res) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/config.ini", run_dir);
+    if (!file_exists(p)) {
+        struct stat sb;
+        if (stat(run_dir, &sb) != 0) return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': %s", run_dir, strerror(errno));
+        return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': it holds no config.ini (is it a kiln run directory?)", run_dir);
+    }
+    kn_config *cfg = NULL;
+    int rc = kn_config_load(ctx, p, &cfg);
+    if (rc) return rc;
+    kn_train_options o;
+    if (opt) o = *opt;
+    else kn_train_options_init(&o);
+    o.run_dir = run_dir;
+    o.resume_only = 1;
+    rc = kn_train(ctx, cfg, &o, res);
+    kn_config_free(cfg);
+    return rc;
+}
+
+/* ---------------- inspect ---------------- */
+int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out) {
+    kn_ckpt *c = NULL;
+    int rc = kn_ckpt_open(ctx, path, &c);
+    if (rc) return rc;
+    if (dump) {
+        const float *d;
+        kn_shape sh;
+        if ((rc = kn_ckpt_get(ctx, c, dump, &d, &sh)) == KN_OK) {
+            int64_t n = kn_shape_numel(&sh);
+            for (int64_t i = 0; i < n; i++) fprintf(out, "%.9g\n", (double)d[i]);
+        }
+        kn_ckpt_close(c);
+        return rc;
+    }
+    fprintf(out, "%s: safetensors, %d tensors, checksum %s\n", path, kn_ckpt_count(c),
+            kn_ckpt_meta_get(c, "kiln_crc32") ? "ok (crc32 verified)" : "absent (not written by kiln)");
+    fprintf(out, "%-48s %-18s %10s %12s %12s %12s\n", "tensor", "shape", "elements", "min", "max", "mean");
+    for (int i = 0; i < kn_ckpt_count(c); i++) {
+        const float *d;
+        kn_shape sh;
+        kn_ckpt_get(ctx, c, kn_ckpt_name(c, i), &d, &sh);
+        int64_t n = kn_shape_numel(&sh);
+        double mn = INFINITY, mx = -INFINITY, sum = 0;
+        for (int64_t k = 0; k < n; k++) {
+            if (d[k] < mn) mn = d[k];
+            if (d[k] > mx) mx = d[k];
+            sum += d[k];
+        }
+        char s[64];
+        fprintf(out, "%-48s %-18s %10lld %12.5g %12.5g %12.5g\n", kn_ckpt_name(c, i), kn_shape_str(&sh, s, sizeof s),
+                (long long)n, n ? mn : 0.0, n ? mx : 0.0, n ? sum / (double)n : 0.0);
+    }
+    static const char *const keys[] = {"kind", "kiln_version", "step", "epoch", "batch_in_epoch", "seed",
+                                       "optimizer_t", "best_val_loss", "best_step", "config_hash", "kiln_crc32", NULL};
+    fprintf(out, "metadata:\n");
+    for (int i = 0; keys[i]; i++) {
+        const char *v = kn_ckpt_meta_get(c, keys[i]);
+        if (v) fprintf(out, "  %-16s %s\n", keys[i], v);
+    }
+    if (kn_ckpt_meta_get(c, "config")) fprintf(out, "  %-16s (%zu bytes of INI text)\n", "config", strlen(kn_ckpt_meta_get(c, "config")));
+    kn_ckpt_close(c);
+    return KN_OK;
+}
