@@ -198,7 +198,7 @@ static void test_errors(void) {
 
 static void test_help(void) {
     CHECK(run("--help") == 0, "--help");
-    const char *words[] = {"train", "eval", "--set", "--run-dir", "--threads", "--seed", "--progress", "--no-progress", "--quiet", "--version", NULL};
+    const char *words[] = {"train", "eval", "resume", "inspect", "--dump", "--init-from", "--allow-config-change", "130", "143", "--set", "--run-dir", "--threads", "--seed", "--progress", "--no-progress", "--quiet", "--version", NULL};
     for (int i = 0; words[i]; i++) CHECK(strstr(g_out, words[i]) != NULL, "--help lacks %s", words[i]);
     CHECK(run("--version") == 0 && strstr(g_out, "kiln "), "--version: %s", g_out);
 }

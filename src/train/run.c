@@ -328,9 +328,15 @@ static int checkpoint(kn_ctx *ctx, run_ctx *R, const train_state *s, const char 
     snprintf(p, sizeof p, "%s/step-%09lld.safetensors", R->ckpt_dir, (long long)s->step);
     int rc = save_state(ctx, R, p, s);
     if (!rc && also_as) {
-        char q[2600];
+        /* the same bytes under a second name: a hard link, made atomically */
+        char q[2600], t[2700];
         snprintf(q, sizeof q, "%s/%s", R->ckpt_dir, also_as);
-        rc = save_state(ctx, R, q, s);
+        snprintf(t, sizeof t, "%s.tmp.%ld", q, (long)getpid());
+        unlink(t);
+        if (link(p, t) != 0 || rename(t, q) != 0) {
+            unlink(t);
+            rc = save_state(ctx, R, q, s);
+        }
     }
     if (rc) {
         if (R->st->ckpt_on_error == 1) {
