@@ -1,0 +1,46 @@
+/* kiln — training health: per-layer statistics every K steps (activation mean/std,
+ * dead ReLU fraction, gradient norm, weight norm, update-to-weight ratio, drift of the
+ * activation distribution over training), warnings for vanishing/exploding gradients,
+ * and the `kiln health RUN_DIR` report. Also: train/test leakage (exact duplicates). */
+#ifndef KN_HEALTH_H
+#define KN_HEALTH_H
+
+#include <stdio.h>
+
+#include "data/data.h"
+#include "nn/model.h"
+
+typedef struct kn_health kn_health;
+
+/* every: steps between health checks (> 0). */
+int kn_health_create(kn_ctx *ctx, kn_model *m, int64_t every, kn_health **out);
+void kn_health_free(kn_health *h);
+/* Is `step` (0-based index of the step about to run) a health step? */
+int kn_health_due(const kn_health *h, int64_t step);
+/* On a health step, in place of kn_model_forward_backward: runs the forward one node
+ * at a time, recording each layer's output statistics while they are live, then the
+ * backward; records gradient and weight norms and keeps a copy of the parameters.
+ * Returns the loss. Results must equal kn_model_forward_backward bit for bit. */
+float kn_health_forward_backward(kn_health *h, kn_model *m, kn_rt *rt);
+/* After the optimizer update of a health step: update-to-weight ratios, drift; writes one
+ * {"event":"health",...} line to metrics and {"event":"warning",...} lines for problems,
+ * and prints warnings (one line each, "kiln: warning: ...") to warn (may be NULL). */
+void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metrics, FILE *warn);
+/* Mean over layers of the latest drift values (for tests and summaries); NAN before
+ * two checks. */
+double kn_health_mean_drift(const kn_health *h);
+/* `kiln health RUN_DIR`: read RUN_DIR/metrics.jsonl, print the latest per-layer table,
+ * the drift per layer, every warning and every guard event. */
+int kn_health_print(kn_ctx *ctx, const char *run_dir, FILE *out);
+
+/* Exact duplicates between two sample sets (images compared byte for byte, found by
+ * hashing). a_idx/b_idx may be NULL (all samples). */
+typedef struct {
+    int64_t count;          /* samples of b that also appear in a */
+    int64_t examples[5][2]; /* (index in a, index in b) of up to 5 of them */
+    int nexamples;
+} kn_leak_report;
+int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int64_t na, const kn_dataset *b,
+                     const int64_t *b_idx, int64_t nb, kn_leak_report *r);
+
+#endif
