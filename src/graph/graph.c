@@ -123,7 +123,7 @@ void kn_g_free(kn_graph *g) {
         const kn_kernels *k = &g->n[i].op->kernels[g->backend];
         if (k->release && g->n[i].priv) k->release(&g->n[i]);
     }
-    kn_aligned_free(g->arena);
+    if (g->own_arena) kn_aligned_free(g->arena);
     free(g->v);
     free(g->n);
     free(g->steps);
@@ -131,6 +131,7 @@ void kn_g_free(kn_graph *g) {
 }
 
 void kn_g_set_layer(kn_graph *g, const char *layer) { kn_strlcpy(g->cur_layer, layer, sizeof g->cur_layer); }
+void kn_g_set_recompute(kn_graph *g, int on) { g->cur_recompute = on ? 1 : 0; }
 
 static int new_value(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape, kn_val_kind kind) {
     if (g->nv == g->vcap) {
@@ -150,6 +151,7 @@ static int new_value(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape,
     v->grad = -1;
     v->store_idx = -1;
     v->first = v->last = -1;
+    v->first2 = v->last2 = -1;
     return g->nv++;
 }
 
@@ -194,7 +196,7 @@ int kn_g_declare_out(kn_graph *g, kn_node *n, int slot, kn_dtype dt, kn_shape sh
 }
 
 int kn_g_op(kn_ctx *ctx, kn_graph *g, const kn_op *op, const int *in, int nin, const kn_attrs *a) {
-    if (g->compiled) { kn_err(ctx, KN_ERR_INTERNAL, "graph already compiled"); return -1; }
+    if (g->planned) { kn_err(ctx, KN_ERR_INTERNAL, "graph already compiled"); return -1; }
     if (nin > KN_MAX_IN) { kn_err(ctx, KN_ERR_INVALID, "%s: too many inputs (%d, at most %d)", op->name, nin, KN_MAX_IN); return -1; }
     for (int i = 0; i < nin; i++)
         if (in[i] < 0 || in[i] >= g->nv) { kn_err(ctx, KN_ERR_INTERNAL, "%s: bad input id", op->name); return -1; }
@@ -215,6 +217,7 @@ int kn_g_op(kn_ctx *ctx, kn_graph *g, const kn_op *op, const int *in, int nin, c
     n->scratch_fwd_val = n->scratch_bwd_val = -1;
     if (a) n->a = *a;
     kn_strlcpy(n->layer, g->cur_layer, sizeof n->layer);
+    n->recompute = g->cur_recompute;
     g->nn++;
     if (op->infer(g, n, ctx) != KN_OK) {
         g->nn--;
@@ -235,6 +238,7 @@ static int add_step(kn_graph *g, int kind, int node) {
     s->kind = kind;
     s->node = node;
     s->zero_val = -1;
+    s->backup = -1;
     for (int i = 0; i < KN_MAX_IN; i++) s->din[i] = -1;
     return g->nsteps - 1;
 }
@@ -312,47 +316,193 @@ static int autodiff(kn_ctx *ctx, kn_graph *g) {
     return KN_OK;
 }
 
+/* ======================= recomputation ======================= */
+/* Nodes with `recompute` set form segments: sets of such nodes connected through the
+ * values one produces and another reads (a block with branches is one segment).
+ * A segment's nodes whose outputs the backward reads (directly, or as inputs of such
+ * nodes inside the segment) are run again as KN_STEP_RECOMP steps, in forward order,
+ * just before the first backward step that reads any value the segment produced.
+ * Their outputs then have two live intervals (forward, and from the recompute step
+ * on) and the arena room between them is free for other tensors. A recomputation
+ * reads the same inputs with the same seed and step, so it rewrites bit-identical
+ * values; persistent state the forward updates in place (BatchNorm running
+ * statistics) is saved to a backup before and restored after, so it is updated once
+ * per step as without recomputation. */
+static int plan_recompute(kn_ctx *ctx, kn_graph *g) {
+    if (!g->training) return KN_OK;
+    int any = 0;
+    for (int k = 0; k < g->nn; k++) any |= g->n[k].recompute;
+    if (!any) return KN_OK;
+    int nn = g->nn, rc = KN_OK;
+    int *seg = malloc((size_t)nn * sizeof *seg), *need = calloc((size_t)nn, sizeof *need);
+    int *pos = malloc((size_t)nn * sizeof *pos);
+    kn_step *ns = NULL;
+    if (!seg || !need || !pos) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto out; }
+    /* union-find over the recompute nodes (pos is the parent array for now) */
+    for (int k = 0; k < nn; k++) pos[k] = k;
+    for (int k = 0; k < nn; k++) {
+        if (!g->n[k].recompute) continue;
+        for (int i = 0; i < g->n[k].nin; i++) {
+            int p = g->v[g->n[k].in[i]].producer;
+            if (p < 0 || !g->n[p].recompute) continue;
+            int a = p, b = k;
+            while (pos[a] != a) a = pos[a];
+            while (pos[b] != b) b = pos[b];
+            if (a != b) pos[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    int nseg = 0;
+    for (int k = 0; k < nn; k++) {
+        if (!g->n[k].recompute) { seg[k] = -1; continue; }
+        int r = k;
+        while (pos[r] != r) r = pos[r];
+        seg[k] = r == k ? nseg++ : seg[r]; /* a root comes before the nodes joined to it */
+    }
+    for (int i = 0; i < nseg; i++) pos[i] = g->nsteps;
+    for (int s = g->nfwd; s < g->nsteps; s++) {
+        const kn_step *st = &g->steps[s];
+        if (st->kind != KN_STEP_BWD) continue;
+        const kn_node *n = &g->n[st->node];
+        for (int i = 0; i < n->nin + n->nout; i++) {
+            int read = i < n->nin ? (int)(n->op->bwd_reads_in >> i & 1u) : (int)(n->op->bwd_reads_out >> (i - n->nin) & 1u);
+            int vid = i < n->nin ? n->in[i] : n->out[i - n->nin];
+            int p = g->v[vid].producer;
+            if (!read || p < 0 || seg[p] < 0) continue;
+            need[p] = 1;
+            if (s < pos[seg[p]]) pos[seg[p]] = s;
+        }
+    }
+    /* a needed node needs the nodes of its segment that produce its inputs */
+    int extra = 0;
+    for (int k = nn - 1; k >= 0; k--) {
+        if (!need[k]) continue;
+        extra++;
+        for (int i = 0; i < g->n[k].nin; i++) {
+            int p = g->v[g->n[k].in[i]].producer;
+            if (p >= 0 && seg[p] == seg[k]) need[p] = 1;
+        }
+    }
+    if (!extra) goto out;
+    ns = calloc((size_t)(g->nsteps + extra) + 1, sizeof *ns);
+    if (!ns) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto out; }
+    int m = 0;
+    for (int s = 0; s <= g->nsteps; s++) {
+        for (int sg = 0; sg < nseg && s >= g->nfwd; sg++) {
+            if (pos[sg] != s) continue;
+            for (int k = 0; k < nn; k++) {
+                if (seg[k] != sg || !need[k]) continue;
+                kn_step *st = &ns[m++];
+                memset(st, 0, sizeof *st);
+                st->kind = KN_STEP_RECOMP;
+                st->node = k;
+                st->zero_val = -1;
+                st->backup = -1;
+                for (int i = 0; i < KN_MAX_IN; i++) st->din[i] = -1;
+                int64_t nstate = 0;
+                for (int i = 0; i < g->n[k].nin; i++)
+                    if (g->v[g->n[k].in[i]].kind == KN_VAL_STATE) nstate += kn_numel(g, g->n[k].in[i]);
+                if (nstate > 0) {
+                    char name[96];
+                    snprintf(name, sizeof name, "backup(%.70s state)", g->n[k].layer);
+                    st->backup = new_value(g, name, KN_F32, kn_shape1(nstate), KN_VAL_SCRATCH);
+                    if (st->backup < 0) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto out; }
+                }
+            }
+        }
+        if (s < g->nsteps) ns[m++] = g->steps[s];
+    }
+    free(g->steps);
+    g->steps = ns;
+    ns = NULL;
+    g->nsteps = m;
+out:
+    free(ns);
+    free(seg);
+    free(need);
+    free(pos);
+    return rc;
+}
+
 /* ======================= planner ======================= */
 static int is_arena(kn_val_kind k) {
     return k == KN_VAL_ACT || k == KN_VAL_INPUT || k == KN_VAL_GRAD || k == KN_VAL_TEMP || k == KN_VAL_SCRATCH;
 }
+int kn_g_in_arena(const kn_value *v) { return is_arena(v->kind); }
 
-static void touch(kn_value *v, int s) {
+static int ranges_meet(int a0, int a1, int b0, int b1) { return a0 >= 0 && b0 >= 0 && a0 <= b1 && b0 <= a1; }
+int kn_g_live_at(const kn_value *v, int s) {
+    return (v->first >= 0 && v->first <= s && s <= v->last) || (v->first2 >= 0 && v->first2 <= s && s <= v->last2);
+}
+int kn_g_live_overlap(const kn_value *a, const kn_value *b) {
+    return ranges_meet(a->first, a->last, b->first, b->last) || ranges_meet(a->first2, a->last2, b->first, b->last) ||
+           ranges_meet(a->first, a->last, b->first2, b->last2) || ranges_meet(a->first2, a->last2, b->first2, b->last2);
+}
+
+/* A value whose producer is recomputed at step split[v] has a second interval: touches
+ * before the split extend the first, touches from it on the second. */
+static void touch(kn_value *v, int split, int s) {
+    if (split >= 0 && s >= split) {
+        if (v->first2 < 0 || s < v->first2) v->first2 = s;
+        if (s > v->last2) v->last2 = s;
+        return;
+    }
     if (v->first < 0 || s < v->first) v->first = s;
     if (s > v->last) v->last = s;
 }
 
-static void liveness(kn_graph *g) {
-    for (int i = 0; i < g->nv; i++) g->v[i].first = g->v[i].last = -1;
+static int liveness(kn_ctx *ctx, kn_graph *g) {
+    int *split = malloc((size_t)g->nv * sizeof *split);
+    if (!split) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < g->nv; i++) {
+        g->v[i].first = g->v[i].last = g->v[i].first2 = g->v[i].last2 = -1;
+        split[i] = -1;
+    }
+    for (int s = 0; s < g->nsteps; s++) {
+        const kn_step *st = &g->steps[s];
+        if (st->kind != KN_STEP_RECOMP) continue;
+        const kn_node *n = &g->n[st->node];
+        for (int j = 0; j < n->nout; j++) split[n->out[j]] = s;
+        if (n->scratch_fwd_val >= 0) split[n->scratch_fwd_val] = s;
+    }
+#define TOUCH(vid) touch(&g->v[(vid)], split[(vid)], s)
     for (int i = 0; i < g->nv; i++)
-        if (g->v[i].kind == KN_VAL_INPUT) touch(&g->v[i], 0);
+        if (g->v[i].kind == KN_VAL_INPUT) touch(&g->v[i], split[i], 0);
     for (int s = 0; s < g->nsteps; s++) {
         kn_step *st = &g->steps[s];
-        if (st->kind == KN_STEP_ZERO) { touch(&g->v[st->zero_val], s); continue; }
+        if (st->kind == KN_STEP_ZERO) { TOUCH(st->zero_val); continue; }
         kn_node *n = &g->n[st->node];
-        if (st->kind == KN_STEP_FWD) {
-            for (int i = 0; i < n->nin; i++) touch(&g->v[n->in[i]], s);
-            for (int j = 0; j < n->nout; j++) touch(&g->v[n->out[j]], s);
-            if (n->scratch_fwd_val >= 0) touch(&g->v[n->scratch_fwd_val], s);
+        if (st->kind == KN_STEP_FWD || st->kind == KN_STEP_RECOMP) {
+            for (int i = 0; i < n->nin; i++) TOUCH(n->in[i]);
+            for (int j = 0; j < n->nout; j++) TOUCH(n->out[j]);
+            if (n->scratch_fwd_val >= 0) TOUCH(n->scratch_fwd_val);
+            if (st->backup >= 0) TOUCH(st->backup);
         } else {
             for (int i = 0; i < n->nin; i++) {
-                if (n->op->bwd_reads_in >> i & 1u) touch(&g->v[n->in[i]], s);
+                if (n->op->bwd_reads_in >> i & 1u) TOUCH(n->in[i]);
                 if (st->din[i] >= 0) {
-                    touch(&g->v[st->din[i]], s);
-                    if (st->accum[i]) touch(&g->v[g->v[n->in[i]].grad], s);
+                    TOUCH(st->din[i]);
+                    if (st->accum[i]) TOUCH(g->v[n->in[i]].grad);
                 }
             }
             for (int j = 0; j < n->nout; j++) {
-                if (n->op->bwd_reads_out >> j & 1u) touch(&g->v[n->out[j]], s);
-                if (g->v[n->out[j]].grad >= 0) touch(&g->v[g->v[n->out[j]].grad], s);
+                if (n->op->bwd_reads_out >> j & 1u) TOUCH(n->out[j]);
+                if (g->v[n->out[j]].grad >= 0) TOUCH(g->v[n->out[j]].grad);
             }
-            if (n->scratch_bwd_val >= 0) touch(&g->v[n->scratch_bwd_val], s);
+            if (n->scratch_bwd_val >= 0) TOUCH(n->scratch_bwd_val);
         }
     }
-    /* the loss gradient is seeded just before the first backward step */
-    if (g->loss >= 0 && g->v[g->loss].grad >= 0) touch(&g->v[g->v[g->loss].grad], g->nfwd);
-    for (int i = 0; i < g->nv; i++)
-        if (g->v[i].keep) touch(&g->v[i], g->nsteps);
+    {
+        int s = g->nfwd; /* the loss gradient is seeded just before the first backward step */
+        if (g->loss >= 0 && g->v[g->loss].grad >= 0) TOUCH(g->v[g->loss].grad);
+    }
+    {
+        int s = g->nsteps; /* read by the caller after the step */
+        for (int i = 0; i < g->nv; i++)
+            if (g->v[i].keep) TOUCH(i);
+    }
+#undef TOUCH
+    free(split);
+    return KN_OK;
 }
 
 typedef struct { size_t off, end; } span;
@@ -378,7 +528,8 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
     g->naive_bytes = 0;
     for (int i = 0; i < g->nv; i++) {
         kn_value *v = &g->v[i];
-        v->bytes = kn_align_up((size_t)kn_shape_numel(&v->shape) * kn_dtype_size(v->dtype), KN_ALIGN);
+        v->nbytes = (size_t)kn_shape_numel(&v->shape) * kn_dtype_size(v->dtype);
+        v->bytes = kn_align_up(v->nbytes, KN_ALIGN);
         if (!is_arena(v->kind)) continue;
         if (v->first < 0) { v->first = v->last = 0; } /* never touched: still give it room */
         ids[m++] = i;
@@ -387,13 +538,13 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
     g_sort_graph = g;
     qsort(ids, (size_t)m, sizeof *ids, cmp_vid);
     int np = 0;
-    size_t peak = 0;
+    size_t peak = 0, used = 0;
     for (int k = 0; k < m; k++) {
         kn_value *v = &g->v[ids[k]];
         int ns = 0;
         for (int j = 0; j < np; j++) {
             kn_value *u = &g->v[placed[j]];
-            if (u->first <= v->last && v->first <= u->last) {
+            if (kn_g_live_overlap(u, v)) {
                 sp[ns].off = u->offset;
                 sp[ns].end = u->offset + u->bytes;
                 ns++;
@@ -412,17 +563,19 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
         if (best == (size_t)-1) best = cur;
         v->offset = best;
         if (best + v->bytes > peak) peak = best + v->bytes;
+        if (best + v->nbytes > used) used = best + v->nbytes;
         placed[np++] = ids[k];
     }
     g->arena_bytes = peak;
+    g->arena_used = used;
     free(ids);
     free(placed);
     free(sp);
     return KN_OK;
 }
 
-int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
-    if (g->compiled) return KN_OK;
+int kn_g_plan(kn_ctx *ctx, kn_graph *g) {
+    if (g->planned) return KN_OK;
     int rc;
     g->steps = calloc((size_t)g->nn * 2 + (size_t)g->nv + 8, sizeof *g->steps);
     if (!g->steps) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
@@ -431,6 +584,7 @@ int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
     if (g->training) {
         if (g->loss < 0) return kn_err(ctx, KN_ERR_CONFIG, "a training graph needs a loss");
         if ((rc = autodiff(ctx, g))) return rc;
+        if ((rc = plan_recompute(ctx, g))) return rc;
     }
     /* backend primitives and scratch sizes */
     for (int k = 0; k < g->nn; k++) {
@@ -452,12 +606,29 @@ int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
         }
         if (n->scratch_fwd_val < -1 || n->scratch_bwd_val < -1) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     }
-    liveness(g);
+    if ((rc = liveness(ctx, g))) return rc;
     if ((rc = assign_offsets(ctx, g))) return rc;
+    g->planned = 1;
+    return KN_OK;
+}
+
+int kn_g_bind(kn_ctx *ctx, kn_graph *g, void *arena, size_t arena_size) {
+    int rc;
+    if (!g->planned) return kn_err(ctx, KN_ERR_INTERNAL, "kn_g_bind: the graph is not planned");
+    if (g->compiled) return KN_OK;
     if ((rc = kn_store_alloc(ctx, g->store))) return rc;
-    g->arena = kn_aligned_alloc(g->arena_bytes);
-    if (!g->arena)
-        return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the %.1f MiB arena", (double)g->arena_bytes / 1048576.0);
+    if (arena) {
+        if (arena_size < g->arena_bytes)
+            return kn_err(ctx, KN_ERR_INTERNAL, "kn_g_bind: an arena of %zu bytes for a plan of %zu", arena_size,
+                          g->arena_bytes);
+        g->arena = arena;
+        g->own_arena = 0;
+    } else {
+        g->arena = kn_aligned_alloc(g->arena_bytes);
+        if (!g->arena)
+            return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the %.1f MiB arena", (double)g->arena_bytes / 1048576.0);
+        g->own_arena = 1;
+    }
     kn_store *st = g->store;
     for (int i = 0; i < g->nv; i++) {
         kn_value *v = &g->v[i];
@@ -470,10 +641,27 @@ int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
     return KN_OK;
 }
 
+int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
+    int rc = kn_g_plan(ctx, g);
+    return rc ? rc : kn_g_bind(ctx, g, NULL, 0);
+}
+
 /* ======================= executor ======================= */
 static void add_into(float *restrict dst, const float *restrict src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* Save (dir 0) or restore (dir 1) the STATE inputs of n around a recomputation. */
+static void state_backup(const kn_graph *g, const kn_node *n, float *bk, int dir) {
+    for (int i = 0; i < n->nin; i++) {
+        const kn_value *v = &g->v[n->in[i]];
+        if (v->kind != KN_VAL_STATE) continue;
+        size_t b = v->nbytes;
+        if (dir == 0) memcpy(bk, v->data, b);
+        else memcpy(v->data, bk, b);
+        bk += b / sizeof(float);
+    }
 }
 
 void kn_g_run_steps(kn_graph *g, kn_rt *rt, int from, int to) {
@@ -490,6 +678,12 @@ void kn_g_run_steps(kn_graph *g, kn_rt *rt, int from, int to) {
         if (st->kind == KN_STEP_FWD) {
             rt->scratch = n->scratch_fwd_val >= 0 ? (void *)g->v[n->scratch_fwd_val].data : NULL;
             k->forward(n, rt);
+        } else if (st->kind == KN_STEP_RECOMP) {
+            float *bk = st->backup >= 0 ? g->v[st->backup].data : NULL;
+            if (bk) state_backup(g, n, bk, 0);
+            rt->scratch = n->scratch_fwd_val >= 0 ? (void *)g->v[n->scratch_fwd_val].data : NULL;
+            k->forward(n, rt);
+            if (bk) state_backup(g, n, bk, 1);
         } else {
             float *din[KN_MAX_IN] = {0};
             const float *dout[KN_MAX_OUT] = {0};
@@ -518,27 +712,98 @@ void kn_g_backward(kn_graph *g, kn_rt *rt, const float *seed_grad) {
 }
 
 /* ======================= plan report ======================= */
-void kn_g_print_plan(const kn_graph *g, FILE *f) {
-    fprintf(f, "%-16s %-18s %12s %10s %10s\n", "layer", "output", "params", "fwd MFLOP", "bwd MFLOP");
+int kn_g_is_saved(const kn_graph *g, int vid) {
+    const kn_value *v = &g->v[vid];
+    if (!g->training || g->nsteps <= g->nfwd) return 0;
+    if (v->kind != KN_VAL_ACT && v->kind != KN_VAL_INPUT) return 0;
+    return v->first >= 0 && v->first < g->nfwd && v->last >= g->nfwd;
+}
+
+size_t kn_g_saved_bytes(const kn_graph *g) {
+    size_t b = 0;
+    for (int i = 0; i < g->nv; i++)
+        if (kn_g_is_saved(g, i)) b += g->v[i].bytes;
+    return b;
+}
+
+static int find_row(kn_layer_stats *r, int n, const char *layer) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(r[i].layer, layer) == 0) return i;
+    return -1;
+}
+
+int kn_g_layer_stats(const kn_graph *g, kn_layer_stats **out) {
+    *out = NULL;
+    kn_layer_stats *r = calloc((size_t)g->nn + 1, sizeof *r);
+    if (!r) return -1;
+    int n = 0;
+    kn_strlcpy(r[n].layer, "input", sizeof r[n].layer);
+    for (int i = 0; i < g->nv; i++)
+        if (g->v[i].kind == KN_VAL_INPUT && strcmp(g->v[i].name, "input") == 0) r[n].out = g->v[i].shape;
+    n++;
     for (int k = 0; k < g->nn; k++) {
-        const kn_node *n = &g->n[k];
-        int last_of_layer = (k + 1 == g->nn) || strcmp(g->n[k + 1].layer, n->layer) != 0;
-        if (!last_of_layer) continue;
-        int64_t params = 0;
-        double ff = 0, fb = 0;
-        for (int j = 0; j <= k; j++) {
-            const kn_node *m = &g->n[j];
-            if (strcmp(m->layer, n->layer) != 0) continue;
-            if (m->op->flops_fwd) ff += m->op->flops_fwd(g, m);
-            if (m->op->flops_bwd) fb += m->op->flops_bwd(g, m);
+        const kn_node *nd = &g->n[k];
+        int row = find_row(r, n, nd->layer);
+        if (row < 0) {
+            row = n++;
+            kn_strlcpy(r[row].layer, nd->layer, sizeof r[row].layer);
         }
-        for (int e = 0; e < g->store->n; e++)
-            if (!g->store->e[e].is_state && strcmp(g->store->e[e].layer, n->layer) == 0) params += g->store->e[e].numel;
+        kn_layer_stats *L = &r[row];
+        L->out = g->v[nd->out[0]].shape; /* the layer's last node gives its result */
+        if (nd->op->flops_fwd) L->flops_fwd += nd->op->flops_fwd(g, nd);
+        if (nd->recompute && g->training) L->recompute = 1;
+        if (nd->scratch_fwd_val >= 0) L->scratch_bytes += g->v[nd->scratch_fwd_val].bytes;
+        if (nd->scratch_bwd_val >= 0) L->scratch_bytes += g->v[nd->scratch_bwd_val].bytes;
+    }
+    for (int s = g->nfwd; s < g->nsteps; s++) {
+        const kn_step *st = &g->steps[s];
+        if (st->kind == KN_STEP_ZERO) continue;
+        const kn_node *nd = &g->n[st->node];
+        int row = find_row(r, n, nd->layer);
+        if (st->kind == KN_STEP_BWD && nd->op->flops_bwd) r[row].flops_bwd += nd->op->flops_bwd(g, nd);
+        if (st->kind == KN_STEP_RECOMP && nd->op->flops_fwd) r[row].flops_bwd += nd->op->flops_fwd(g, nd);
+        if (st->backup >= 0) r[row].scratch_bytes += g->v[st->backup].bytes;
+    }
+    for (int i = 0; i < g->nv; i++) {
+        if (!kn_g_is_saved(g, i)) continue;
+        const kn_value *v = &g->v[i];
+        int row = v->producer >= 0 ? find_row(r, n, g->n[v->producer].layer) : 0;
+        if (row >= 0) r[row].saved_bytes += v->bytes;
+    }
+    const kn_store *st = g->store;
+    for (int e = 0; e < st->n; e++) {
+        /* only the entries this graph uses */
+        int used = 0;
+        for (int i = 0; i < g->nv && !used; i++)
+            used = (g->v[i].kind == KN_VAL_PARAM || g->v[i].kind == KN_VAL_STATE) && g->v[i].store_idx == e;
+        if (!used) continue;
+        int row = find_row(r, n, st->e[e].layer);
+        if (row < 0) continue;
+        size_t b = kn_align_up((size_t)st->e[e].numel * sizeof(float), KN_ALIGN);
+        r[row].param_bytes += b;
+        if (!st->e[e].is_state) {
+            r[row].params += st->e[e].numel;
+            if (g->training) r[row].grad_bytes += b;
+        }
+    }
+    *out = r;
+    return n;
+}
+
+void kn_g_print_plan(const kn_graph *g, FILE *f) {
+    kn_layer_stats *r;
+    int n = kn_g_layer_stats(g, &r);
+    if (n < 0) return;
+    fprintf(f, "%-16s %-18s %12s %10s %10s %12s %12s\n", "layer", "output", "params", "fwd MFLOP", "bwd MFLOP",
+            "saved KiB", "scratch KiB");
+    for (int i = 0; i < n; i++) {
         char sh[64];
-        fprintf(f, "%-16s %-18s %12lld %10.2f %10.2f\n", n->layer, kn_shape_str(kn_shp(g, n->out[0]), sh, sizeof sh),
-                (long long)params, ff / 1e6, fb / 1e6);
+        fprintf(f, "%-16s %-18s %12lld %10.2f %10.2f %12.1f %12.1f\n", r[i].layer,
+                kn_shape_str(&r[i].out, sh, sizeof sh), (long long)r[i].params, r[i].flops_fwd / 1e6,
+                r[i].flops_bwd / 1e6, (double)r[i].saved_bytes / 1024.0, (double)r[i].scratch_bytes / 1024.0);
     }
     fprintf(f, "arena: planned peak %.2f MiB (naive %.2f MiB); parameters %.2f MiB\n",
             (double)g->arena_bytes / 1048576.0, (double)g->naive_bytes / 1048576.0,
             (double)g->store->nparam * 4 / 1048576.0);
+    free(r);
 }

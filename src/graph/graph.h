@@ -89,8 +89,10 @@ typedef struct {
     int store_idx;   /* PARAM/STATE/PGRAD: index into the store's entries */
     int keep;        /* read by the caller after the step (loss, logits): live to the end */
     /* planned */
-    size_t bytes;
+    size_t bytes;    /* rounded up to KN_ALIGN (its room in the arena) */
+    size_t nbytes;   /* numel * dtype size: the bytes a step actually writes */
     int first, last; /* step interval in which it is live */
+    int first2, last2; /* second interval (a recomputed activation), -1 if none */
     size_t offset;   /* arena offset (arena kinds) */
     float *data;     /* resolved pointer (use kn_ptr / kn_iptr) */
 } kn_value;
@@ -115,6 +117,7 @@ struct kn_node {
     kn_attrs a;
     char layer[64];      /* layer (config section) that emitted it */
     int index;
+    int recompute;       /* 1: its outputs are not kept for backward but recomputed there */
     void *priv;          /* backend state (oneDNN primitives), made by prepare() */
     size_t scratch_fwd, scratch_bwd; /* bytes, set by prepare() */
     int scratch_fwd_val, scratch_bwd_val; /* value ids, -1 if none */
@@ -163,8 +166,12 @@ typedef struct {
     int din[KN_MAX_IN];   /* per input: value id to write the gradient to, -1 none */
     int accum[KN_MAX_IN]; /* 1: din is a TEMP to be added into the input's gradient */
     int zero_val;         /* KN_STEP_ZERO: gradient value to clear */
+    int backup;           /* KN_STEP_RECOMP: arena value that saves the node's STATE inputs
+                           * around the recomputation (running statistics), -1 none */
 } kn_step;
-enum { KN_STEP_FWD = 0, KN_STEP_BWD = 1, KN_STEP_ZERO = 2 };
+/* KN_STEP_RECOMP: a forward node run again inside the backward to rebuild activations
+ * that were dropped after the forward (activation recomputation). */
+enum { KN_STEP_FWD = 0, KN_STEP_BWD = 1, KN_STEP_ZERO = 2, KN_STEP_RECOMP = 3 };
 
 struct kn_graph {
     kn_store *store;
@@ -178,15 +185,20 @@ struct kn_graph {
     kn_step *steps;
     int nsteps, nfwd;    /* steps[0..nfwd) are forward, the rest backward */
     void *arena;
-    size_t arena_bytes;  /* planned peak */
+    size_t arena_bytes;  /* planned peak (room for every tensor, KN_ALIGN-rounded) */
+    size_t arena_used;   /* highest byte a step writes + 1: max(offset + nbytes) */
     size_t naive_bytes;  /* every arena tensor its own buffer */
-    int compiled;
+    int planned, compiled;
+    int own_arena;       /* 1: arena allocated by kn_g_bind (0: lent by the caller) */
     char cur_layer[64];  /* layer name stamped on nodes added next */
+    int cur_recompute;   /* recompute flag stamped on nodes added next */
 };
 
 kn_graph *kn_g_new(kn_store *store, int training);
 void kn_g_free(kn_graph *g);
 void kn_g_set_layer(kn_graph *g, const char *layer);
+/* Nodes added next are recomputed in backward (1) or keep their outputs (0). */
+void kn_g_set_recompute(kn_graph *g, int on);
 
 int kn_g_input(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape);
 /* Registers (or, for a second graph, finds) a store entry of that name. */
@@ -202,7 +214,15 @@ void kn_g_set_loss(kn_graph *g, int vid);
 /* Mark a value as read by the caller after a step (keeps it alive to the end). */
 void kn_g_keep(kn_graph *g, int vid);
 
-/* Autodiff (if training and a loss is set) + plan + prepare + allocate. */
+/* Autodiff (if training and a loss is set) + recomputation steps + prepare (backend
+ * primitives, scratch sizes) + liveness + arena offsets. Allocates no tensor memory:
+ * afterwards arena_bytes, naive_bytes and every value's interval and offset are known. */
+int kn_g_plan(kn_ctx *ctx, kn_graph *g);
+/* Allocate the store if needed and give the graph its arena: `arena` (at least
+ * arena_bytes, owned by the caller, e.g. shared by graphs that never run at the same
+ * time) or, when NULL, one of its own. Resolves every value's data pointer. */
+int kn_g_bind(kn_ctx *ctx, kn_graph *g, void *arena, size_t arena_size);
+/* kn_g_plan + kn_g_bind(NULL). */
 int kn_g_compile(kn_ctx *ctx, kn_graph *g);
 /* Run forward steps. */
 void kn_g_forward(kn_graph *g, kn_rt *rt);
@@ -217,7 +237,34 @@ static inline int32_t *kn_iptr(const kn_graph *g, int vid) { return (int32_t *)(
 static inline const kn_shape *kn_shp(const kn_graph *g, int vid) { return &g->v[vid].shape; }
 static inline int64_t kn_numel(const kn_graph *g, int vid) { return kn_shape_numel(&g->v[vid].shape); }
 
-/* Per-layer memory / FLOP accounting for reports (kn_g_plan_print). */
+/* ---------------- plan queries ---------------- */
+/* Whether a value is placed in the arena (activations, inputs, gradients, temps, scratch). */
+int kn_g_in_arena(const kn_value *v);
+/* Whether a value is live at step s / two values are live at a common step. */
+int kn_g_live_at(const kn_value *v, int s);
+int kn_g_live_overlap(const kn_value *a, const kn_value *b);
+/* Activations (and inputs) kept from the forward into the backward: live across the
+ * boundary step nfwd in their first interval. 0 for a forward-only graph. */
+int kn_g_is_saved(const kn_graph *g, int vid);
+size_t kn_g_saved_bytes(const kn_graph *g);
+
+/* Per-layer accounting for plan reports; layers in graph order, the graph inputs
+ * first as a row named "input". */
+typedef struct {
+    char layer[64];
+    kn_shape out;          /* the layer's result */
+    int64_t params;        /* trainable parameter count */
+    double flops_fwd;      /* forward FLOPs */
+    double flops_bwd;      /* backward FLOPs, recomputation included */
+    size_t param_bytes;    /* parameters and persistent state in the store */
+    size_t grad_bytes;     /* parameter gradients in the store */
+    size_t saved_bytes;    /* activations it produced that are kept for backward */
+    size_t scratch_bytes;  /* backend scratch of its nodes (forward + backward) */
+    int recompute;         /* its activations are recomputed in backward */
+} kn_layer_stats;
+/* Returns the number of rows (malloc'ed in *out) or -1 when out of memory. */
+int kn_g_layer_stats(const kn_graph *g, kn_layer_stats **out);
+/* A per-layer table of a planned graph (the CLI's report is in train/plan.c). */
 void kn_g_print_plan(const kn_graph *g, FILE *f);
 
 /* ---------------- the op registry ---------------- */
