@@ -30,7 +30,7 @@ typedef struct {
     const char *help;
 } layer_def;
 
-static const char *const k_common[] = {"type", "input", NULL};
+static const char *const k_common[] = {"type", "input", "recompute", "block", NULL};
 
 int kn_is_reserved_section(const char *name) {
     return !strcmp(name, "data") || !strcmp(name, "train") || !strcmp(name, "optimizer") || !strcmp(name, "model") ||
@@ -373,8 +373,54 @@ static int check_layer_section(kn_ctx *ctx, const kn_config *cfg, const kn_cfg_s
     return KN_OK;
 }
 
+/* Activation recomputation: a layer's own `recompute = true|false`, else whether its
+ * name or its `block` is listed in [model] recompute. */
+static int layer_recompute(kn_ctx *ctx, const kn_config *cfg, const kn_cfg_section *sec, int *out) {
+    int rc;
+    *out = 0;
+    if (kn_cfg_get(sec, "recompute")) return kn_cfg_bool(ctx, cfg, sec, "recompute", 0, out);
+    const char *block = NULL, *names[MAX_LAYERS];
+    int nn = 0;
+    if ((rc = kn_cfg_str(ctx, cfg, sec, "block", NULL, &block))) return rc;
+    const kn_cfg_section *ms = kn_cfg_find(cfg, "model");
+    if (ms && kn_cfg_get(ms, "recompute") && (rc = kn_cfg_list(ctx, cfg, ms, "recompute", names, MAX_LAYERS, &nn)))
+        return rc;
+    for (int i = 0; i < nn; i++)
+        if (!strcmp(names[i], sec->name) || (block && !strcmp(names[i], block))) *out = 1;
+    return KN_OK;
+}
+
+/* [model]: recompute = NAME, ... where each NAME is a layer or a block */
+static int check_model_section(kn_ctx *ctx, const kn_config *cfg) {
+    static const char *const k_model[] = {"recompute", NULL};
+    const kn_cfg_section *ms = kn_cfg_find(cfg, "model");
+    int rc;
+    if (!ms) return KN_OK;
+    if ((rc = kn_cfg_check_keys(ctx, cfg, ms, k_model, "the [model] section"))) return rc;
+    if (!kn_cfg_get(ms, "recompute")) return KN_OK;
+    const char *names[MAX_LAYERS];
+    int nn;
+    if ((rc = kn_cfg_list(ctx, cfg, ms, "recompute", names, MAX_LAYERS, &nn))) return rc;
+    for (int i = 0; i < nn; i++) {
+        int found = 0;
+        for (int s = 0; s < cfg->nsec && !found; s++) {
+            const kn_cfg_section *sec = &cfg->sec[s];
+            if (kn_is_reserved_section(sec->name)) continue;
+            const kn_cfg_kv *b = kn_cfg_get(sec, "block");
+            found = !strcmp(sec->name, names[i]) || (b && !strcmp(b->value, names[i]));
+        }
+        if (!found) {
+            char w[256];
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [model] recompute: '%s' is neither a layer nor a block (a block is named by 'block = NAME' in its layers)",
+                          kn_cfg_where(cfg, ms, "recompute", w, sizeof w), names[i]);
+        }
+    }
+    return KN_OK;
+}
+
 int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg) {
     int t, rc, n = 0;
+    if ((rc = check_model_section(ctx, cfg))) return rc;
     for (int s = 0; s < cfg->nsec; s++) {
         if (kn_is_reserved_section(cfg->sec[s].name)) continue;
         if ((rc = check_layer_section(ctx, cfg, &cfg->sec[s], &t))) return rc;
@@ -432,6 +478,9 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
             L.in[L.nin++] = prev;
         }
         kn_g_set_layer(g, sec->name);
+        int recompute = 0;
+        if ((rc = layer_recompute(ctx, cfg, sec, &recompute))) goto out;
+        kn_g_set_recompute(g, recompute);
         int outv = -1;
         if ((rc = def->build(&L, &outv))) {
             if (strncmp(ctx->msg, cfg->path, strlen(cfg->path)) != 0 && strncmp(ctx->msg, "--set", 5) != 0) {
@@ -461,6 +510,7 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
             goto out;
         }
         kn_g_set_layer(g, "loss");
+        kn_g_set_recompute(g, 0);
         int in[2] = {prev, -1}, loss;
         if (m->loss_kind == KN_LOSS_CE) {
             in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
@@ -482,8 +532,8 @@ out:
     return rc;
 }
 
-int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
-                   int width, int nclasses, kn_model *m) {
+int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                  int width, int nclasses, kn_model *m) {
     memset(m, 0, sizeof *m);
     kn_store_init(&m->store);
     m->batch = batch;
@@ -506,14 +556,34 @@ int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eva
     if (!m->eval) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     int dummy_y = -1, dummy_loss = -1;
     if ((rc = build_graph(ctx, cfg, m, m->eval, eval_batch, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss))) return rc;
-    if (m->train && (rc = kn_g_compile(ctx, m->train))) return rc;
-    if ((rc = kn_g_compile(ctx, m->eval))) return rc;
+    if (m->train && (rc = kn_g_plan(ctx, m->train))) return rc;
+    if ((rc = kn_g_plan(ctx, m->eval))) return rc;
     return KN_OK;
+}
+
+int kn_model_alloc(kn_ctx *ctx, kn_model *m) {
+    int rc;
+    if (m->arena) return KN_OK;
+    if ((rc = kn_store_alloc(ctx, &m->store))) return rc;
+    size_t a = m->eval->arena_bytes;
+    if (m->train && m->train->arena_bytes > a) a = m->train->arena_bytes;
+    m->arena = kn_aligned_alloc(a);
+    if (!m->arena) return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the %.1f MiB arena", (double)a / 1048576.0);
+    m->arena_bytes = a;
+    if (m->train && (rc = kn_g_bind(ctx, m->train, m->arena, a))) return rc;
+    return kn_g_bind(ctx, m->eval, m->arena, a);
+}
+
+int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                   int width, int nclasses, kn_model *m) {
+    int rc = kn_model_plan(ctx, cfg, batch, eval_batch, channels, height, width, nclasses, m);
+    return rc ? rc : kn_model_alloc(ctx, m);
 }
 
 void kn_model_free(kn_model *m) {
     kn_g_free(m->train);
     kn_g_free(m->eval);
+    kn_aligned_free(m->arena);
     kn_store_free(&m->store);
     memset(m, 0, sizeof *m);
 }

@@ -21,6 +21,10 @@ typedef struct {
     int64_t batch, eval_batch;
     int channels, height, width, nclasses;
     kn_loss_kind loss_kind;
+    /* One arena lent to both graphs (they never run at the same time, and nothing in
+     * it outlives a step or an evaluation pass): max of the two planned peaks. */
+    void *arena;
+    size_t arena_bytes;
 } kn_model;
 
 /* Names of the sections that are not layers. */
@@ -29,8 +33,14 @@ int kn_is_reserved_section(const char *name);
 /* Check layer types and keys without building (no data needed). */
 int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg);
 
-/* Build from cfg. batch == 0: evaluation graph only. Compiles the graphs and
- * allocates the store, but does not initialise parameter values (kn_model_init). */
+/* Build and plan from cfg without allocating tensor memory (store, arena): the
+ * plan (arena_bytes of both graphs, store sizes) is known afterwards. batch == 0:
+ * evaluation graph only. kn_model_free releases it. */
+int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                  int width, int nclasses, kn_model *m);
+/* Allocate the store and the shared arena of a planned model. */
+int kn_model_alloc(kn_ctx *ctx, kn_model *m);
+/* kn_model_plan + kn_model_alloc. Does not initialise parameter values (kn_model_init). */
 int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
                    int width, int nclasses, kn_model *m);
 void kn_model_free(kn_model *m);
