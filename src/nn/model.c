@@ -3,6 +3,7 @@
  * the table at the end. The trainer does not change. */
 #define _POSIX_C_SOURCE 200809L
 #include "nn/model.h"
+#include "ops/fused.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,35 @@ static int emit(layer_ctx *L, const kn_op *op, const int *in, int nin, const kn_
 }
 
 static const char *const act_names[] = {"none", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", NULL};
+
+/* Fusion: a ReLU applied to the result of the batchnorm node just added, when nothing
+ * else can read that result (no later section names the batchnorm layer as an input),
+ * becomes one batchnorm_relu node (ops/fused.h): one pass over the activations instead
+ * of two, and one tensor fewer. Returns 1 if it fused (*out is then the fused result). */
+static int fuse_relu(layer_ctx *L, int x, int *out) {
+    kn_graph *g = L->g;
+    if (g->nn < 1) return 0;
+    kn_node *p = &g->n[g->nn - 1];
+    if (p->op != &kn_op_batchnorm || p->out[0] != x || g->v[x].keep) return 0;
+    int after = 0;
+    for (int s = 0; s < L->cfg->nsec; s++) {
+        const kn_cfg_section *sec = &L->cfg->sec[s];
+        if (sec == L->sec) { after = 1; continue; }
+        const kn_cfg_kv *in = after ? kn_cfg_get(sec, "input") : NULL;
+        if (!in || !in->value) continue;
+        /* the input list names layers separated by commas and spaces */
+        const char *v = in->value, *name = p->layer;
+        size_t ln = strlen(name);
+        for (const char *q = v; (q = strstr(q, name)) != NULL; q += ln) {
+            int start = q == v || q[-1] == ',' || q[-1] == ' ' || q[-1] == '\t';
+            char e = q[ln];
+            if (start && (e == 0 || e == ',' || e == ' ' || e == '\t')) return 0;
+        }
+    }
+    p->op = &kn_op_batchnorm_relu;
+    *out = x;
+    return 1;
+}
 static const kn_op *const act_ops[] = {NULL, &kn_op_relu, &kn_op_leaky_relu, &kn_op_gelu, &kn_op_silu, &kn_op_tanh, &kn_op_sigmoid};
 
 /* optional `activation = relu` on layers that produce features */
@@ -81,6 +111,7 @@ static int maybe_activation(layer_ctx *L, int *out) {
     int k, rc;
     if ((rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, "activation", act_names, 0, &k))) return rc;
     if (k == 0) return KN_OK;
+    if (act_ops[k] == &kn_op_relu && fuse_relu(L, *out, out)) return KN_OK;
     kn_attrs a = {0};
     a.f[0] = 0.01;
     int x = *out;
@@ -234,6 +265,7 @@ static int build_act(layer_ctx *L, int *out, const kn_op *op) {
     double slope = 0.01;
     if ((rc = one_input(L))) return rc;
     if (op == &kn_op_leaky_relu && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope))) return rc;
+    if (op == &kn_op_relu && fuse_relu(L, L->in[0], out)) return KN_OK;
     kn_attrs a = {0};
     a.f[0] = slope;
     return emit(L, op, L->in, 1, &a, out);

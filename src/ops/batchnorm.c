@@ -10,10 +10,25 @@
  * of a parallel loop, so the result does not depend on the thread count.
  * Backward (training), per channel with m = N*H*W and xh = (x - mean) * invstd:
  *   dbeta = sum dy, dgamma = sum dy xh,
- *   dx = gamma invstd / m * (m dy - dbeta - xh dgamma). */
+ *   dx = gamma invstd / m * (m dy - dbeta - xh dgamma).
+ *
+ * batchnorm_relu (kn_op_batchnorm_relu, ops/fused.h) is the same op followed by a
+ * ReLU in the same pass: y = max(bn(x), 0) (NaN gives 0, like relu); its backward reads
+ * y and uses dy * (y > 0) in place of dy. The model builder uses it for
+ * `activation = relu` on a batchnorm layer and for a relu layer that is the only reader
+ * of a batchnorm layer.
+ *
+ * Storage: x, y and their gradients may be channel-blocked (backend/cpu/layout.h).
+ * The blocked kernels vectorise over the B channels of a block; their statistics are
+ * sums in double of (x - K) and (x - K)^2 with K a sample of the channel (one pass,
+ * no cancellation), taken per sample and added in sample order, so they do not depend
+ * on the thread count either. */
 #include <math.h>
+#include <string.h>
 
+#include "backend/cpu/layout.h"
 #include "graph/graph.h"
+#include "ops/fused.h"
 
 static int bn_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     char a[64], b[64];
@@ -66,7 +81,13 @@ static bn_dims bn_dims_of(const kn_graph *g, const kn_node *n) {
     return d;
 }
 
+static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu);
+static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, float *const *din, const float *const *dout);
+
 static void bn_forward(const kn_node *n, kn_rt *rt) {
+    const int relu = n->op == &kn_op_batchnorm_relu;
+    const int B = (int)n->a.i[KN_ATTR_LAYOUT];
+    if (B) { bn_forward_blocked(n, rt, B, relu); return; }
     kn_graph *g = rt->g;
     const bn_dims d = bn_dims_of(g, n);
     const int64_t N = d.N, C = d.C, S = d.S, m = N * S;
@@ -110,28 +131,38 @@ static void bn_forward(const kn_node *n, kn_rt *rt) {
             const float *xp = x + (b * C + c) * S;
             float *yp = y + (b * C + c) * S;
             for (int64_t k = 0; k < S; k++) yp[k] = (float)(((double)xp[k] - mean) * scale + shift);
+            if (relu)
+                for (int64_t k = 0; k < S; k++) yp[k] = yp[k] > 0.0f ? yp[k] : 0.0f;
         }
     }
 }
 
 static void bn_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
+    const int relu = n->op == &kn_op_batchnorm_relu;
+    const int B = (int)n->a.i[KN_ATTR_LAYOUT];
+    if (B) { bn_backward_blocked(n, rt, B, relu, din, dout); return; }
     kn_graph *g = rt->g;
     const bn_dims d = bn_dims_of(g, n);
     const int64_t N = d.N, C = d.C, S = d.S, m = N * S;
     const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]);
     const float *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
+    const float *y = relu ? kn_ptr(g, n->out[0]) : NULL;
     const float *dy = dout[0];
     float *dx = din[0], *dgamma = din[1], *dbeta = din[2];
     const int training = rt->training;
+/* the gradient that reaches the normalisation: through the fused ReLU's mask */
+#define BN_DY(off, k) (relu ? (y[(off) + (k)] > 0.0f ? dy[(off) + (k)] : 0.0f) : dy[(off) + (k)])
 #pragma omp parallel for schedule(static) if (N * C * S > 16384)
     for (int64_t c = 0; c < C; c++) {
         const double mean = smean[c], invstd = sinv[c];
         double sdy = 0.0, sdyxh = 0.0;
         for (int64_t b = 0; b < N; b++) {
-            const float *xp = x + (b * C + c) * S, *dyp = dy + (b * C + c) * S;
+            const int64_t off = (b * C + c) * S;
+            const float *xp = x + off;
             for (int64_t k = 0; k < S; k++) {
-                sdy += dyp[k];
-                sdyxh += (double)dyp[k] * (((double)xp[k] - mean) * invstd);
+                const float gk = BN_DY(off, k);
+                sdy += gk;
+                sdyxh += (double)gk * (((double)xp[k] - mean) * invstd);
             }
         }
         if (dgamma) dgamma[c] = (float)sdyxh;
@@ -142,22 +173,197 @@ static void bn_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
             /* dx = gi * (dy - sdy/m - xh * sdyxh/m) */
             const double a = sdy / (double)m, bcoef = sdyxh / (double)m;
             for (int64_t b = 0; b < N; b++) {
-                const float *xp = x + (b * C + c) * S, *dyp = dy + (b * C + c) * S;
-                float *dxp = dx + (b * C + c) * S;
+                const int64_t off = (b * C + c) * S;
+                const float *xp = x + off;
+                float *dxp = dx + off;
                 for (int64_t k = 0; k < S; k++) {
                     double xh = ((double)xp[k] - mean) * invstd;
-                    dxp[k] = (float)(gi * ((double)dyp[k] - a - xh * bcoef));
+                    dxp[k] = (float)(gi * ((double)BN_DY(off, k) - a - xh * bcoef));
                 }
             }
         } else {
             const float fgi = (float)gi;
             for (int64_t b = 0; b < N; b++) {
-                const float *dyp = dy + (b * C + c) * S;
-                float *dxp = dx + (b * C + c) * S;
-                for (int64_t k = 0; k < S; k++) dxp[k] = dyp[k] * fgi;
+                const int64_t off = (b * C + c) * S;
+                float *dxp = dx + off;
+                for (int64_t k = 0; k < S; k++) dxp[k] = BN_DY(off, k) * fgi;
             }
         }
     }
+#undef BN_DY
+}
+
+/* ---------------- channel-blocked kernels ----------------
+ * x[n][c/B][s][c%B]; scratch: per-sample partial sums [N][C][2] (double), then the
+ * per-channel coefficients [3][C] (float). Written for a constant B (8 or 16) so the
+ * lane loops vectorise. */
+static size_t bn_scratch_bytes(int64_t N, int64_t C) {
+    return (size_t)(N * C * 2) * sizeof(double) + (size_t)(3 * C) * sizeof(float) + 64;
+}
+
+static inline __attribute__((always_inline)) void bn_fwd_blk(const kn_node *n, kn_rt *rt, const int B, const int relu) {
+    kn_graph *g = rt->g;
+    const bn_dims d = bn_dims_of(g, n);
+    const int64_t N = d.N, C = d.C, S = d.S, CB = C / B, m = N * S;
+    const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]), *beta = kn_ptr(g, n->in[2]);
+    float *rmean = kn_ptr(g, n->in[3]), *rvar = kn_ptr(g, n->in[4]);
+    float *y = kn_ptr(g, n->out[0]), *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
+    const double mom = n->a.f[0], eps = n->a.f[1];
+    double *part = rt->scratch;
+    float *cm = (float *)(void *)(part + N * C * 2), *cs = cm + C, *cb_ = cs + C;
+    if (rt->training) {
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 32768)
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t cb = 0; cb < CB; cb++) {
+                const float *xp = x + (b * CB + cb) * S * B, *k0 = x + cb * S * B;
+                double a1[16] = {0}, a2[16] = {0};
+                for (int64_t k = 0; k < S; k++) {
+#pragma omp simd
+                    for (int l = 0; l < B; l++) {
+                        const double t = (double)xp[k * B + l] - (double)k0[l];
+                        a1[l] += t;
+                        a2[l] += t * t;
+                    }
+                }
+                double *pp = part + (b * C + cb * B) * 2;
+                for (int l = 0; l < B; l++) {
+                    pp[2 * l] = a1[l];
+                    pp[2 * l + 1] = a2[l];
+                }
+            }
+#pragma omp parallel for schedule(static) if (N * C > 4096)
+        for (int64_t c = 0; c < C; c++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t b = 0; b < N; b++) {
+                s1 += part[(b * C + c) * 2];
+                s2 += part[(b * C + c) * 2 + 1];
+            }
+            const double K = x[(c / B) * S * B + c % B], d1 = s1 / (double)m;
+            const double mean = K + d1;
+            double var = s2 / (double)m - d1 * d1;
+            if (var < 0.0) var = 0.0;
+            const double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
+            const double invstd = 1.0 / sqrt(var + eps);
+            rmean[c] = (float)((1.0 - mom) * (double)rmean[c] + mom * mean);
+            rvar[c] = (float)((1.0 - mom) * (double)rvar[c] + mom * unbiased);
+            smean[c] = (float)mean;
+            sinv[c] = (float)invstd;
+            cm[c] = (float)mean;
+            cs[c] = (float)((double)gamma[c] * invstd);
+            cb_[c] = beta[c];
+        }
+    } else {
+        for (int64_t c = 0; c < C; c++) {
+            const double invstd = 1.0 / sqrt((double)rvar[c] + eps);
+            smean[c] = rmean[c];
+            sinv[c] = (float)invstd;
+            cm[c] = rmean[c];
+            cs[c] = (float)((double)gamma[c] * invstd);
+            cb_[c] = beta[c];
+        }
+    }
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 32768)
+    for (int64_t b = 0; b < N; b++)
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *xp = x + (b * CB + cb) * S * B;
+            float *yp = y + (b * CB + cb) * S * B;
+            const float *mu = cm + cb * B, *sc = cs + cb * B, *be = cb_ + cb * B;
+            for (int64_t k = 0; k < S; k++) {
+#pragma omp simd
+                for (int l = 0; l < B; l++) {
+                    const float v = (xp[k * B + l] - mu[l]) * sc[l] + be[l];
+                    yp[k * B + l] = relu ? (v > 0.0f ? v : 0.0f) : v;
+                }
+            }
+        }
+}
+
+static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu) {
+    if (B == 16) relu ? bn_fwd_blk(n, rt, 16, 1) : bn_fwd_blk(n, rt, 16, 0);
+    else relu ? bn_fwd_blk(n, rt, 8, 1) : bn_fwd_blk(n, rt, 8, 0);
+}
+
+static inline __attribute__((always_inline)) void bn_bwd_blk(const kn_node *n, kn_rt *rt, const int B, const int relu,
+                                                            float *const *din, const float *const *dout) {
+    kn_graph *g = rt->g;
+    const bn_dims d = bn_dims_of(g, n);
+    const int64_t N = d.N, C = d.C, S = d.S, CB = C / B, m = N * S;
+    const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]);
+    const float *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
+    const float *y = relu ? kn_ptr(g, n->out[0]) : dout[0]; /* y is read only with the ReLU */
+    const float *dy = dout[0];
+    float *dx = din[0], *dgamma = din[1], *dbeta = din[2];
+    double *part = rt->scratch;
+    float *k1 = (float *)(void *)(part + N * C * 2), *k2 = k1 + C, *k0 = k2 + C;
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 32768)
+    for (int64_t b = 0; b < N; b++)
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const int64_t off = (b * CB + cb) * S * B;
+            const float *xp = x + off, *dyp = dy + off, *yp = y + off, *mu = smean + cb * B;
+            double a1[16] = {0}, a2[16] = {0};
+            for (int64_t k = 0; k < S; k++) {
+#pragma omp simd
+                for (int l = 0; l < B; l++) {
+                    const float gk = relu ? (yp[k * B + l] > 0.0f ? dyp[k * B + l] : 0.0f) : dyp[k * B + l];
+                    a1[l] += (double)gk;
+                    a2[l] += (double)gk * ((double)xp[k * B + l] - (double)mu[l]);
+                }
+            }
+            double *pp = part + (b * C + cb * B) * 2;
+            for (int l = 0; l < B; l++) {
+                pp[2 * l] = a1[l];
+                pp[2 * l + 1] = a2[l];
+            }
+        }
+    const int training = rt->training;
+#pragma omp parallel for schedule(static) if (N * C > 4096)
+    for (int64_t c = 0; c < C; c++) {
+        double sdy = 0.0, sdyxm = 0.0;
+        for (int64_t b = 0; b < N; b++) {
+            sdy += part[(b * C + c) * 2];
+            sdyxm += part[(b * C + c) * 2 + 1];
+        }
+        const double invstd = sinv[c], sdyxh = sdyxm * invstd, gi = (double)gamma[c] * invstd;
+        if (dgamma) dgamma[c] = (float)sdyxh;
+        if (dbeta) dbeta[c] = (float)sdy;
+        /* dx = gi * (dy - sdy/m - xh * sdyxh/m) = k1 dy - k2 (x - mean) - k0 */
+        k1[c] = (float)gi;
+        k2[c] = training ? (float)(gi * invstd * sdyxh / (double)m) : 0.0f;
+        k0[c] = training ? (float)(gi * sdy / (double)m) : 0.0f;
+    }
+    if (!dx) return;
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 32768)
+    for (int64_t b = 0; b < N; b++)
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const int64_t off = (b * CB + cb) * S * B;
+            const float *xp = x + off, *dyp = dy + off, *yp = y + off;
+            float *dxp = dx + off;
+            const float *mu = smean + cb * B, *c1 = k1 + cb * B, *c2 = k2 + cb * B, *c0 = k0 + cb * B;
+            for (int64_t k = 0; k < S; k++) {
+#pragma omp simd
+                for (int l = 0; l < B; l++) {
+                    const float gk = relu ? (yp[k * B + l] > 0.0f ? dyp[k * B + l] : 0.0f) : dyp[k * B + l];
+                    dxp[k * B + l] = c1[l] * gk - c2[l] * (xp[k * B + l] - mu[l]) - c0[l];
+                }
+            }
+        }
+}
+
+static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, float *const *din,
+                                const float *const *dout) {
+    if (B == 16) relu ? bn_bwd_blk(n, rt, 16, 1, din, dout) : bn_bwd_blk(n, rt, 16, 0, din, dout);
+    else relu ? bn_bwd_blk(n, rt, 8, 1, din, dout) : bn_bwd_blk(n, rt, 8, 0, din, dout);
+}
+
+static int bn_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    (void)ctx;
+    const int B = kn_layout(g, n->in[0]);
+    n->a.i[KN_ATTR_LAYOUT] = B;
+    if (B) {
+        const bn_dims d = bn_dims_of(g, n);
+        n->scratch_fwd = n->scratch_bwd = bn_scratch_bytes(d.N, d.C);
+    }
+    return KN_OK;
 }
 
 const kn_op kn_op_batchnorm = {
@@ -168,5 +374,16 @@ const kn_op kn_op_batchnorm = {
     .bwd_reads_in = 0x3,  /* x, gamma */
     .bwd_reads_out = 0x6, /* saved mean, invstd */
     .diff_inputs = 0x7,   /* x, gamma, beta */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, bn_forward, bn_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
+};
+
+const kn_op kn_op_batchnorm_relu = {
+    .name = "batchnorm_relu",
+    .infer = bn_infer,
+    .flops_fwd = bn_flops,
+    .flops_bwd = bn_flops_bwd,
+    .bwd_reads_in = 0x3,  /* x, gamma */
+    .bwd_reads_out = 0x7, /* y (the ReLU mask), saved mean, invstd */
+    .diff_inputs = 0x7,   /* x, gamma, beta */
+    .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
 };

@@ -2,15 +2,36 @@
  * attrs: i[0]=stride_h i[1]=stride_w i[2]=pad_h i[3]=pad_w i[4]=groups (0 or 1: none); dilation 1.
  * OH = (H + 2*pad_h - KH) / stride_h + 1.
  * Forward, backward-data and backward-weights (+bias) are oneDNN convolution
- * primitives created once at plan time; their scratchpads live in the arena. */
+ * primitives created once at plan time; their scratchpads live in the arena.
+ *
+ * Layouts (backend/cpu/layout.h): x and y may be stored channel-blocked. When either
+ * is, the primitives run on blocked activations (the layout of oneDNN's direct
+ * AVX-512/AVX2 convolutions), with the weights in the primitives' preferred format;
+ * the parameters stay plain OIHW in the store and are reordered each step (a few KiB),
+ * as are the weight gradients. An activation whose stored layout differs from the
+ * primitive's (a plain input with C % B == 0 feeding a blocked convolution, say) is
+ * reordered into the step's scratch. With both plain, the primitives use plain NCHW
+ * and OIHW, as before. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/dnnl_glue.h"
+#include "backend/cpu/layout.h"
 #include "graph/graph.h"
 
 typedef struct {
     kn_dnnl_prim fwd, bwd_data, bwd_w;
+    /* reorders, .prim NULL when not needed */
+    kn_dnnl_prim w_fwd;    /* weights (plain) -> forward's format */
+    kn_dnnl_prim w_bwd;    /* weights (plain) -> backward-data's format */
+    kn_dnnl_prim dw_out;   /* weight gradient: backward-weights' format -> plain */
+    kn_dnnl_prim src_in;   /* stored x -> the primitives' x layout */
+    kn_dnnl_prim dst_out;  /* primitive y -> stored y */
+    kn_dnnl_prim ddst_in;  /* stored dy -> the primitives' layout */
+    kn_dnnl_prim dsrc_out; /* primitive dx -> stored dx */
+    /* byte offsets of the buffers in the forward / backward scratch */
+    size_t f_pad, f_w, f_src, f_dst;
+    size_t b_pad, b_w, b_dw, b_ddst, b_src, b_dsrc;
 } conv_priv;
 
 static int64_t groups_of(const kn_node *n) { return n->a.i[4] > 1 ? n->a.i[4] : 1; }
@@ -51,47 +72,99 @@ static double conv_flops_bwd(const kn_graph *g, const kn_node *n) { return 2.0 *
 
 static void conv_release(kn_node *n) {
     conv_priv *p = n->priv;
-    kn_dnnl_prim_free(&p->fwd);
-    kn_dnnl_prim_free(&p->bwd_data);
-    kn_dnnl_prim_free(&p->bwd_w);
+    kn_dnnl_prim *all[] = {&p->fwd, &p->bwd_data, &p->bwd_w, &p->w_fwd, &p->w_bwd,
+                           &p->dw_out, &p->src_in, &p->dst_out, &p->ddst_in, &p->dsrc_out};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) kn_dnnl_prim_free(all[k]);
     free(p);
     n->priv = NULL;
 }
 
-static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+static void act_md(dnnl_memory_desc_t *md, const kn_shape *s, int B) {
+    dnnl_dims_t d = {s->d[0], s->d[1], s->d[2], s->d[3]};
+    dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, B == 16 ? dnnl_nChw16c : B == 8 ? dnnl_nChw8c : dnnl_nchw);
+}
+
+static size_t md_bytes(const dnnl_memory_desc_t *md) { return kn_align_up(dnnl_memory_desc_get_size(md), 64); }
+
+static int is_ref(const_dnnl_primitive_desc_t pd) {
+    const char *s = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
+    return s && strstr(s, "ref") != NULL;
+}
+
+/* A reorder if a and b differ (into p), else nothing. Adds the destination's bytes to
+ * *off when it goes into scratch (buf != NULL: *buf = its offset). */
+static int maybe_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                         const dnnl_memory_desc_t *scratch_md, size_t *off, size_t *buf) {
+    if (dnnl_memory_desc_equal(a, b)) return KN_OK;
+    int rc = kn_dnnl_reorder(ctx, p, a, b);
+    if (rc) return rc;
+    if (buf) {
+        *buf = *off;
+        *off += md_bytes(scratch_md);
+    }
+    return KN_OK;
+}
+
+static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked) {
+    conv_priv *p = n->priv;
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]), *y = kn_shp(g, n->out[0]);
-    int64_t G = groups_of(n);
-    int bias = n->nin == 3;
-    dnnl_memory_desc_t src, wei, bia, dst;
-    dnnl_dims_t sd = {x->d[0], x->d[1], x->d[2], x->d[3]}, dd = {y->d[0], y->d[1], y->d[2], y->d[3]};
+    const int64_t G = groups_of(n);
+    const int bias = n->nin == 3;
+    const int Bx = kn_layout(g, n->in[0]), By = kn_layout(g, n->out[0]), B = kn_cpu_block();
+    /* stored layouts (user) and the primitives' */
+    dnnl_memory_desc_t usrc, udst, psrc, pdst, uwei, wany, bia;
+    act_md(&usrc, x, Bx);
+    act_md(&udst, y, By);
+    act_md(&psrc, x, blocked && (Bx || x->d[1] % B == 0) ? B : 0);
+    act_md(&pdst, y, blocked && y->d[1] % B == 0 ? B : 0);
     dnnl_dims_t bd = {w->d[0]};
-    dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, dnnl_nchw);
-    dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_nchw);
     dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_x);
     if (G > 1) {
         dnnl_dims_t wd = {G, w->d[0] / G, w->d[1], w->d[2], w->d[3]};
-        dnnl_memory_desc_init_by_tag(&wei, 5, wd, dnnl_f32, dnnl_goihw);
+        dnnl_memory_desc_init_by_tag(&uwei, 5, wd, dnnl_f32, dnnl_goihw);
+        dnnl_memory_desc_init_by_tag(&wany, 5, wd, dnnl_f32, blocked ? dnnl_format_tag_any : dnnl_goihw);
     } else {
         dnnl_dims_t wd = {w->d[0], w->d[1], w->d[2], w->d[3]};
-        dnnl_memory_desc_init_by_tag(&wei, 4, wd, dnnl_f32, dnnl_oihw);
+        dnnl_memory_desc_init_by_tag(&uwei, 4, wd, dnnl_f32, dnnl_oihw);
+        dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_f32, blocked ? dnnl_format_tag_any : dnnl_oihw);
     }
     dnnl_dims_t strides = {n->a.i[0], n->a.i[1]}, dil = {0, 0};
     dnnl_dims_t pad = {n->a.i[2], n->a.i[3]};
     /* right padding so that oneDNN's output size equals ours (floor division) */
     dnnl_dims_t padr = {(y->d[2] - 1) * n->a.i[0] + w->d[2] - x->d[2] - n->a.i[2],
                         (y->d[3] - 1) * n->a.i[1] + w->d[3] - x->d[3] - n->a.i[3]};
-    conv_priv *p = calloc(1, sizeof *p);
-    if (!p) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
-    n->priv = p;
     dnnl_primitive_attr_t attr = kn_dnnl_attr();
     dnnl_convolution_desc_t cd;
-    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
+    dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
     int rc = KN_OK;
     dnnl_prop_kind_t prop = g->training ? dnnl_forward_training : dnnl_forward_inference;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &src, &wei, bias ? &bia : NULL,
-                                                   &dst, strides, dil, pad, padr) != dnnl_success ||
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &psrc, &wany, bias ? &bia : NULL,
+                                                   &pdst, strides, dil, pad, padr) != dnnl_success ||
         dnnl_primitive_desc_create(&fpd, &cd, attr, kn_dnnl_engine(), NULL) != dnnl_success) {
         rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
+        goto done;
+    }
+    if (g->training) {
+        if (dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &psrc, &wany, &pdst, strides,
+                                                             dil, pad, padr) != dnnl_success ||
+            dnnl_primitive_desc_create(&dpd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
+            rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-data for these shapes");
+            goto done;
+        }
+        if (dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &psrc, &wany,
+                                                                bias ? &bia : NULL, &pdst, strides, dil, pad,
+                                                                padr) != dnnl_success ||
+            dnnl_primitive_desc_create(&wpd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
+            rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-weights for these shapes");
+            goto done;
+        }
+    }
+    /* blocked activations but only a reference implementation: use plain ones instead
+     * (the caller retries with blocked = 0); backward-data only matters when the input
+     * needs a gradient (not for a first layer reading the images) */
+    if (blocked && (is_ref(fpd) || (wpd && is_ref(wpd)) || (dpd && is_ref(dpd) && g->v[n->in[0]].needs_grad))) {
+        rc = -1;
         goto done;
     }
     {
@@ -99,58 +172,95 @@ static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
         int a2[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
         if ((rc = kn_dnnl_prim_init(ctx, &p->fwd, fpd, bias ? a3 : a2, bias ? 4 : 3, "convolution forward"))) goto done;
     }
+    size_t off = kn_align_up(p->fwd.scratch, 64);
+    p->f_pad = 0;
+    const dnnl_memory_desc_t *fw = dnnl_primitive_desc_query_md(fpd, dnnl_query_exec_arg_md, DNNL_ARG_WEIGHTS);
+    if ((rc = maybe_reorder(ctx, &p->w_fwd, &uwei, fw, fw, &off, &p->f_w))) goto done;
+    if ((rc = maybe_reorder(ctx, &p->src_in, &usrc, &psrc, &psrc, &off, &p->f_src))) goto done;
+    if ((rc = maybe_reorder(ctx, &p->dst_out, &pdst, &udst, &pdst, &off, &p->f_dst))) goto done;
+    n->scratch_fwd = off;
     if (g->training) {
-        if (dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src, &wei, &dst, strides,
-                                                             dil, pad, padr) != dnnl_success ||
-            dnnl_primitive_desc_create(&pd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
-            rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-data for these shapes");
-            goto done;
-        }
         int ad[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
-        rc = kn_dnnl_prim_init(ctx, &p->bwd_data, pd, ad, 3, "convolution backward-data");
-        dnnl_primitive_desc_destroy(pd);
-        pd = NULL;
-        if (rc) goto done;
-        if (dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src, &wei,
-                                                                bias ? &bia : NULL, &dst, strides, dil, pad,
-                                                                padr) != dnnl_success ||
-            dnnl_primitive_desc_create(&pd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
-            rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-weights for these shapes");
-            goto done;
-        }
+        if ((rc = kn_dnnl_prim_init(ctx, &p->bwd_data, dpd, ad, 3, "convolution backward-data"))) goto done;
         int aw3[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         int aw2[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS};
-        rc = kn_dnnl_prim_init(ctx, &p->bwd_w, pd, bias ? aw3 : aw2, bias ? 4 : 3, "convolution backward-weights");
+        if ((rc = kn_dnnl_prim_init(ctx, &p->bwd_w, wpd, bias ? aw3 : aw2, bias ? 4 : 3, "convolution backward-weights")))
+            goto done;
+        off = kn_align_up(p->bwd_data.scratch > p->bwd_w.scratch ? p->bwd_data.scratch : p->bwd_w.scratch, 64);
+        p->b_pad = 0;
+        const dnnl_memory_desc_t *dw = dnnl_primitive_desc_query_md(dpd, dnnl_query_exec_arg_md, DNNL_ARG_WEIGHTS);
+        const dnnl_memory_desc_t *ww = dnnl_primitive_desc_query_md(wpd, dnnl_query_exec_arg_md, DNNL_ARG_DIFF_WEIGHTS);
+        if ((rc = maybe_reorder(ctx, &p->w_bwd, &uwei, dw, dw, &off, &p->b_w))) goto done;
+        if ((rc = maybe_reorder(ctx, &p->dw_out, ww, &uwei, ww, &off, &p->b_dw))) goto done;
+        if ((rc = maybe_reorder(ctx, &p->ddst_in, &udst, &pdst, &pdst, &off, &p->b_ddst))) goto done;
+        if (p->src_in.prim) {
+            p->b_src = off;
+            off += md_bytes(&psrc);
+        }
+        if ((rc = maybe_reorder(ctx, &p->dsrc_out, &psrc, &usrc, &psrc, &off, &p->b_dsrc))) goto done;
+        n->scratch_bwd = off;
     }
 done:
-    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (wpd) dnnl_primitive_desc_destroy(wpd);
+    if (dpd) dnnl_primitive_desc_destroy(dpd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     dnnl_primitive_attr_destroy(attr);
-    if (rc) { conv_release(n); return rc; }
-    n->scratch_fwd = p->fwd.scratch;
-    n->scratch_bwd = p->bwd_data.scratch > p->bwd_w.scratch ? p->bwd_data.scratch : p->bwd_w.scratch;
-    return KN_OK;
+    return rc;
 }
+
+static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    int blocked = kn_cpu_block() && groups_of(n) == 1 &&
+                  (kn_layout(g, n->in[0]) || kn_layout(g, n->out[0]));
+    for (;;) {
+        n->priv = calloc(1, sizeof(conv_priv));
+        if (!n->priv) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+        n->scratch_fwd = n->scratch_bwd = 0;
+        int rc = conv_build(g, n, ctx, blocked);
+        if (rc == KN_OK) return KN_OK;
+        conv_release(n);
+        if (rc > 0 || !blocked) return rc > 0 ? rc : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
+        blocked = 0; /* retry with plain activations, reordered */
+    }
+}
+
+static inline void *at(void *scratch, size_t off) { return (char *)scratch + off; }
 
 static void conv_forward(const kn_node *n, kn_rt *rt) {
     conv_priv *p = n->priv;
     kn_graph *g = rt->g;
-    void *ptrs[4] = {kn_ptr(g, n->in[0]), kn_ptr(g, n->in[1]), NULL, NULL};
-    if (n->nin == 3) { ptrs[2] = kn_ptr(g, n->in[2]); ptrs[3] = kn_ptr(g, n->out[0]); }
-    else ptrs[2] = kn_ptr(g, n->out[0]);
-    kn_dnnl_exec(&p->fwd, ptrs, rt->scratch);
+    void *S = rt->scratch;
+    void *src = kn_ptr(g, n->in[0]), *wei = kn_ptr(g, n->in[1]), *dst = kn_ptr(g, n->out[0]);
+    if (p->src_in.prim) { kn_dnnl_reorder_exec(&p->src_in, src, at(S, p->f_src)); src = at(S, p->f_src); }
+    if (p->w_fwd.prim) { kn_dnnl_reorder_exec(&p->w_fwd, wei, at(S, p->f_w)); wei = at(S, p->f_w); }
+    void *pdst = p->dst_out.prim ? at(S, p->f_dst) : dst;
+    void *ptrs[4] = {src, wei, NULL, NULL};
+    if (n->nin == 3) { ptrs[2] = kn_ptr(g, n->in[2]); ptrs[3] = pdst; }
+    else ptrs[2] = pdst;
+    kn_dnnl_exec(&p->fwd, ptrs, at(S, p->f_pad));
+    if (p->dst_out.prim) kn_dnnl_reorder_exec(&p->dst_out, pdst, dst);
 }
 
 static void conv_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
     conv_priv *p = n->priv;
     kn_graph *g = rt->g;
+    void *S = rt->scratch;
+    void *dy = (void *)dout[0];
+    if (p->ddst_in.prim) { kn_dnnl_reorder_exec(&p->ddst_in, dy, at(S, p->b_ddst)); dy = at(S, p->b_ddst); }
     if (din[0]) {
-        void *ptrs[3] = {(void *)dout[0], kn_ptr(g, n->in[1]), din[0]};
-        kn_dnnl_exec(&p->bwd_data, ptrs, rt->scratch);
+        void *wei = kn_ptr(g, n->in[1]);
+        if (p->w_bwd.prim) { kn_dnnl_reorder_exec(&p->w_bwd, wei, at(S, p->b_w)); wei = at(S, p->b_w); }
+        void *dx = p->dsrc_out.prim ? at(S, p->b_dsrc) : (void *)din[0];
+        void *ptrs[3] = {dy, wei, dx};
+        kn_dnnl_exec(&p->bwd_data, ptrs, at(S, p->b_pad));
+        if (p->dsrc_out.prim) kn_dnnl_reorder_exec(&p->dsrc_out, dx, din[0]);
     }
     if (din[1]) {
-        void *ptrs[4] = {kn_ptr(g, n->in[0]), (void *)dout[0], din[1], n->nin == 3 ? din[2] : NULL};
-        kn_dnnl_exec(&p->bwd_w, ptrs, rt->scratch);
+        void *src = kn_ptr(g, n->in[0]);
+        if (p->src_in.prim) { kn_dnnl_reorder_exec(&p->src_in, src, at(S, p->b_src)); src = at(S, p->b_src); }
+        void *dw = p->dw_out.prim ? at(S, p->b_dw) : (void *)din[1];
+        void *ptrs[4] = {src, dy, dw, n->nin == 3 ? din[2] : NULL};
+        kn_dnnl_exec(&p->bwd_w, ptrs, at(S, p->b_pad));
+        if (p->dw_out.prim) kn_dnnl_reorder_exec(&p->dw_out, dw, din[1]);
     }
 }
 

@@ -4,10 +4,13 @@
  * padding at most half the kernel (so every window holds a real element), the first
  * maximum of a window wins ties, NaN propagates.
  * out1 (int32, same shape as y) is the argmax, an index h*W+w into the input plane,
- * saved for the backward, which scatters dy into those positions. */
+ * saved for the backward, which scatters dy into those positions.
+ * x, y, argmax and the gradients may be channel-blocked (backend/cpu/layout.h): the
+ * blocked kernels do the same per channel, vectorised over the B channels of a block. */
 #include <math.h>
 #include <string.h>
 
+#include "backend/cpu/layout.h"
 #include "graph/graph.h"
 
 static int maxpool_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -56,7 +59,81 @@ static double maxpool_flops_bwd(const kn_graph *g, const kn_node *n) {
     return (double)kn_numel(g, n->out[0]) + (double)kn_numel(g, n->in[0]);
 }
 
+static inline __attribute__((always_inline)) void maxpool_fwd_blk(const kn_node *n, kn_rt *rt, const int B) {
+    kn_graph *g = rt->g;
+    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
+    const int64_t H = xs->d[2], W = xs->d[3], OH = ys->d[2], OW = ys->d[3];
+    const int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
+    const int64_t planes = xs->d[0] * (xs->d[1] / B);
+    const float *x = kn_ptr(g, n->in[0]);
+    float *y = kn_ptr(g, n->out[0]);
+    int32_t *arg = kn_iptr(g, n->out[1]);
+#pragma omp parallel for collapse(2) schedule(static) if (planes * OH * OW * B * kh * kw > 32768)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *xp = x + p * H * W * B;
+            float *yp = y + (p * OH + oh) * OW * B;
+            int32_t *ap = arg + (p * OH + oh) * OW * B;
+            int64_t h0 = oh * sh - ph, h1 = h0 + kh;
+            if (h0 < 0) h0 = 0;
+            if (h1 > H) h1 = H;
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t w0 = ow * sw - pw, w1 = w0 + kw;
+                if (w0 < 0) w0 = 0;
+                if (w1 > W) w1 = W;
+                float best[16];
+                int32_t bi[16];
+                for (int l = 0; l < B; l++) {
+                    best[l] = -INFINITY;
+                    bi[l] = (int32_t)(h0 * W + w0);
+                }
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++) {
+                        const float *v = xp + (h * W + w) * B;
+                        const int32_t idx = (int32_t)(h * W + w);
+#pragma omp simd
+                        for (int l = 0; l < B; l++) {
+                            /* a larger value, or the first NaN, takes the place */
+                            const int take = v[l] > best[l] || (v[l] != v[l] && best[l] == best[l]);
+                            best[l] = take ? v[l] : best[l];
+                            bi[l] = take ? idx : bi[l];
+                        }
+                    }
+                for (int l = 0; l < B; l++) {
+                    yp[ow * B + l] = best[l];
+                    ap[ow * B + l] = bi[l];
+                }
+            }
+        }
+}
+
+static inline __attribute__((always_inline)) void maxpool_bwd_blk(const kn_node *n, kn_rt *rt, const int B,
+                                                                 float *dx, const float *dy) {
+    kn_graph *g = rt->g;
+    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
+    const int64_t HW = xs->d[2] * xs->d[3], OHW = ys->d[2] * ys->d[3];
+    const int64_t planes = xs->d[0] * (xs->d[1] / B);
+    const int32_t *arg = kn_iptr(g, n->out[1]);
+#pragma omp parallel for schedule(static) if (planes * (HW + OHW) * B > 32768)
+    for (int64_t p = 0; p < planes; p++) {
+        float *dxp = dx + p * HW * B;
+        const float *dyp = dy + p * OHW * B;
+        const int32_t *ap = arg + p * OHW * B;
+        memset(dxp, 0, (size_t)(HW * B) * sizeof(float));
+        for (int64_t k = 0; k < OHW; k++)
+            for (int l = 0; l < B; l++) dxp[(int64_t)ap[k * B + l] * B + l] += dyp[k * B + l];
+    }
+}
+
+static int maxpool_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    (void)ctx;
+    n->a.i[KN_ATTR_LAYOUT] = kn_layout(g, n->in[0]);
+    return KN_OK;
+}
+
 static void maxpool_forward(const kn_node *n, kn_rt *rt) {
+    if (n->a.i[KN_ATTR_LAYOUT] == 16) { maxpool_fwd_blk(n, rt, 16); return; }
+    if (n->a.i[KN_ATTR_LAYOUT] == 8) { maxpool_fwd_blk(n, rt, 8); return; }
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
     const int64_t H = xs->d[2], W = xs->d[3], OH = ys->d[2], OW = ys->d[3];
@@ -99,6 +176,8 @@ static void maxpool_forward(const kn_node *n, kn_rt *rt) {
 
 static void maxpool_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
     if (!din[0]) return;
+    if (n->a.i[KN_ATTR_LAYOUT] == 16) { maxpool_bwd_blk(n, rt, 16, din[0], dout[0]); return; }
+    if (n->a.i[KN_ATTR_LAYOUT] == 8) { maxpool_bwd_blk(n, rt, 8, din[0], dout[0]); return; }
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
     const int64_t HW = xs->d[2] * xs->d[3], OHW = ys->d[2] * ys->d[3];
@@ -124,5 +203,5 @@ const kn_op kn_op_maxpool2d = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0x2, /* argmax */
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, maxpool_forward, maxpool_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {maxpool_prepare, NULL, maxpool_forward, maxpool_backward}},
 };

@@ -71,6 +71,26 @@ void kn_dnnl_prim_free(kn_dnnl_prim *p) {
     memset(p, 0, sizeof *p);
 }
 
+int kn_dnnl_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md) {
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_reorder_primitive_desc_create(&pd, src_md, kn_dnnl_engine(), dst_md, kn_dnnl_engine(), NULL) != dnnl_success)
+        return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN: no reorder between these layouts");
+    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+    int rc = kn_dnnl_prim_init(ctx, p, pd, args, 2, "reorder");
+    p->scratch = 0;
+    if (p->scratch_mem) {
+        dnnl_memory_destroy(p->scratch_mem);
+        p->scratch_mem = NULL;
+    }
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+void kn_dnnl_reorder_exec(kn_dnnl_prim *p, const void *from, void *to) {
+    void *ptrs[2] = {(void *)from, to};
+    kn_dnnl_exec(p, ptrs, NULL);
+}
+
 int kn_dnnl_matmul(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias) {
     dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
     dnnl_dims_t ad = {M, K}, as = {ta ? 1 : K, ta ? M : 1};

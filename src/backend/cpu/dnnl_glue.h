@@ -30,6 +30,12 @@ int kn_dnnl_prim_init(kn_ctx *ctx, kn_dnnl_prim *p, const_dnnl_primitive_desc_t 
 void kn_dnnl_exec(kn_dnnl_prim *p, void *const *ptrs, void *scratch);
 void kn_dnnl_prim_free(kn_dnnl_prim *p);
 
+/* A reorder (layout conversion) from src_md to dst_md. Args: FROM, TO. Its scratchpad,
+ * if any, is oneDNN's own (p->scratch is 0). */
+int kn_dnnl_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md);
+/* Run a reorder made by kn_dnnl_reorder. */
+void kn_dnnl_reorder_exec(kn_dnnl_prim *p, const void *from, void *to);
+
 /* C[M,N] (row-major) = op(A)[M,K] * op(B)[K,N] (+ bias[N]).
  * ta: A is stored [K,M]; tb: B is stored [N,K]. Args order: SRC(A), WEIGHTS(B), [BIAS], DST(C). */
 int kn_dnnl_matmul(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias);

@@ -1,0 +1,11 @@
+/* kiln — fused ops of the CPU backend that are not in graph.h's registry: the model
+ * builder emits them in place of an op followed by an activation (see nn/model.c). */
+#ifndef KN_OPS_FUSED_H
+#define KN_OPS_FUSED_H
+
+#include "graph/graph.h"
+
+/* batchnorm followed by ReLU in one pass (ops/batchnorm.c). */
+extern const kn_op kn_op_batchnorm_relu;
+
+#endif
