@@ -8,12 +8,17 @@
 #include <string.h>
 
 #include "kiln.h"
+#include "train/plan.h"
 
 static const char *const USAGE =
     "kiln " KILN_VERSION " — a neural-network training engine\n"
     "\n"
     "Usage:\n"
     "  kiln train CONFIG [options]      train the model described by CONFIG (an INI file)\n"
+    "  kiln plan CONFIG [--batch N] [--budget SIZE] [--fit] [--json] [--set S.K=V] [--threads N]\n"
+    "                                   per layer: output shape, parameters, FLOPs, bytes of parameters,\n"
+    "                                   gradients, optimizer state, saved activations and scratch; the\n"
+    "                                   arena peak, the naive total and the predicted peak resident memory\n"
     "  kiln resume RUN_DIR [--threads N] [--allow-config-change] [--progress|--no-progress|--quiet]\n"
     "                                   continue a run from its newest good checkpoint\n"
     "  kiln eval RUN_DIR|CHECKPOINT [--threads N]\n"
@@ -33,6 +38,13 @@ static const char *const USAGE =
     "  --progress                always draw the progress bar (default: only on a terminal)\n"
     "  --no-progress             print plain periodic lines (every train.log_every steps)\n"
     "  --quiet                   print nothing but errors\n"
+    "  --budget SIZE             memory budget, e.g. 512M or 2G (powers of 1024; default train.budget, else\n"
+    "                            the memory available: cgroup limit or MemAvailable). A run whose predicted\n"
+    "                            peak exceeds it stops before allocating, naming the biggest consumers and\n"
+    "                            the largest batch that fits\n"
+    "  --fit                     train with the largest micro-batch that fits the budget, accumulating\n"
+    "                            gradients up to the batch (train.fit = true); BatchNorm then uses\n"
+    "                            per-micro-batch statistics\n"
     "  --init-from RUN_DIR[:first|best|last|STEP]\n"
     "                            start a new run from the weights of an earlier one (or a checkpoint file)\n"
     "  --allow-config-change     resume even if the config differs from the checkpoint's\n"
@@ -163,6 +175,61 @@ static int cmd_inspect(int argc, char **argv) {
     return status;
 }
 
+/* kiln plan: memory and FLOPs of a config before anything is allocated (train/plan.c) */
+static int cmd_plan(int argc, char **argv) {
+    const char *config = NULL;
+    static char extra[3][1100];
+    const char *sets[260];
+    int nsets = 0, json = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        int need = !strcmp(a, "--set") || !strcmp(a, "--batch") || !strcmp(a, "--budget") || !strcmp(a, "--threads");
+        if (need) {
+            if (i + 1 >= argc) return usage_error("option %s needs a value", a);
+            val = argv[++i];
+        }
+        long long v;
+        if (nsets >= 256) return usage_error("%s", "too many --set options");
+        if (!strcmp(a, "--set")) {
+            sets[nsets++] = val;
+        } else if (!strncmp(a, "--set=", 6)) {
+            sets[nsets++] = a + 6;
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_int(val, &v) || v < 1 || v > (1 << 20)) return usage_error("--batch '%s': expected an integer from 1 to 1048576", val);
+            snprintf(extra[0], sizeof extra[0], "data.batch_size=%lld", v);
+            sets[nsets++] = extra[0];
+        } else if (!strcmp(a, "--budget")) {
+            snprintf(extra[1], sizeof extra[1], "train.budget=%s", val);
+            sets[nsets++] = extra[1];
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(val, &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", val);
+            snprintf(extra[2], sizeof extra[2], "train.threads=%lld", v);
+            sets[nsets++] = extra[2];
+        } else if (!strcmp(a, "--fit")) {
+            sets[nsets++] = "train.fit=true";
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return usage_error("unknown option '%s' for plan", a);
+        } else if (!config) {
+            config = a;
+        } else {
+            return usage_error("unexpected argument '%s' (plan takes one CONFIG)", a);
+        }
+    }
+    if (!config) return usage_error("%s", "plan needs a CONFIG file, e.g. kiln plan examples/fashion_mnist_cnn.ini --batch 512");
+    kn_ctx *ctx = kn_ctx_new();
+    kn_config *cfg = NULL;
+    int rc = kn_config_load(ctx, config, &cfg);
+    for (int i = 0; !rc && i < nsets; i++) rc = kn_config_set(ctx, cfg, sets[i]);
+    if (!rc) rc = kn_plan_command(ctx, cfg, json, stdout);
+    int status = rc ? fail(ctx) : 0;
+    kn_config_free(cfg);
+    kn_ctx_free(ctx);
+    return status;
+}
+
 static int cmd_train(int argc, char **argv) {
     const char *config = NULL;
     kn_train_options o;
@@ -173,6 +240,7 @@ static int cmd_train(int argc, char **argv) {
         const char *a = argv[i];
         const char *val = NULL;
         int need = !strcmp(a, "--set") || !strcmp(a, "--run-dir") || !strcmp(a, "--threads") || !strcmp(a, "--seed") ||
+                   !strcmp(a, "--budget") ||
                    !strcmp(a, "--init-from");
         if (need) {
             if (i + 1 >= argc) return usage_error("option %s needs a value", a);
@@ -184,6 +252,14 @@ static int cmd_train(int argc, char **argv) {
         } else if (!strncmp(a, "--set=", 6)) {
             if (nsets == 256) return usage_error("%s", "too many --set options");
             sets[nsets++] = a + 6;
+        } else if (!strcmp(a, "--budget") || !strcmp(a, "--fit")) {
+            static char budget_set[1100];
+            if (nsets == 256) return usage_error("%s", "too many --set options");
+            if (a[2] == 'f') sets[nsets++] = "train.fit=true";
+            else {
+                snprintf(budget_set, sizeof budget_set, "train.budget=%s", val);
+                sets[nsets++] = budget_set;
+            }
         } else if (!strcmp(a, "--run-dir")) {
             o.run_dir = val;
         } else if (!strcmp(a, "--threads")) {
@@ -273,5 +349,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "resume")) return cmd_resume(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "plan")) return cmd_plan(argc - 2, argv + 2);
     return usage_error("unknown command '%s' (commands: train, resume, eval, inspect)", cmd);
 }

@@ -14,6 +14,7 @@
 #include "nn/model.h"
 #include "optim/optim.h"
 #include "train/checkpoint.h"
+#include "train/plan.h"
 #include "train/trainer.h"
 
 #ifndef KN_DEFAULT_DATA_DIR
@@ -25,7 +26,7 @@
 static const char *const k_data[] = {"dataset", "dir", "train_images", "train_labels", "test_images", "test_labels",
                                      "batch_size", "eval_batch_size", "validation_split", "mean", "std", "prefetch",
                                      "shuffle", "limit_train", "limit_test", NULL};
-static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", NULL};
+static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "budget", "fit", "micro_batch", NULL};
 static const char *const k_ckpt[] = {"every_steps", "every_seconds", "keep_last", "keep_epochs", "on_error", NULL};
 static const char *const k_opt[] = {"type", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
                                     "clip_norm", "schedule", "warmup_steps", "step_size", "gamma", "min_lr", NULL};
@@ -117,6 +118,7 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
         char w[256];
         return kn_err(ctx, KN_ERR_CONFIG, "%s: nesterov = true needs momentum > 0", kn_cfg_where(cfg, o, "nesterov", w, sizeof w));
     }
+    if ((rc = kn_plan_read_settings(ctx, cfg, st))) return rc;
     /* layers are checked when the model is built; reject unknown top-level sections early? they are layers */
     return KN_OK;
 }
@@ -197,7 +199,7 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
     }
     j->mean = (float)mean;
     j->std = (float)sd;
-    if ((rc = kn_model_build(ctx, cfg, want_train ? st->batch : 0, st->eval_batch, ref->channels, ref->rows, ref->cols,
+    if ((rc = kn_model_build(ctx, cfg, want_train ? (st->micro_batch > 0 ? st->micro_batch : st->batch) : 0, st->eval_batch, ref->channels, ref->rows, ref->cols,
                              nclasses, &j->model)))
         return rc;
     kn_loader_config lc = {0};

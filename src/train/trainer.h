@@ -17,6 +17,11 @@ typedef struct {
     int threads;
     char run_dir[1024];
     kn_opt_config opt;
+    /* memory (train/plan.c): train.budget in bytes (0: what is available), train.fit,
+     * train.micro_batch (0: the batch; set by kn_plan_for_training) */
+    size_t mem_budget;
+    int mem_fit;
+    int64_t micro_batch;
     /* [checkpoint] */
     int64_t ckpt_every_steps;
     double ckpt_every_seconds;

@@ -1,0 +1,123 @@
+/* kiln — the memory plan of a run, before anything big is allocated.
+ *
+ * Because the graph is planned statically, the bytes a run needs are known before
+ * step 1: the arena (planned peak of the train and eval graphs, which share it), the
+ * parameter store, the optimizer moments, the data sets held in memory, the loader
+ * buffers and a measured constant for the process itself (binary, libraries,
+ * oneDNN, thread stacks). kn_plan_make computes them from a config without loading
+ * the data (it reads the IDX headers and the small label files) and without
+ * allocating the arena or the store; kn_plan_for_training prints the summary before
+ * step 1, refuses a run whose predicted peak exceeds the memory budget, and with
+ * train.fit picks the largest micro-batch that fits (gradients are accumulated over
+ * micro-batches up to the requested batch, see kn_accum).
+ *
+ * Accounting, all in bytes, every buffer written in full when allocated (so resident):
+ *   arena        max(train arena, eval arena)             (kn_model_alloc)
+ *   store        parameters + gradients + state            (kn_store_alloc)
+ *   optimizer    1 (SGD) or 2 (Adam, AdamW) floats per parameter
+ *   accumulation with micro-batches: a gradient sum and a full-batch input buffer
+ *   datasets     images + labels of the train and test IDX files (whole files,
+ *                limit_train/limit_test only shorten the epoch)
+ *   loaders      sample orders, split indices, prefetch ring buffers, label buffers
+ *   guard        the guard's in-memory snapshot (train.guard), when enabled
+ *   baseline     KN_RSS_BASELINE: the resident size of the process with nothing of
+ *                the above, measured (docs/PERFORMANCE.md, bench/mem_rss.py) */
+#ifndef KN_PLAN_H
+#define KN_PLAN_H
+
+#include <stdio.h>
+
+#include "graph/graph.h"
+#include "train/trainer.h"
+
+/* Measured resident size of `kiln train` without arena, store, optimizer, data or
+ * loader buffers: binary, libc, libgomp, oneDNN (code, JIT kernels of a small model),
+ * zlib, thread stacks and malloc bookkeeping. See docs/PERFORMANCE.md. */
+#define KN_RSS_BASELINE_BYTES ((size_t)9 * 1048576)
+#define KN_RSS_PER_THREAD_BYTES ((size_t)256 * 1024)
+
+/* train.budget, train.fit, train.micro_batch (read by kn_settings_read). */
+int kn_plan_read_settings(kn_ctx *ctx, const kn_config *cfg, kn_settings *st);
+
+/* "64M", "1.5G", "65536", "512k" (K, M, G, T are powers of 1024; an optional
+ * trailing "B" or "iB" is accepted). Returns 0 on success. */
+int kn_parse_size(const char *s, size_t *out);
+/* "64.0 MiB" */
+const char *kn_size_str(size_t bytes, char *buf, size_t n);
+
+/* Memory available to this process: the cgroup limit minus the cgroup's other use
+ * (v2 memory.max / memory.current, v1 memory.limit_in_bytes / usage_in_bytes, both
+ * less inactive file cache), or MemAvailable from /proc/meminfo, the smaller one.
+ * `what` says where it came from. 0 if none could be read. */
+size_t kn_mem_available(char *what, size_t n);
+
+typedef struct {
+    size_t arena, store_params, store_grads, store_state, optimizer, accumulation, datasets, loaders, guard,
+        baseline, total;
+} kn_mem_parts;
+
+typedef struct {
+    /* what was planned */
+    int64_t batch, micro_batch, accum_steps, eval_batch;
+    int threads;
+    int channels, height, width, nclasses;
+    int64_t ntrain, nval, ntest;        /* samples used per epoch (train, validation, test) */
+    int64_t nparam, nstate;
+    int opt_floats;                     /* optimizer floats per parameter */
+    int has_batchnorm;
+    /* graphs */
+    size_t train_arena, train_used, train_naive, train_saved;
+    size_t eval_arena, eval_naive;
+    kn_layer_stats *layers;
+    int nlayers;
+    kn_mem_parts mem;
+    /* budget (kn_plan_for_training / kiln plan --budget) */
+    size_t budget;
+    char budget_source[96];
+    int fits;
+    int64_t largest_batch;              /* largest batch (one micro-batch) that fits; 0: none; -1: not searched */
+} kn_mem_plan;
+
+/* Plan a run of cfg with settings st at graph batch micro_batch (the optimizer step
+ * covers st->batch samples) and evaluation batch eval_batch. Allocates no tensors. */
+int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64_t micro_batch, int64_t eval_batch,
+                 kn_mem_plan *p);
+void kn_plan_free(kn_mem_plan *p);
+
+/* Per-layer table (per_layer) and summary, as `kiln plan` prints it. */
+void kn_plan_print(const kn_mem_plan *p, FILE *f, int per_layer);
+/* The same as JSON (malloc'ed string). */
+char *kn_plan_json(const kn_mem_plan *p);
+/* One line naming the biggest consumers, e.g. "arena 120.0 MiB (...), datasets 54.9 MiB, ..." */
+void kn_plan_consumers(const kn_mem_plan *p, char *buf, size_t n);
+
+/* Budget: st->mem_budget, else kn_mem_available(). Plans the run; with st->mem_fit,
+ * the largest micro-batch dividing st->batch that fits (and, if needed, a smaller
+ * evaluation batch). Prints the summary to out (may be NULL). Returns KN_ERR_NOMEM
+ * with a message naming the biggest consumers and the largest batch that fits when
+ * the predicted peak exceeds the budget. On success st->micro_batch and
+ * st->eval_batch are what the run must use and *p (if not NULL) holds the plan. */
+int kn_plan_for_training(kn_ctx *ctx, const kn_config *cfg, kn_settings *st, FILE *out, kn_mem_plan *p);
+
+/* `kiln plan`: read the settings from cfg (overrides applied), plan against the
+ * budget and print the per-layer table and summary (or JSON) to out. */
+int kn_plan_command(kn_ctx *ctx, const kn_config *cfg, int json, FILE *out);
+
+/* Gradient accumulation over micro-batches. With accum_steps == 1 it is exactly
+ * kn_model_set_targets + kn_model_forward_backward on the graph's own input. */
+typedef struct {
+    int64_t batch, micro, steps;
+    int64_t sample_floats;   /* floats per input sample */
+    float *x;                /* where the loader writes a batch (the graph input when steps == 1) */
+    float *gsum;             /* gradient sum (steps > 1) */
+} kn_accum;
+
+int kn_accum_init(kn_ctx *ctx, kn_accum *a, kn_model *m, int64_t batch);
+/* Forward + backward of the batch in a->x with labels y (batch of them): leaves the
+ * gradient of the mean loss over the whole batch in the store and returns that loss.
+ * Micro-batch i runs with rt->step = step * steps + i (dropout masks differ between
+ * micro-batches). Allocates nothing. */
+float kn_accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y);
+void kn_accum_free(kn_accum *a);
+
+#endif
