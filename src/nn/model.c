@@ -82,7 +82,7 @@ static const char *const act_names[] = {"none", "relu", "leaky_relu", "gelu", "s
  * of two, and one tensor fewer. Returns 1 if it fused (*out is then the fused result). */
 static int fuse_relu(layer_ctx *L, int x, int *out) {
     kn_graph *g = L->g;
-    if (g->nn < 1) return 0;
+    if (g->nn < 1 || !kn_fusion()) return 0;
     kn_node *p = &g->n[g->nn - 1];
     if (p->op != &kn_op_batchnorm || p->out[0] != x || g->v[x].keep) return 0;
     int after = 0;

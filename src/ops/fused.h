@@ -8,4 +8,8 @@
 /* batchnorm followed by ReLU in one pass (ops/batchnorm.c). */
 extern const kn_op kn_op_batchnorm_relu;
 
+/* Whether the model builder fuses (default 1; tests compare with 0). */
+int kn_fusion(void);
+void kn_set_fusion(int on);
+
 #endif

@@ -6,7 +6,10 @@
 
 #include "ops/fused.h"
 
-static int g_blocking = 1;
+static int g_blocking = 1, g_fusion = 1;
+
+int kn_fusion(void) { return g_fusion; }
+void kn_set_fusion(int on) { g_fusion = on; }
 
 void kn_cpu_set_blocking(int on) { g_blocking = on; }
 
