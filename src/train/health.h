@@ -43,4 +43,23 @@ typedef struct {
 int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int64_t na, const kn_dataset *b,
                      const int64_t *b_idx, int64_t nb, kn_leak_report *r);
 
+/* ---- added: per-layer results of the latest check (tests, summaries) ---- */
+typedef struct {
+    char layer[64];        /* layer (config section) name */
+    const char *op;        /* op of the layer's last node (the one whose output is measured) */
+    int64_t nparams;       /* trainable parameters of the layer (0: no gradient statistics) */
+    double act_mean, act_std; /* of the layer's output (population std) */
+    double dead_relu;      /* fraction of dead units when the last op is relu, else NAN */
+    double grad_norm, weight_norm; /* L2 over all the layer's parameters; NAN if none */
+    double update_ratio;   /* ||w_after - w_before|| / ||w_before||; NAN if none/undefined */
+    double drift;          /* mean over consecutive checks (see health.c); NAN before two */
+} kn_health_layer;
+int kn_health_nlayers(const kn_health *h);
+const kn_health_layer *kn_health_get_layer(const kn_health *h, int i);
+/* Checks completed (kn_health_after_update calls that wrote an event). */
+int64_t kn_health_nchecks(const kn_health *h);
+/* Drop the pending check of a health step whose update did not happen (a guard skipped
+ * or rolled back the step): no event is written and the drift is not updated. */
+void kn_health_discard(kn_health *h);
+
 #endif
