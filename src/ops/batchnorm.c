@@ -82,7 +82,8 @@ static bn_dims bn_dims_of(const kn_graph *g, const kn_node *n) {
 }
 
 static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu);
-static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, float *const *din, const float *const *dout);
+static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, float *const *din,
+                                const float *const *dout);
 
 static void bn_forward(const kn_node *n, kn_rt *rt) {
     const int relu = n->op == &kn_op_batchnorm_relu;
@@ -195,16 +196,16 @@ static void bn_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
 
 /* ---------------- channel-blocked kernels ----------------
  * x[n][c/B][s][c%B]; scratch: per-sample partial sums [N][C][2] (double), then the
- * per-channel coefficients [3][C] (float). Written for a constant B (8 or 16) so the
- * lane loops vectorise. */
+ * per-channel coefficients [3][C] (float). B is 8 or 16: one or two 8-lane vectors. */
 static size_t bn_scratch_bytes(int64_t N, int64_t C) {
     return (size_t)(N * C * 2) * sizeof(double) + (size_t)(3 * C) * sizeof(float) + 64;
 }
 
-static inline __attribute__((always_inline)) void bn_fwd_blk(const kn_node *n, kn_rt *rt, const int B, const int relu) {
+static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu) {
     kn_graph *g = rt->g;
     const bn_dims d = bn_dims_of(g, n);
     const int64_t N = d.N, C = d.C, S = d.S, CB = C / B, m = N * S;
+    const int Q = B / 8; /* 8-lane vectors per block */
     const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]), *beta = kn_ptr(g, n->in[2]);
     float *rmean = kn_ptr(g, n->in[3]), *rvar = kn_ptr(g, n->in[4]);
     float *y = kn_ptr(g, n->out[0]), *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
@@ -216,19 +217,18 @@ static inline __attribute__((always_inline)) void bn_fwd_blk(const kn_node *n, k
         for (int64_t b = 0; b < N; b++)
             for (int64_t cb = 0; cb < CB; cb++) {
                 const float *xp = x + (b * CB + cb) * S * B, *k0 = x + cb * S * B;
-                double a1[16] = {0}, a2[16] = {0};
-                for (int64_t k = 0; k < S; k++) {
-#pragma omp simd
-                    for (int l = 0; l < B; l++) {
-                        const double t = (double)xp[k * B + l] - (double)k0[l];
-                        a1[l] += t;
-                        a2[l] += t * t;
+                kn_v8d a1[2] = {0}, a2[2] = {0}, K[2];
+                for (int q = 0; q < Q; q++) K[q] = kn_cvt8(kn_ld8(k0 + 8 * q));
+                for (int64_t k = 0; k < S; k++)
+                    for (int q = 0; q < Q; q++) {
+                        const kn_v8d t = kn_cvt8(kn_ld8(xp + k * B + 8 * q)) - K[q];
+                        a1[q] += t;
+                        a2[q] += t * t;
                     }
-                }
                 double *pp = part + (b * C + cb * B) * 2;
                 for (int l = 0; l < B; l++) {
-                    pp[2 * l] = a1[l];
-                    pp[2 * l + 1] = a2[l];
+                    pp[2 * l] = a1[l / 8][l % 8];
+                    pp[2 * l + 1] = a2[l / 8][l % 8];
                 }
             }
 #pragma omp parallel for schedule(static) if (N * C > 4096)
@@ -267,27 +267,26 @@ static inline __attribute__((always_inline)) void bn_fwd_blk(const kn_node *n, k
         for (int64_t cb = 0; cb < CB; cb++) {
             const float *xp = x + (b * CB + cb) * S * B;
             float *yp = y + (b * CB + cb) * S * B;
-            const float *mu = cm + cb * B, *sc = cs + cb * B, *be = cb_ + cb * B;
-            for (int64_t k = 0; k < S; k++) {
-#pragma omp simd
-                for (int l = 0; l < B; l++) {
-                    const float v = (xp[k * B + l] - mu[l]) * sc[l] + be[l];
-                    yp[k * B + l] = relu ? (v > 0.0f ? v : 0.0f) : v;
-                }
+            kn_v8f mu[2], sc[2], be[2];
+            for (int q = 0; q < Q; q++) {
+                mu[q] = kn_ld8(cm + cb * B + 8 * q);
+                sc[q] = kn_ld8(cs + cb * B + 8 * q);
+                be[q] = kn_ld8(cb_ + cb * B + 8 * q);
             }
+            for (int64_t k = 0; k < S; k++)
+                for (int q = 0; q < Q; q++) {
+                    kn_v8f v = (kn_ld8(xp + k * B + 8 * q) - mu[q]) * sc[q] + be[q];
+                    kn_st8(yp + k * B + 8 * q, relu ? kn_relu8(v) : v);
+                }
         }
 }
 
-static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu) {
-    if (B == 16) relu ? bn_fwd_blk(n, rt, 16, 1) : bn_fwd_blk(n, rt, 16, 0);
-    else relu ? bn_fwd_blk(n, rt, 8, 1) : bn_fwd_blk(n, rt, 8, 0);
-}
-
-static inline __attribute__((always_inline)) void bn_bwd_blk(const kn_node *n, kn_rt *rt, const int B, const int relu,
-                                                            float *const *din, const float *const *dout) {
+static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, float *const *din,
+                                const float *const *dout) {
     kn_graph *g = rt->g;
     const bn_dims d = bn_dims_of(g, n);
     const int64_t N = d.N, C = d.C, S = d.S, CB = C / B, m = N * S;
+    const int Q = B / 8;
     const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]);
     const float *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
     const float *y = relu ? kn_ptr(g, n->out[0]) : dout[0]; /* y is read only with the ReLU */
@@ -295,24 +294,26 @@ static inline __attribute__((always_inline)) void bn_bwd_blk(const kn_node *n, k
     float *dx = din[0], *dgamma = din[1], *dbeta = din[2];
     double *part = rt->scratch;
     float *k1 = (float *)(void *)(part + N * C * 2), *k2 = k1 + C, *k0 = k2 + C;
+    const kn_v8f zero = kn_splat8(0.0f);
 #pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 32768)
     for (int64_t b = 0; b < N; b++)
         for (int64_t cb = 0; cb < CB; cb++) {
             const int64_t off = (b * CB + cb) * S * B;
-            const float *xp = x + off, *dyp = dy + off, *yp = y + off, *mu = smean + cb * B;
-            double a1[16] = {0}, a2[16] = {0};
-            for (int64_t k = 0; k < S; k++) {
-#pragma omp simd
-                for (int l = 0; l < B; l++) {
-                    const float gk = relu ? (yp[k * B + l] > 0.0f ? dyp[k * B + l] : 0.0f) : dyp[k * B + l];
-                    a1[l] += (double)gk;
-                    a2[l] += (double)gk * ((double)xp[k * B + l] - (double)mu[l]);
+            const float *xp = x + off, *dyp = dy + off, *yp = y + off;
+            kn_v8d a1[2] = {0}, a2[2] = {0}, mu[2];
+            for (int q = 0; q < Q; q++) mu[q] = kn_cvt8(kn_ld8(smean + cb * B + 8 * q));
+            for (int64_t k = 0; k < S; k++)
+                for (int q = 0; q < Q; q++) {
+                    kn_v8f gk = kn_ld8(dyp + k * B + 8 * q);
+                    if (relu) gk = kn_sel8(kn_ld8(yp + k * B + 8 * q) > zero, gk, zero);
+                    const kn_v8d gd = kn_cvt8(gk);
+                    a1[q] += gd;
+                    a2[q] += gd * (kn_cvt8(kn_ld8(xp + k * B + 8 * q)) - mu[q]);
                 }
-            }
             double *pp = part + (b * C + cb * B) * 2;
             for (int l = 0; l < B; l++) {
-                pp[2 * l] = a1[l];
-                pp[2 * l + 1] = a2[l];
+                pp[2 * l] = a1[l / 8][l % 8];
+                pp[2 * l + 1] = a2[l / 8][l % 8];
             }
         }
     const int training = rt->training;
@@ -338,21 +339,20 @@ static inline __attribute__((always_inline)) void bn_bwd_blk(const kn_node *n, k
             const int64_t off = (b * CB + cb) * S * B;
             const float *xp = x + off, *dyp = dy + off, *yp = y + off;
             float *dxp = dx + off;
-            const float *mu = smean + cb * B, *c1 = k1 + cb * B, *c2 = k2 + cb * B, *c0 = k0 + cb * B;
-            for (int64_t k = 0; k < S; k++) {
-#pragma omp simd
-                for (int l = 0; l < B; l++) {
-                    const float gk = relu ? (yp[k * B + l] > 0.0f ? dyp[k * B + l] : 0.0f) : dyp[k * B + l];
-                    dxp[k * B + l] = c1[l] * gk - c2[l] * (xp[k * B + l] - mu[l]) - c0[l];
-                }
+            kn_v8f mu[2], c1[2], c2[2], c0[2];
+            for (int q = 0; q < Q; q++) {
+                mu[q] = kn_ld8(smean + cb * B + 8 * q);
+                c1[q] = kn_ld8(k1 + cb * B + 8 * q);
+                c2[q] = kn_ld8(k2 + cb * B + 8 * q);
+                c0[q] = kn_ld8(k0 + cb * B + 8 * q);
             }
+            for (int64_t k = 0; k < S; k++)
+                for (int q = 0; q < Q; q++) {
+                    kn_v8f gk = kn_ld8(dyp + k * B + 8 * q);
+                    if (relu) gk = kn_sel8(kn_ld8(yp + k * B + 8 * q) > zero, gk, zero);
+                    kn_st8(dxp + k * B + 8 * q, c1[q] * gk - c2[q] * (kn_ld8(xp + k * B + 8 * q) - mu[q]) - c0[q]);
+                }
         }
-}
-
-static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, float *const *din,
-                                const float *const *dout) {
-    if (B == 16) relu ? bn_bwd_blk(n, rt, 16, 1, din, dout) : bn_bwd_blk(n, rt, 16, 0, din, dout);
-    else relu ? bn_bwd_blk(n, rt, 8, 1, din, dout) : bn_bwd_blk(n, rt, 8, 0, din, dout);
 }
 
 static int bn_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {

@@ -59,12 +59,13 @@ static double maxpool_flops_bwd(const kn_graph *g, const kn_node *n) {
     return (double)kn_numel(g, n->out[0]) + (double)kn_numel(g, n->in[0]);
 }
 
-static inline __attribute__((always_inline)) void maxpool_fwd_blk(const kn_node *n, kn_rt *rt, const int B) {
+static void maxpool_fwd_blk(const kn_node *n, kn_rt *rt, const int B) {
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
     const int64_t H = xs->d[2], W = xs->d[3], OH = ys->d[2], OW = ys->d[3];
     const int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
     const int64_t planes = xs->d[0] * (xs->d[1] / B);
+    const int Q = B / 8;
     const float *x = kn_ptr(g, n->in[0]);
     float *y = kn_ptr(g, n->out[0]);
     int32_t *arg = kn_iptr(g, n->out[1]);
@@ -81,27 +82,21 @@ static inline __attribute__((always_inline)) void maxpool_fwd_blk(const kn_node 
                 int64_t w0 = ow * sw - pw, w1 = w0 + kw;
                 if (w0 < 0) w0 = 0;
                 if (w1 > W) w1 = W;
-                float best[16];
-                int32_t bi[16];
-                for (int l = 0; l < B; l++) {
-                    best[l] = -INFINITY;
-                    bi[l] = (int32_t)(h0 * W + w0);
-                }
-                for (int64_t h = h0; h < h1; h++)
-                    for (int64_t w = w0; w < w1; w++) {
-                        const float *v = xp + (h * W + w) * B;
-                        const int32_t idx = (int32_t)(h * W + w);
-#pragma omp simd
-                        for (int l = 0; l < B; l++) {
+                for (int q = 0; q < Q; q++) {
+                    kn_v8f best = kn_splat8(-INFINITY);
+                    const int32_t i0 = (int32_t)(h0 * W + w0);
+                    kn_v8i bi = {i0, i0, i0, i0, i0, i0, i0, i0};
+                    for (int64_t h = h0; h < h1; h++)
+                        for (int64_t w = w0; w < w1; w++) {
+                            const kn_v8f v = kn_ld8(xp + (h * W + w) * B + 8 * q);
+                            const int32_t ix = (int32_t)(h * W + w);
                             /* a larger value, or the first NaN, takes the place */
-                            const int take = v[l] > best[l] || (v[l] != v[l] && best[l] == best[l]);
-                            best[l] = take ? v[l] : best[l];
-                            bi[l] = take ? idx : bi[l];
+                            const kn_v8i take = (v > best) | ((v != v) & (best == best));
+                            best = kn_sel8(take, v, best);
+                            bi = (take & (kn_v8i){ix, ix, ix, ix, ix, ix, ix, ix}) | (~take & bi);
                         }
-                    }
-                for (int l = 0; l < B; l++) {
-                    yp[ow * B + l] = best[l];
-                    ap[ow * B + l] = bi[l];
+                    kn_st8(yp + ow * B + 8 * q, best);
+                    kn_st8i(ap + ow * B + 8 * q, bi);
                 }
             }
         }

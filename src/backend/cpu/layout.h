@@ -35,6 +35,30 @@ void kn_cpu_set_blocking(int on);
 /* 0: plain; otherwise the block size B of the value's nChw{B}c layout. */
 int kn_layout(const kn_graph *g, int vid);
 
+/* 8-lane vectors for the blocked kernels (GCC vector extensions: AVX-512/AVX2 with
+ * -march=native, SSE otherwise). A block of B channels is B/8 such vectors. */
+typedef float kn_v8f __attribute__((vector_size(32)));
+typedef int32_t kn_v8i __attribute__((vector_size(32)));
+typedef double kn_v8d __attribute__((vector_size(64)));
+static inline kn_v8f kn_ld8(const float *p) {
+    kn_v8f v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void kn_st8(float *p, kn_v8f v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline kn_v8i kn_ld8i(const int32_t *p) {
+    kn_v8i v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void kn_st8i(int32_t *p, kn_v8i v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline kn_v8d kn_cvt8(kn_v8f v) { return __builtin_convertvector(v, kn_v8d); }
+static inline kn_v8f kn_splat8(float x) { return (kn_v8f){x, x, x, x, x, x, x, x}; }
+/* select: m ? a : b, m a lane mask (all ones or zeros, from a comparison) */
+static inline kn_v8f kn_sel8(kn_v8i m, kn_v8f a, kn_v8f b) { return (kn_v8f)((m & (kn_v8i)a) | (~m & (kn_v8i)b)); }
+/* max(v, 0) like relu: NaN gives 0 */
+static inline kn_v8f kn_relu8(kn_v8f v) { return (kn_v8f)((v > kn_splat8(0.0f)) & (kn_v8i)v); }
+
 /* Copy between a plain NCHW tensor and its nChw{B}c form (C % B == 0), in parallel. */
 void kn_to_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S, int B);
 void kn_from_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S, int B);
