@@ -15,7 +15,8 @@
  * Per layer, on each check:
  *   act_mean, act_std  mean and population standard deviation of all elements of the
  *                      layer's output (the whole batch);
- *   dead_relu          (last op relu only) fraction of units — elements of the non-batch
+ *   dead_relu          (last op relu or a fused op ending in ReLU, e.g. batchnorm_relu)
+ *                      fraction of units — elements of the non-batch
  *                      dimensions — that are exactly 0 for every sample of the batch;
  *   grad_norm          L2 norm of the gradients of all the layer's trainable parameters
  *                      (weight and bias together), before any clipping;
@@ -38,6 +39,8 @@
  *   dead_relu           more than half of a ReLU layer's units are dead on the batch. */
 #define _POSIX_C_SOURCE 200809L
 #include "train/health.h"
+
+#include "ops/fused.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -142,6 +145,14 @@ static void act_stats(kn_health *h, hlayer *l) {
 }
 
 /* ---------------- create / free ---------------- */
+/* Ops whose output is a ReLU's: relu, batchnorm_relu (the model builder fuses a
+ * batchnorm's `activation = relu`), and any later fused op named "<op>_relu". */
+static int ends_in_relu(const kn_op *op) {
+    if (op == &kn_op_relu || op == &kn_op_batchnorm_relu) return 1;
+    size_t n = op->name ? strlen(op->name) : 0;
+    return n > 5 && !strcmp(op->name + n - 5, "_relu") && strcmp(op->name, "leaky_relu") != 0;
+}
+
 static int find_layer(const kn_health *h, const char *name) {
     for (int i = 0; i < h->nl; i++)
         if (!strcmp(h->L[i].pub.layer, name)) return i;
@@ -192,7 +203,7 @@ int kn_health_create(kn_ctx *ctx, kn_model *m, int64_t every, kn_health **out) {
         }
         h->L[li].step = s;
         h->L[li].vid = nd->out[0];
-        h->L[li].is_relu = nd->op == &kn_op_relu;
+        h->L[li].is_relu = ends_in_relu(nd->op);
         h->L[li].pub.op = nd->op->name;
     }
     for (int i = 0; i < h->nl; i++) {
