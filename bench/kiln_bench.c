@@ -4,7 +4,8 @@
  *       Trains CONFIG on its data set exactly as `kiln train` does (prefetching loader,
  *       forward + backward, optimizer step; no logging, no checkpoints), then runs the
  *       evaluation graph over the test set with batch B. Prints one JSON line: training
- *       samples/s after W warm-up steps, inference samples/s, peak RSS of the process.
+ *       samples/s over S seconds after W seconds (at least 3 steps) of warm-up,
+ *       inference samples/s, peak RSS of the process.
  *   kiln_bench micro CONFIG --batch B --threads T [--reps R]
  *       Times every step of the training graph inside whole forward + backward passes
  *       and prints the achieved GFLOP/s of each conv2d and linear layer's forward and
@@ -89,15 +90,15 @@ static double measure_peak(int threads, const char **isa) {
 /* ---------------- options ---------------- */
 typedef struct {
     const char *mode, *config;
-    int batch, threads, warmup, reps;
-    double seconds;
+    int batch, threads, reps;
+    double seconds, warmup;
 } opts;
 
 static opts parse(int argc, char **argv) {
     opts o = {0};
     o.threads = 0;
     o.batch = 64;
-    o.warmup = 20;
+    o.warmup = 1.5;
     o.seconds = 4.0;
     o.reps = 20;
     if (argc < 2) goto usage;
@@ -114,7 +115,7 @@ static opts parse(int argc, char **argv) {
         if (!strcmp(a, "--batch")) o.batch = atoi(argv[++i]);
         else if (!strcmp(a, "--threads")) o.threads = atoi(argv[++i]);
         else if (!strcmp(a, "--seconds")) o.seconds = atof(argv[++i]);
-        else if (!strcmp(a, "--warmup")) o.warmup = atoi(argv[++i]);
+        else if (!strcmp(a, "--warmup")) o.warmup = atof(argv[++i]);
         else if (!strcmp(a, "--reps")) o.reps = atoi(argv[++i]);
         else goto usage;
     }
@@ -160,7 +161,8 @@ static int run_train(const opts *o) {
     kn_rt rt = {0};
     rt.seed = st.seed;
     int64_t step = 0, epoch = 0, timed = 0;
-    double t0 = 0, el = 0;
+    double t0 = 0, el = 0, tw = kn_now_seconds();
+    int warm = 1;
     float loss = NAN;
     kn_loader_start_epoch(job.train_loader, epoch, 0);
     for (;;) {
@@ -174,8 +176,12 @@ static int run_train(const opts *o) {
         if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
         kn_opt_step(&opt, m->store.param, m->store.grad, kn_opt_lr(&st.opt, step));
         step++;
-        if (step == o->warmup) t0 = kn_now_seconds();
-        if (step > o->warmup) {
+        if (warm) {
+            if (step >= 3 && kn_now_seconds() - tw >= o->warmup) {
+                warm = 0;
+                t0 = kn_now_seconds();
+            }
+        } else {
             timed++;
             el = kn_now_seconds() - t0;
             if (el >= o->seconds && timed >= 10) break;

@@ -26,7 +26,7 @@ ap.add_argument("--model", choices=["mlp", "cnn"], required=True)
 ap.add_argument("--batch", type=int, required=True)
 ap.add_argument("--threads", type=int, required=True)
 ap.add_argument("--seconds", type=float, default=4.0, help="timed training seconds after warm-up")
-ap.add_argument("--warmup", type=int, default=20, help="warm-up steps")
+ap.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds (at least 3 steps)")
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 ap.add_argument("--optimizer", default="default", choices=["default", "foreach", "fused", "forloop"],
                 help="Adam implementation (default: torch's own choice)")
@@ -132,11 +132,13 @@ def main():
         return loss
 
     model.train()
-    for _ in range(args.warmup):
+    w, t0 = 0, time.perf_counter()
+    while w < 3 or time.perf_counter() - t0 < args.warmup:
         step()
+        w += 1
     steps, t0 = 0, time.perf_counter()
     while True:
-        loss = step()
+        loss = step().detach()
         steps += 1
         el = time.perf_counter() - t0
         if el >= args.seconds and steps >= 10:

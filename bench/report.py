@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Runs kiln and PyTorch side by side (bench/bench.sh installs and builds first) and
+prints the tables of docs/PERFORMANCE.md: training and inference samples/s, peak RSS
+and the ratios kiln/PyTorch, for the MLP and CNN examples, batch 64 and 256, 1 thread
+and all cores; then kiln's per-layer GFLOP/s against the machine's FMA peak, and which
+of the issue's acceptance points hold on this run.
+
+Every measurement is its own process (so peak RSS and thread settings are those of one
+configuration); the engines are interleaved per configuration so that a change in
+machine load hits them alike. Standard library only (runs under any python3)."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CONFIGS = {"mlp": "examples/fashion_mnist_mlp.ini", "cnn": "examples/fashion_mnist_cnn.ini"}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def cpu_model():
+    out = sh(["lscpu"]).stdout
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def run_json(cmd, env=None):
+    p = sh(cmd, env=env, cwd=ROOT)
+    for line in reversed(p.stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError("no result from %s:\n%s\n%s" % (" ".join(cmd), p.stdout[-2000:], p.stderr[-2000:]))
+
+
+def torch_version(python):
+    p = sh([python, "-c", "import torch; print(torch.__version__)"])
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln", default=os.path.join(ROOT, "build", "kiln_bench"))
+    ap.add_argument("--torch-pypi", default="", help="python with PyPI's torch ('' = not available)")
+    ap.add_argument("--pypi-note", default="", help="why PyPI's torch is not available")
+    ap.add_argument("--torch-debian", default="/usr/bin/python3", help="python with Debian's python3-torch")
+    ap.add_argument("--seconds", type=float, default=4.0, help="timed training seconds per run")
+    ap.add_argument("--models", default="mlp,cnn")
+    ap.add_argument("--batches", default="64,256")
+    ap.add_argument("--threads", default="", help="thread counts (default: 1 and all cores)")
+    ap.add_argument("--json", default=os.path.join(ROOT, "build", "bench-results.json"))
+    args = ap.parse_args()
+
+    ncpu = os.cpu_count() or 1
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, ncpu})
+    models = args.models.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+
+    peers = []  # (key, label, python)
+    if args.torch_pypi:
+        v = torch_version(args.torch_pypi)
+        if v:
+            peers.append(("pypi", "PyPI torch %s" % v, args.torch_pypi))
+        else:
+            args.pypi_note = args.pypi_note or "import torch failed in %s" % args.torch_pypi
+    dv = torch_version(args.torch_debian) if args.torch_debian else None
+    if dv:
+        peers.append(("debian", "Debian python3-torch %s" % dv, args.torch_debian))
+    commit = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip() or "?"
+
+    print("kiln vs PyTorch, %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    print("machine: %s, %d cores (lscpu), Linux %s" % (cpu_model(), ncpu, platform.release()))
+    print("kiln: commit %s, %s" % (commit, args.kiln))
+    for key, label, py in peers:
+        print("peer: %s (%s)" % (label, py))
+    if not any(k == "pypi" for k, _, _ in peers):
+        print("peer: PyPI torch NOT AVAILABLE%s — the strongest peer is Debian's" %
+              (" (%s)" % args.pypi_note if args.pypi_note else ""))
+    print("load average at start: %.2f" % loadavg())
+    sys.stdout.flush()
+
+    results = []
+    for model in models:
+        for batch in batches:
+            for t in threads:
+                row = {"model": model, "batch": batch, "threads": t, "load": loadavg()}
+                row["kiln"] = run_json([args.kiln, "train", CONFIGS[model], "--batch", str(batch), "--threads", str(t),
+                                        "--seconds", str(args.seconds)])
+                for key, _, py in peers:
+                    env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+                    row[key] = run_json([py, os.path.join(HERE, "torch_bench.py"), "--model", model, "--batch",
+                                         str(batch), "--threads", str(t), "--seconds", str(args.seconds)], env=env)
+                results.append(row)
+                msg = "  %s batch %d, %d thread%s: kiln %.0f/s" % (model, batch, t, "s" if t > 1 else "",
+                                                                  row["kiln"]["train_sps"])
+                for key, _, _ in peers:
+                    msg += ", %s %.0f/s" % (key, row[key]["train_sps"])
+                print(msg + " (load %.2f)" % row["load"])
+                sys.stdout.flush()
+
+    def table(title, field, fmt, ratio_name):
+        print("\n" + title)
+        hdr = "%-5s %5s %7s %12s" % ("model", "batch", "threads", "kiln")
+        for key, _, _ in peers:
+            hdr += " %12s" % key
+        for key, _, _ in peers:
+            hdr += " %14s" % ("kiln/%s" % key)
+        print(hdr)
+        for r in results:
+            line = "%-5s %5d %7d %12s" % (r["model"], r["batch"], r["threads"], fmt(r["kiln"][field]))
+            for key, _, _ in peers:
+                line += " %12s" % fmt(r[key][field])
+            for key, _, _ in peers:
+                line += " %13.2f%s" % (r["kiln"][field] / r[key][field], ratio_name)
+            print(line)
+
+    num = lambda v: "%.0f" % v  # noqa: E731
+    mib = lambda v: "%.0f MiB" % (v / 1048576.0)  # noqa: E731
+    table("Training samples/s (after warm-up; Adam, real Fashion-MNIST batches)", "train_sps", num, "x")
+    table("Inference samples/s (test set, evaluation graph / torch.inference_mode)", "infer_sps", num, "x")
+    table("Peak RSS of the process (train + inference)", "peak_rss", mib, "x")
+
+    micro = sh([args.kiln, "micro", CONFIGS["cnn"], "--batch", "256", "--threads", str(ncpu)], cwd=ROOT).stdout
+    print("\n" + micro.rstrip())
+
+    # acceptance points of the issue, as measured in this run
+    print("\nAcceptance (this run):")
+    strongest = "pypi" if any(k == "pypi" for k, _, _ in peers) else ("debian" if peers else None)
+    ok_all = True
+
+    def point(name, ok, detail):
+        nonlocal ok_all
+        ok_all &= bool(ok)
+        print("  [%s] %s: %s" % ("ok" if ok else "NOT MET", name, detail))
+
+    if strongest:
+        worst = min(results, key=lambda r: r["kiln"]["train_sps"] / r[strongest]["train_sps"])
+        wr = worst["kiln"]["train_sps"] / worst[strongest]["train_sps"]
+        point("training >= 1.5x %s PyTorch, every configuration" % strongest, wr >= 1.5,
+              "lowest ratio %.2fx (%s batch %d, %d threads)" % (wr, worst["model"], worst["batch"], worst["threads"]))
+    if any(k == "debian" for k, _, _ in peers):
+        for model, need in (("mlp", 2.0), ("cnn", 5.0)):
+            rs = [r for r in results if r["model"] == model]
+            if rs:
+                w = min(r["kiln"]["train_sps"] / r["debian"]["train_sps"] for r in rs)
+                point("%s training >= %.0fx Debian's PyTorch" % (model, need), w >= need, "lowest ratio %.2fx" % w)
+    c1 = [r for r in results if r["model"] == "cnn" and r["batch"] == 256 and r["threads"] == 1]
+    cn = [r for r in results if r["model"] == "cnn" and r["batch"] == 256 and r["threads"] == ncpu]
+    if c1 and cn and ncpu > 1:
+        s = cn[0]["kiln"]["train_sps"] / c1[0]["kiln"]["train_sps"]
+        point("kiln CNN batch 256: %d threads >= 1.7x 1 thread" % ncpu, s >= 1.7, "%.2fx" % s)
+    if peers:
+        worst = max((r["kiln"]["peak_rss"] / max(r[k]["peak_rss"] for k, _, _ in peers), r) for r in results)
+        point("kiln peak RSS <= 0.25x PyTorch's", worst[0] <= 0.25, "highest ratio %.3f" % worst[0])
+    for line in micro.splitlines():
+        if line.startswith("conv+linear total"):
+            frac = float(line.split("=")[1].split("%")[0])
+            point("CNN conv+linear fwd+bwd, batch 256, all cores >= 70% of peak", frac >= 70.0, "%.1f%%" % frac)
+    print("load average at end: %.2f%s" % (loadavg(), "" if loadavg() < 0.5 * ncpu else
+                                            "  (high: other work was running; figures are noisy)"))
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"peers": [[k, l] for k, l, _ in peers], "results": results, "micro": micro}, f, indent=1)
+    print("raw results: %s" % args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
