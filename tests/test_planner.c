@@ -1,7 +1,9 @@
 /* The liveness planner on graphs with fan-out, branches, residual adds and concats,
  * with and without activation recomputation:
- *  - no two simultaneously live arena tensors share a byte; every tensor fits in the
- *    arena; the planned peak is max(offset + bytes); every tensor a step reads or
+ *  - no two simultaneously live arena tensors share a byte, except a gradient that an
+ *    in-place backward (relu, tanh, sigmoid, BatchNorm) writes over its output's
+ *    gradient at the one step where the first is last read and the second first
+ *    written; every tensor fits in the arena; the planned peak is max(offset + bytes); every tensor a step reads or
  *    writes is live at that step;
  *  - the planned layout computes bit-identical losses, gradients and BatchNorm
  *    statistics to a layout where every tensor has its own buffer (a planner that
@@ -188,9 +190,14 @@ static int check_usage(const kn_graph *g, int s, int vid, const char *what) {
     return ok;
 }
 
-static void check_plan(const char *name, const kn_graph *g) {
+static int root(const kn_graph *g, int vid) {
+    while (g->v[vid].alias >= 0) vid = g->v[vid].alias;
+    return vid;
+}
+
+static int check_plan(const char *name, const kn_graph *g) {
     size_t peak = 0, used = 0;
-    int bad = 0;
+    int bad = 0, inplace = 0;
     for (int i = 0; i < g->nv; i++) {
         const kn_value *u = &g->v[i];
         if (!kn_g_in_arena(u)) continue;
@@ -200,6 +207,13 @@ static void check_plan(const char *name, const kn_graph *g) {
         for (int j = i + 1; j < g->nv; j++) {
             const kn_value *v = &g->v[j];
             if (!kn_g_in_arena(v) || !kn_g_live_overlap(u, v)) continue;
+            if (root(g, i) == root(g, j)) { /* one buffer handed over in place at one step */
+                CHECK(u->offset == v->offset && (u->last == v->first || v->last == u->first),
+                      "%s: in-place pair '%s' [%d,%d] @%zu and '%s' [%d,%d] @%zu", name, u->name, u->first, u->last,
+                      u->offset, v->name, v->first, v->last, v->offset);
+                inplace++;
+                continue;
+            }
             if (u->offset < v->offset + v->bytes && v->offset < u->offset + u->bytes) {
                 bad++;
                 CHECK(0, "%s: '%s' [%zu,+%zu) and '%s' [%zu,+%zu) are live together and overlap", name, u->name,
@@ -234,6 +248,7 @@ static void check_plan(const char *name, const kn_graph *g) {
             check_usage(g, s, n->scratch_bwd_val, "scratch");
         }
     }
+    return inplace;
 }
 
 /* Results of two training steps. */
@@ -298,7 +313,8 @@ static void case_graph(const char *name, builder b, const char *const *recompute
     int ok = tg_build(&t, b, NULL) == KN_OK;
     CHECK(ok, "%s: %s", name, kn_ctx_message(t.ctx));
     if (!ok) { tg_free(&t); return; }
-    check_plan(name, t.g);
+    int inplace = check_plan(name, t.g);
+    CHECK(inplace > 0, "%s: no gradient written in place", name);
     tg_run(&t, 0, &planned);
     CHECK(isfinite(planned.loss[0]) && isfinite(planned.loss[1]), "%s: loss %g %g", name, (double)planned.loss[0],
           (double)planned.loss[1]);

@@ -152,6 +152,7 @@ static int new_value(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape,
     v->store_idx = -1;
     v->first = v->last = -1;
     v->first2 = v->last2 = -1;
+    v->alias = -1;
     return g->nv++;
 }
 
@@ -505,6 +506,38 @@ static int liveness(kn_ctx *ctx, kn_graph *g) {
     return KN_OK;
 }
 
+/* In-place backward: din[i] of an op with bwd_inplace bit i takes over the bytes of
+ * the gradient of its output 0 when that gradient is last read at this step and din[i]
+ * is first written here (one buffer for both, their intervals joined). */
+static void plan_inplace(kn_graph *g) {
+    for (int i = 0; i < g->nv; i++) g->v[i].alias = -1;
+    for (int s = g->nfwd; s < g->nsteps; s++) {
+        const kn_step *st = &g->steps[s];
+        if (st->kind != KN_STEP_BWD) continue;
+        const kn_node *n = &g->n[st->node];
+        if (!n->op->bwd_inplace) continue;
+        int go = g->v[n->out[0]].grad;
+        if (go < 0 || g->v[go].kind != KN_VAL_GRAD || g->v[go].last != s || g->v[go].first2 >= 0) continue;
+        for (int i = 0; i < n->nin; i++) {
+            int gi = st->din[i];
+            if (!(n->op->bwd_inplace >> i & 1u) || gi < 0 || st->accum[i]) continue;
+            kn_value *v = &g->v[gi];
+            if (v->kind != KN_VAL_GRAD || v->first != s || v->first2 >= 0 || v->dtype != g->v[go].dtype ||
+                kn_shape_numel(&v->shape) != kn_shape_numel(&g->v[go].shape))
+                continue;
+            int taken = 0; /* one taker per buffer */
+            for (int j = 0; j < g->nv && !taken; j++) taken = g->v[j].alias == go;
+            if (taken) continue;
+            v->alias = go;
+        }
+    }
+}
+
+static int alias_root(const kn_graph *g, int vid) {
+    while (g->v[vid].alias >= 0) vid = g->v[vid].alias;
+    return vid;
+}
+
 typedef struct { size_t off, end; } span;
 static int cmp_span(const void *a, const void *b) {
     const span *x = a, *y = b;
@@ -532,9 +565,20 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
         v->bytes = kn_align_up(v->nbytes, KN_ALIGN);
         if (!is_arena(v->kind)) continue;
         if (v->first < 0) { v->first = v->last = 0; } /* never touched: still give it room */
-        ids[m++] = i;
         g->naive_bytes += v->bytes;
     }
+    plan_inplace(g);
+    /* a buffer shared in place is placed once, as its root, live over all its takers' intervals */
+    int *save_last = malloc((size_t)g->nv * sizeof *save_last);
+    if (!save_last) { free(ids); free(placed); free(sp); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+    for (int i = 0; i < g->nv; i++) save_last[i] = g->v[i].last;
+    for (int i = 0; i < g->nv; i++) {
+        if (!is_arena(g->v[i].kind) || g->v[i].alias < 0) continue;
+        int r = alias_root(g, i);
+        if (g->v[i].last > g->v[r].last) g->v[r].last = g->v[i].last;
+    }
+    for (int i = 0; i < g->nv; i++)
+        if (is_arena(g->v[i].kind) && g->v[i].alias < 0) ids[m++] = i;
     g_sort_graph = g;
     qsort(ids, (size_t)m, sizeof *ids, cmp_vid);
     int np = 0;
@@ -566,6 +610,15 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
         if (best + v->nbytes > used) used = best + v->nbytes;
         placed[np++] = ids[k];
     }
+    for (int i = 0; i < g->nv; i++) {
+        if (!is_arena(g->v[i].kind)) continue;
+        if (g->v[i].alias >= 0) {
+            g->v[i].offset = g->v[alias_root(g, i)].offset;
+            if (g->v[i].offset + g->v[i].nbytes > used) used = g->v[i].offset + g->v[i].nbytes;
+        }
+    }
+    for (int i = 0; i < g->nv; i++) g->v[i].last = save_last[i];
+    free(save_last);
     g->arena_bytes = peak;
     g->arena_used = used;
     free(ids);

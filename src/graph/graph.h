@@ -93,6 +93,8 @@ typedef struct {
     size_t nbytes;   /* numel * dtype size: the bytes a step actually writes */
     int first, last; /* step interval in which it is live */
     int first2, last2; /* second interval (a recomputed activation), -1 if none */
+    int alias;       /* -1, or the gradient whose arena bytes this one takes over in place
+                      * (an in-place backward: see kn_op.bwd_inplace); same offset */
     size_t offset;   /* arena offset (arena kinds) */
     float *data;     /* resolved pointer (use kn_ptr / kn_iptr) */
 } kn_value;
@@ -156,6 +158,11 @@ struct kn_op {
     unsigned bwd_reads_in, bwd_reads_out;
     /* Bitmask of inputs through which a gradient can flow (e.g. not labels). */
     unsigned diff_inputs;
+    /* Bitmask of inputs whose gradient the backward may write over the gradient of
+     * output 0 (same size): for every element k it reads dout[0][k] only before it
+     * writes din[i][k], and never after (other din[j] included). The planner then puts
+     * din[i] in the bytes of dout[0] when dout[0] is not read after this step. */
+    unsigned bwd_inplace;
     kn_kernels kernels[KN_NUM_BACKENDS];
 };
 

@@ -374,6 +374,7 @@ const kn_op kn_op_batchnorm = {
     .bwd_reads_in = 0x3,  /* x, gamma */
     .bwd_reads_out = 0x6, /* saved mean, invstd */
     .diff_inputs = 0x7,   /* x, gamma, beta */
+    .bwd_inplace = 0x1,   /* dx may overwrite dy: per channel, reductions over dy first, then dx[k] from dy[k] */
     .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
 };
 
@@ -385,5 +386,6 @@ const kn_op kn_op_batchnorm_relu = {
     .bwd_reads_in = 0x3,  /* x, gamma */
     .bwd_reads_out = 0x7, /* y (the ReLU mask), saved mean, invstd */
     .diff_inputs = 0x7,   /* x, gamma, beta */
+    .bwd_inplace = 0x1,   /* dx may overwrite dy: per channel, reductions over dy first, then dx[k] from dy[k] */
     .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
 };

@@ -69,5 +69,6 @@ const kn_op kn_op_dropout = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0x2, /* mask */
     .diff_inputs = 0x1,
+    .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
     .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, dropout_forward, dropout_backward}},
 };

@@ -47,5 +47,6 @@ const kn_op kn_op_gelu = {
     .bwd_reads_in = 0x1, /* x */
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
+    .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
     .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, gelu_forward, gelu_backward}},
 };

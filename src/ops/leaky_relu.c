@@ -39,5 +39,6 @@ const kn_op kn_op_leaky_relu = {
     .bwd_reads_in = 0x1, /* x */
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
+    .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
     .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, lrelu_forward, lrelu_backward}},
 };

@@ -36,5 +36,6 @@ const kn_op kn_op_relu = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0x1, /* y */
     .diff_inputs = 0x1,
+    .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
     .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, relu_forward, relu_backward}},
 };
