@@ -261,6 +261,9 @@ static void test_determinism(void) {
 
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s", kn_test_tmpdir("cli"));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && rm -rf r1 r2 r3 r4 runs", g_dir);
+    kn_test_system(cmd);
     test_help();
     test_errors();
     test_determinism();

@@ -39,26 +39,36 @@ int kn_test_finish(const char *name) {
 }
 
 void kn_test_make_images(const char *dir, const char *sub, int n, int rows, int cols) {
+    kn_test_make_images_noisy(dir, sub, n, rows, cols, 0.0);
+}
+
+void kn_test_make_images_noisy(const char *dir, const char *sub, int n, int rows, int cols, double noise) {
     char d[1200], p[1400];
     snprintf(d, sizeof d, "%s/%s", dir, sub);
     mkdirs(d);
     uint8_t *img = malloc((size_t)n * rows * cols), *lab = malloc((size_t)n);
-    kn_rng r;
-    kn_rng_seed(&r, 42);
-    for (int i = 0; i < n; i++) {
-        int k = (int)kn_rng_below(&r, 10);
-        lab[i] = (uint8_t)k;
-        for (int j = 0; j < rows * cols; j++) {
-            int row = j / cols;
-            int v = (int)kn_rng_below(&r, 80) + (row / 3 == k ? 150 : 0);
-            img[(size_t)i * rows * cols + j] = (uint8_t)(v > 255 ? 255 : v);
-        }
-    }
     kn_ctx *ctx = kn_ctx_new();
     int64_t di[3] = {n, rows, cols}, dl[1] = {n};
     const char *names[2][2] = {{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"},
                                {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}};
     for (int s = 0; s < 2; s++) {
+        kn_rng r;
+        kn_rng_seed(&r, 42 + (uint64_t)s); /* the test set differs from the training set */
+        for (int i = 0; i < n; i++) {
+            int k = (int)kn_rng_below(&r, 10);
+            lab[i] = (uint8_t)k;
+            for (int j = 0; j < rows * cols; j++) {
+                int seg = (int)((int64_t)j * 10 / (rows * cols)); /* ten bands, one per class */
+                int v = (int)kn_rng_below(&r, 80) + (seg == k ? 150 : 0);
+                img[(size_t)i * rows * cols + j] = (uint8_t)(v > 255 ? 255 : v);
+            }
+        }
+        if (s == 0 && noise > 0) {
+            kn_rng q;
+            kn_rng_seed(&q, 7);
+            for (int i = 0; i < n; i++)
+                if (kn_rng_uniform(&q) < noise) lab[i] = (uint8_t)kn_rng_below(&q, 10);
+        }
         snprintf(p, sizeof p, "%s/%s", d, names[s][0]);
         CHECK(kn_idx_write(ctx, p, 3, di, img, 1) == 0, "write %s", p);
         snprintf(p, sizeof p, "%s/%s", d, names[s][1]);

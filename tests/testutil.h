@@ -26,6 +26,8 @@ const char *kn_test_src(const char *rel);
 /* Write a small synthetic image-classification set (IDX, gzip) into dir/sub:
  * train-* and t10k-* files with n images of rows x cols; class k has a bright band. */
 void kn_test_make_images(const char *dir, const char *sub, int n, int rows, int cols);
+/* The same with a fraction of the TRAINING labels replaced by random ones (to overfit). */
+void kn_test_make_images_noisy(const char *dir, const char *sub, int n, int rows, int cols, double noise);
 /* Run a shell command line; returns its exit status (128+signal if killed). */
 int kn_test_system(const char *cmd);
 

@@ -9,6 +9,7 @@
 
 #include "kiln.h"
 #include "train/plan.h"
+#include "train/health.h"
 
 static const char *const USAGE =
     "kiln " KILN_VERSION " — a neural-network training engine\n"
@@ -23,6 +24,8 @@ static const char *const USAGE =
     "                                   continue a run from its newest good checkpoint\n"
     "  kiln eval RUN_DIR|CHECKPOINT [--threads N]\n"
     "                                   evaluate a trained model on its test set\n"
+    "  kiln health RUN_DIR              per-layer health table (activations, gradients, update ratios,\n"
+    "                                   drift), warnings, guard events and the train/validation gap\n"
     "  kiln inspect CHECKPOINT [--dump TENSOR]\n"
     "                                   list tensors, shapes and metadata; verify the checksum\n"
     "                                   (--dump prints every value of one tensor)\n"
@@ -149,6 +152,15 @@ static int cmd_resume(int argc, char **argv) {
     memset(&r, 0, sizeof r);
     int rc = kn_resume(ctx, dir, &o, &r);
     int status = rc ? exit_status(ctx, rc, &r) : 0;
+    kn_ctx_free(ctx);
+    return status;
+}
+
+static int cmd_health(int argc, char **argv) {
+    if (argc != 1 || argv[0][0] == '-') return usage_error("%s", "health takes one RUN_DIR, e.g. kiln health runs/fashion_mnist_cnn");
+    kn_ctx *ctx = kn_ctx_new();
+    int rc = kn_health_print(ctx, argv[0], stdout);
+    int status = rc ? fail(ctx) : 0;
     kn_ctx_free(ctx);
     return status;
 }
@@ -350,5 +362,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "plan")) return cmd_plan(argc - 2, argv + 2);
-    return usage_error("unknown command '%s' (commands: train, resume, eval, inspect)", cmd);
+    if (!strcmp(cmd, "health")) return cmd_health(argc - 2, argv + 2);
+    return usage_error("unknown command '%s' (commands: train, resume, eval, inspect, health)", cmd);
 }

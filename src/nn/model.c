@@ -35,7 +35,7 @@ static const char *const k_common[] = {"type", "input", "recompute", "block", NU
 
 int kn_is_reserved_section(const char *name) {
     return !strcmp(name, "data") || !strcmp(name, "train") || !strcmp(name, "optimizer") || !strcmp(name, "model") ||
-           !strcmp(name, "checkpoint");
+           !strcmp(name, "checkpoint") || !strcmp(name, "guard") || !strcmp(name, "health");
 }
 
 /* ---------- helpers ---------- */
@@ -50,7 +50,7 @@ static int get_init(layer_ctx *L, const char *key, int def, int64_t fan_in, int6
     snprintf(skey, sizeof skey, "%s_scale", key);
     double a = 0;
     double defa = (k == KN_INIT_UNIFORM || k == KN_INIT_NORMAL) ? 0.01 : 0.0;
-    if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, skey, defa, -1e6, 1e6, &a))) return rc;
+    if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, skey, defa, -3e38, 3e38, &a))) return rc;
     out->kind = (kn_init_kind)k;
     out->a = a;
     out->fan_in = fan_in;
@@ -76,15 +76,16 @@ static int emit(layer_ctx *L, const kn_op *op, const int *in, int nin, const kn_
 
 static const char *const act_names[] = {"none", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", NULL};
 
-/* Fusion: a ReLU applied to the result of the batchnorm node just added, when nothing
- * else can read that result (no later section names the batchnorm layer as an input),
- * becomes one batchnorm_relu node (ops/fused.h): one pass over the activations instead
- * of two, and one tensor fewer. Returns 1 if it fused (*out is then the fused result). */
+/* Fusion: a ReLU applied to the result of the batchnorm or linear node just added, when
+ * nothing else can read that result (no later section names that layer as an input),
+ * becomes one batchnorm_relu / linear_relu node (ops/fused.h): one pass over the
+ * activations instead of two, and one tensor fewer. Returns 1 if it fused (*out is
+ * then the fused result). */
 static int fuse_relu(layer_ctx *L, int x, int *out) {
     kn_graph *g = L->g;
     if (g->nn < 1 || !kn_fusion()) return 0;
     kn_node *p = &g->n[g->nn - 1];
-    if (p->op != &kn_op_batchnorm || p->out[0] != x || g->v[x].keep) return 0;
+    if ((p->op != &kn_op_batchnorm && p->op != &kn_op_linear) || p->out[0] != x || g->v[x].keep) return 0;
     int after = 0;
     for (int s = 0; s < L->cfg->nsec; s++) {
         const kn_cfg_section *sec = &L->cfg->sec[s];
@@ -100,7 +101,7 @@ static int fuse_relu(layer_ctx *L, int x, int *out) {
             if (start && (e == 0 || e == ',' || e == ' ' || e == '\t')) return 0;
         }
     }
-    p->op = &kn_op_batchnorm_relu;
+    p->op = p->op == &kn_op_linear ? &kn_op_linear_relu : &kn_op_batchnorm_relu;
     *out = x;
     return 1;
 }

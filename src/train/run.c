@@ -21,6 +21,8 @@
 
 #include "config/config.h"
 #include "train/checkpoint.h"
+#include "train/guard.h"
+#include "train/health.h"
 #include "train/trainer.h"
 
 static volatile sig_atomic_t g_stop = 0;
@@ -90,6 +92,9 @@ typedef struct {
     double best_val;
     int64_t best_step;
     long metrics_bytes;
+    double lr_scale;      /* guard: multiplier on the schedule after rollbacks */
+    int64_t guard_events; /* guard: non-finite events so far */
+    int64_t bad_epochs;   /* epochs since the best validation loss */
 } train_state;
 
 typedef struct {
@@ -121,7 +126,7 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
             nex++;
         }
     }
-    char v[12][64];
+    char v[17][64];
     snprintf(v[0], 64, "%lld", (long long)s->step);
     snprintf(v[1], 64, "%lld", (long long)s->epoch);
     snprintf(v[2], 64, "%lld", (long long)s->batch_in_epoch);
@@ -134,11 +139,18 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
     snprintf(v[9], 64, "%ld", s->metrics_bytes);
     snprintf(v[10], 64, "%016llx", (unsigned long long)fnv1a(R->cfg_text));
     snprintf(v[11], 64, "%d", (int)o->c.kind);
+    snprintf(v[12], 64, "%a", s->lr_scale);
+    snprintf(v[13], 64, "%lld", (long long)s->guard_events);
+    snprintf(v[14], 64, "%lld", (long long)s->bad_epochs);
+    snprintf(v[15], 64, "%a", (double)R->job->mean);
+    snprintf(v[16], 64, "%a", (double)R->job->std);
     kn_ckpt_meta meta[] = {{"kind", "train"},      {"step", v[0]},          {"epoch", v[1]},
                            {"batch_in_epoch", v[2]}, {"seed", v[3]},         {"optimizer_t", v[4]},
                            {"epoch_loss_sum", v[5]}, {"epoch_steps", v[6]},  {"best_val_loss", v[7]},
                            {"best_step", v[8]},     {"metrics_bytes", v[9]}, {"config_hash", v[10]},
-                           {"optimizer_kind", v[11]}, {"config", R->cfg_text}};
+                           {"optimizer_kind", v[11]}, {"guard_lr_scale", v[12]}, {"guard_events", v[13]},
+                           {"bad_epochs", v[14]},   {"data_mean", v[15]},    {"data_std", v[16]},
+                           {"config", R->cfg_text}};
     double t0 = kn_now_seconds();
     int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, (int)(sizeof meta / sizeof meta[0]));
     R->write_seconds += kn_now_seconds() - t0;
@@ -221,7 +233,11 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
         return rc;
     }
     int64_t mb = 0;
-    if ((rc = meta_i64(ctx, c, path, "metrics_bytes", &mb))) { kn_ckpt_close(c); return rc; }
+    if ((rc = meta_i64(ctx, c, path, "metrics_bytes", &mb)) || (rc = meta_f64(ctx, c, path, "guard_lr_scale", &s->lr_scale)) ||
+        (rc = meta_i64(ctx, c, path, "guard_events", &s->guard_events)) || (rc = meta_i64(ctx, c, path, "bad_epochs", &s->bad_epochs))) {
+        kn_ckpt_close(c);
+        return rc;
+    }
     s->metrics_bytes = (long)mb;
     /* a checkpoint of another model is a bad file (skipped); a changed config of the
      * same model is the user's decision (refused unless allowed) */
@@ -260,6 +276,118 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
     }
     kn_ckpt_close(c);
     return KN_OK;
+}
+
+
+/* ---------------- guard: snapshots, events ---------------- */
+typedef struct {
+    float *x, *state_before;           /* the current batch and BatchNorm statistics */
+    float *param, *state, *m, *v;      /* snapshot */
+    int64_t t;
+    train_state S;
+    int64_t nparam, nstate;
+} guard_buf;
+
+static int guard_alloc(kn_ctx *ctx, guard_buf *G, kn_model *m, kn_optimizer *o, int64_t xnum) {
+    G->nparam = m->store.nparam;
+    G->nstate = m->store.nstate;
+    G->x = kn_aligned_alloc((size_t)xnum * sizeof(float));
+    G->state_before = kn_aligned_alloc((size_t)G->nstate * sizeof(float));
+    G->param = kn_aligned_alloc((size_t)G->nparam * sizeof(float));
+    G->state = kn_aligned_alloc((size_t)G->nstate * sizeof(float));
+    G->m = kn_aligned_alloc((size_t)G->nparam * sizeof(float));
+    G->v = o->v ? kn_aligned_alloc((size_t)G->nparam * sizeof(float)) : NULL;
+    if (!G->x || !G->state_before || !G->param || !G->state || !G->m || (o->v && !G->v))
+        return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the guard's snapshot (%.1f MiB); set guard.enabled = false",
+                      (double)G->nparam * 12.0 / 1048576.0);
+    return KN_OK;
+}
+
+static void guard_free(guard_buf *G) {
+    kn_aligned_free(G->x);
+    kn_aligned_free(G->state_before);
+    kn_aligned_free(G->param);
+    kn_aligned_free(G->state);
+    kn_aligned_free(G->m);
+    kn_aligned_free(G->v);
+    memset(G, 0, sizeof *G);
+}
+
+static void snapshot_take(guard_buf *G, kn_model *m, kn_optimizer *o, const train_state *S) {
+    memcpy(G->param, m->store.param, (size_t)G->nparam * sizeof(float));
+    memcpy(G->state, m->store.state, (size_t)G->nstate * sizeof(float));
+    memcpy(G->m, o->m, (size_t)G->nparam * sizeof(float));
+    if (o->v) memcpy(G->v, o->v, (size_t)G->nparam * sizeof(float));
+    G->t = o->t;
+    G->S = *S;
+}
+
+static void snapshot_restore(guard_buf *G, kn_model *m, kn_optimizer *o, train_state *S) {
+    memcpy(m->store.param, G->param, (size_t)G->nparam * sizeof(float));
+    memcpy(m->store.state, G->state, (size_t)G->nstate * sizeof(float));
+    memcpy(o->m, G->m, (size_t)G->nparam * sizeof(float));
+    if (o->v) memcpy(o->v, G->v, (size_t)G->nparam * sizeof(float));
+    o->t = G->t;
+    *S = G->S;
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void guard_event(FILE *mf, int64_t step, const char *kind, const char *action, const kn_diag_report *rep,
+                        const char *msg, double lr_scale) {
+    fprintf(mf, "{\"event\":\"guard\",\"step\":%lld,\"kind\":\"%s\",\"action\":\"%s\",\"lr_scale\":%.9g", (long long)step,
+            kind, action, lr_scale);
+    if (rep && rep->found) {
+        fprintf(mf, ",\"op\":");
+        json_str(mf, rep->op);
+        fprintf(mf, ",\"layer\":");
+        json_str(mf, rep->layer);
+        fprintf(mf, ",\"tensor\":");
+        json_str(mf, rep->tensor);
+        fprintf(mf, ",\"phase\":\"%s\"", rep->backward ? "backward" : "forward");
+    }
+    fprintf(mf, ",\"message\":");
+    json_str(mf, msg);
+    fprintf(mf, "}\n");
+    fflush(mf);
+}
+
+/* exact duplicates of evaluation images in the training set */
+static void leakage_report(kn_job *job, FILE *mf, FILE *out) {
+    kn_ctx *ctx = kn_ctx_new();
+    if (!ctx) return;
+    struct { const char *name; const kn_dataset *ds; const int64_t *idx; int64_t n; } sets[2] = {
+        {"test", &job->test_ds, NULL, job->test_ds.n}, {"validation", &job->train_ds, job->val_idx, job->nval}};
+    for (int k = 0; k < (job->val_loader ? 2 : 1); k++) {
+        kn_leak_report r;
+        if (kn_leakage_check(ctx, &job->train_ds, job->train_idx, job->ntrain, sets[k].ds, sets[k].idx, sets[k].n, &r) != KN_OK) {
+            if (out) fprintf(stderr, "kiln: warning: leakage check failed: %s\n", kn_ctx_message(ctx));
+            kn_ctx_clear(ctx);
+            continue;
+        }
+        fprintf(mf, "{\"event\":\"leakage\",\"set\":\"%s\",\"duplicates\":%lld,\"examples\":[", sets[k].name, (long long)r.count);
+        for (int i = 0; i < r.nexamples; i++)
+            fprintf(mf, "%s[%lld,%lld]", i ? "," : "", (long long)r.examples[i][0], (long long)r.examples[i][1]);
+        fprintf(mf, "]}\n");
+        if (out && r.count > 0) {
+            fprintf(out, "leakage: %lld %s sample(s) also appear, byte for byte, in the training set (e.g.", (long long)r.count, sets[k].name);
+            for (int i = 0; i < r.nexamples && i < 3; i++)
+                fprintf(out, "%s %s #%lld = train #%lld", i ? "," : "", sets[k].name, (long long)r.examples[i][1], (long long)r.examples[i][0]);
+            fprintf(out, ")\n");
+        } else if (out) {
+            fprintf(out, "leakage: no %s sample appears in the training set\n", sets[k].name);
+        }
+    }
+    kn_ctx_free(ctx);
 }
 
 typedef struct {
@@ -431,6 +559,9 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     char *cfg_text = NULL;
     int32_t *y = NULL;
     run_ctx R = {0};
+    guard_buf G = {0};
+    kn_health *H = NULL;
+    int early_stopped = 0;
     char path[2600];
     if ((rc = kn_job_open(ctx, cfg, &st, 1, &job))) goto done;
     kn_model *m = &job.model;
@@ -452,7 +583,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     if ((rc = mkdirs(ctx, R.ckpt_dir))) goto done;
 
     /* resume from the newest good checkpoint, if any */
-    train_state S = {0, 0, 0, 0.0, 0, INFINITY, -1, 0};
+    train_state S = {.best_val = INFINITY, .best_step = -1, .lr_scale = 1.0};
     int resumed = 0;
     {
         ck_entry *v;
@@ -530,24 +661,123 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     }
 
     float *x = kn_ptr(m->train, m->x_train);
+    int64_t xnum = kn_numel(m->train, m->x_train);
     y = malloc((size_t)st.batch * sizeof(int32_t));
     if (!y) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
+    /* guard buffers: the batch and the BatchNorm statistics before the step (for the
+     * replay), and an in-memory snapshot of the whole training state (for rollback) */
+    if (st.guard_enabled && (rc = guard_alloc(ctx, &G, m, &o, xnum))) goto done;
+    if (st.health_every > 0 && (rc = kn_health_create(ctx, m, st.health_every, &H))) goto done;
+    if (st.leakage_check) leakage_report(&job, mf, out);
+    kn_spike spike = {{0}, 0, 0};
     kn_rt rt = {0};
     rt.seed = st.seed;
     double t0 = kn_now_seconds(), last_ckpt_t = t0;
     double vloss = NAN, vacc = NAN, last_loss = NAN;
-    int64_t start_step = S.step;
+    int64_t start_step = S.step, retries = 0, spikes_since_snapshot = 0;
+    if (G.param) { fflush(mf); S.metrics_bytes = ftell(mf); snapshot_take(&G, m, &o, &S); }
     while (S.epoch < st.epochs && S.step < total_steps) {
         kn_loader_start_epoch(job.train_loader, S.epoch, S.batch_in_epoch);
         double ep_t0 = kn_now_seconds(), win_t0 = ep_t0;
         int64_t win_steps = 0;
+        int restart = 0;
         while (S.step < total_steps && S.batch_in_epoch < steps_per_epoch && kn_loader_next(job.train_loader, x, y) > 0) {
             kn_model_set_targets(m, y);
             rt.step = S.step;
-            float loss = kn_model_forward_backward(m, &rt);
-            if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
-            double lr = kn_opt_lr(&st.opt, S.step);
+            if (G.param) {
+                memcpy(G.x, x, (size_t)xnum * sizeof(float));
+                memcpy(G.state_before, m->store.state, (size_t)m->store.nstate * sizeof(float));
+            }
+            int health_now = H && kn_health_due(H, S.step);
+            float loss = health_now ? kn_health_forward_backward(H, m, &rt) : kn_model_forward_backward(m, &rt);
+            double gnorm = 0;
+            int need_norm = G.param || st.opt.clip_norm > 0;
+            if (need_norm) gnorm = kn_global_norm(m->store.grad, m->store.nparam);
+            if (G.param && (!isfinite(loss) || !isfinite(gnorm))) {
+                /* explain: replay this step op by op from the state before it */
+                memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
+                memcpy(x, G.x, (size_t)xnum * sizeof(float));
+                kn_model_set_targets(m, y);
+                kn_diag_report rep;
+                rep.step = S.step;
+                kn_diagnose(m->train, &rt, &rep);
+                memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
+                char msg[3000];
+                kn_diag_format(&rep, msg, sizeof msg);
+                S.guard_events++;
+                const char *action = st.guard_policy == 0 ? "skip" : st.guard_policy == 1 ? "rollback" : "stop";
+                if (st.guard_policy == 1 && retries >= st.guard_max_retries) action = "stop";
+                if (bar && out) fprintf(out, "\n");
+                fprintf(stderr, "kiln: guard: %s\n", msg);
+                if (!strcmp(action, "stop")) {
+                    guard_event(mf, S.step, "nonfinite", action, &rep, msg, S.lr_scale);
+                    rc = kn_err(ctx, KN_ERR_INVALID, "training stopped by the non-finite guard (%s%s): %s; the last checkpoint in %s is good",
+                                st.guard_policy == 2 ? "guard.policy = stop" : "retry limit guard.max_retries reached after ",
+                                st.guard_policy == 2 ? "" : "rollbacks", msg, R.ckpt_dir);
+                    goto done;
+                }
+                if (health_now) kn_health_discard(H);
+                if (!strcmp(action, "skip")) {
+                    fprintf(stderr, "kiln: guard: skipping this batch (no update)\n");
+                    guard_event(mf, S.step, "nonfinite", action, &rep, msg, S.lr_scale);
+                    S.step++;
+                    S.batch_in_epoch++;
+                    continue;
+                }
+                /* rollback to the snapshot, with a smaller learning rate */
+                int64_t bad_step = S.step, events = S.guard_events;
+                double scale = S.lr_scale * st.guard_lr_factor;
+                snapshot_restore(&G, m, &o, &S);
+                S.lr_scale = scale;
+                S.guard_events = events;
+                retries++;
+                fflush(mf);
+                if (ftruncate(fileno(mf), S.metrics_bytes) == 0) fseek(mf, 0, SEEK_END);
+                fprintf(stderr, "kiln: guard: rolled back from step %lld to step %lld; learning rate x%g (retry %lld of %lld)\n",
+                        (long long)bad_step, (long long)S.step, S.lr_scale, (long long)retries, (long long)st.guard_max_retries);
+                guard_event(mf, bad_step, "nonfinite", action, &rep, msg, S.lr_scale);
+                fflush(mf);
+                S.metrics_bytes = ftell(mf);
+                snapshot_take(&G, m, &o, &S); /* keep the guard event on later rollbacks */
+                spike.n = spike.pos = 0;     /* the median restarts with the new learning rate */
+                spikes_since_snapshot = 0;
+                restart = 1;
+                break;
+            }
+            if (G.param) {
+                double med = kn_spike_median(&spike);
+                if (spike.n >= 16 && gnorm > st.guard_spike_factor * med) {
+                    char msg[512];
+                    double limit = st.guard_spike_factor * med;
+                    snprintf(msg, sizeof msg, "step %lld: gradient norm %.4g is %.1fx the running median %.4g%s", (long long)S.step,
+                             gnorm, gnorm / med, med, st.guard_auto_clip ? "; clipped to the limit" : " (guard.auto_clip = true would clip it)");
+                    fprintf(stderr, "%skiln: warning: %s\n", bar && out ? "\n" : "", msg);
+                    guard_event(mf, S.step, "grad_spike", st.guard_auto_clip ? "clip" : "warn", NULL, msg, S.lr_scale);
+                    spikes_since_snapshot++;
+                    if (st.guard_auto_clip) {
+                        float c = (float)(limit / (gnorm + 1e-6));
+                        for (int64_t i = 0; i < m->store.nparam; i++) m->store.grad[i] *= c;
+                        gnorm = limit;
+                    }
+                }
+                kn_spike_add(&spike, gnorm);
+            }
+            if (st.opt.clip_norm > 0) {
+                double coef = st.opt.clip_norm / (gnorm + 1e-6);
+                if (coef < 1.0) {
+                    float c = (float)coef;
+                    float *gr = m->store.grad;
+                    int64_t np = m->store.nparam;
+#pragma omp parallel for schedule(static) if (np > 65536)
+                    for (int64_t i = 0; i < np; i++) gr[i] *= c;
+                }
+            }
+            double lr = kn_opt_lr(&st.opt, S.step) * S.lr_scale;
             kn_opt_step(&o, m->store.param, m->store.grad, lr);
+            if (health_now) {
+                if (bar && out) fprintf(out, "\n");
+                kn_health_after_update(H, m, S.step + 1, mf, out ? stderr : NULL);
+            }
             S.step++;
             S.batch_in_epoch++;
             S.ep_steps++;
@@ -582,6 +812,14 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 }
                 if (log_now) { win_t0 = now; win_steps = 0; }
             }
+            /* no snapshot after a gradient spike until the next rollback: a rollback
+             * lands before the first sign of the instability, not in its aftermath */
+            if (G.param && S.step % st.guard_snapshot_every == 0 && spikes_since_snapshot == 0) {
+                fflush(mf);
+                S.metrics_bytes = ftell(mf);
+                snapshot_take(&G, m, &o, &S);
+                retries = 0;
+            }
             int stop = kn_stop_requested();
             int end_of_epoch = S.batch_in_epoch == steps_per_epoch;
             double now = kn_now_seconds();
@@ -606,20 +844,28 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 }
             }
         }
+        if (restart) continue;
         if (S.batch_in_epoch < steps_per_epoch) break; /* max_steps reached mid-epoch */
         if (bar && out) fprintf(out, "\n");
         kn_evaluate(m, job.val_loader ? job.val_loader : job.test_loader, st.seed, &vloss, &vacc);
         double secs = kn_now_seconds() - ep_t0;
         double tl = S.ep_steps ? S.ep_loss_sum / (double)S.ep_steps : NAN;
-        fprintf(mf, "{\"event\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,\"val_accuracy\":%.6f,\"seconds\":%.3f}\n",
-                (long long)S.epoch + 1, (long long)S.step, tl, vloss, vacc, secs);
+        fprintf(mf, "{\"event\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,\"val_accuracy\":%.6f,\"gap\":%.9g,\"seconds\":%.3f}\n",
+                (long long)S.epoch + 1, (long long)S.step, tl, vloss, vacc, vloss - tl, secs);
         if (out) {
-            fprintf(out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f, validation accuracy %.2f%%\n",
-                    (long long)S.epoch + 1, (long long)st.epochs, secs, tl, vloss, 100.0 * vacc);
+            fprintf(out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f (gap %+.4f), validation accuracy %.2f%%\n",
+                    (long long)S.epoch + 1, (long long)st.epochs, secs, tl, vloss, vloss - tl, 100.0 * vacc);
             fflush(out);
         }
         int is_best = vloss < S.best_val;
-        if (is_best) { S.best_val = vloss; S.best_step = S.step; }
+        if (is_best) { S.best_val = vloss; S.best_step = S.step; S.bad_epochs = 0; }
+        else S.bad_epochs++;
+        if (!is_best && st.warn_worse_epochs > 0 && S.bad_epochs >= st.warn_worse_epochs) {
+            fprintf(stderr, "kiln: warning: validation loss has not improved for %lld epoch(s) (best %.4f at step %lld, now %.4f): the model may be overfitting\n",
+                    (long long)S.bad_epochs, S.best_val, (long long)S.best_step, vloss);
+            fprintf(mf, "{\"event\":\"warning\",\"step\":%lld,\"kind\":\"overfitting\",\"message\":\"validation loss has not improved for %lld epochs\"}\n",
+                    (long long)S.step, (long long)S.bad_epochs);
+        }
         S.epoch++;
         S.batch_in_epoch = 0;
         S.ep_steps = 0;
@@ -632,8 +878,25 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             if ((rc = save_state(ctx, &R, path, &S))) goto done;
         }
         last_ckpt_t = kn_now_seconds();
+        if (G.param && spikes_since_snapshot == 0) { snapshot_take(&G, m, &o, &S); retries = 0; }
+        if (st.early_stopping > 0 && S.bad_epochs >= st.early_stopping && S.epoch < st.epochs) {
+            /* stop and go back to the best weights */
+            char bp[2600];
+            snprintf(bp, sizeof bp, "%s/best.safetensors", R.ckpt_dir);
+            kn_ckpt *bc = NULL;
+            if ((rc = kn_ckpt_open(ctx, bp, &bc))) goto done;
+            rc = kn_ckpt_load_store(ctx, bc, &m->store);
+            kn_ckpt_close(bc);
+            if (rc) goto done;
+            if (out) fprintf(out, "early stopping: validation loss has not improved for %lld epochs; restored the best model (step %lld, validation loss %.4f)\n",
+                             (long long)S.bad_epochs, (long long)S.best_step, S.best_val);
+            fprintf(mf, "{\"event\":\"early_stop\",\"step\":%lld,\"best_step\":%lld,\"best_val_loss\":%.9g}\n", (long long)S.step,
+                    (long long)S.best_step, S.best_val);
+            early_stopped = 1;
+            break;
+        }
     }
-    if (S.batch_in_epoch > 0) { /* ended mid-epoch (max_steps): keep the position */
+    if (S.batch_in_epoch > 0 && !early_stopped) { /* ended mid-epoch (max_steps): keep the position */
         fflush(mf);
         S.metrics_bytes = ftell(mf);
         if ((rc = checkpoint(ctx, &R, &S, NULL, !out))) goto done;
@@ -651,9 +914,12 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     {
         char steps_s[32];
         snprintf(steps_s, sizeof steps_s, "%lld", (long long)S.step);
-        kn_ckpt_meta meta[3] = {{"config", cfg_text}, {"step", steps_s}, {"kind", "model"}};
+        char mean_s[64], std_s[64];
+        snprintf(mean_s, sizeof mean_s, "%a", (double)job.mean);
+        snprintf(std_s, sizeof std_s, "%a", (double)job.std);
+        kn_ckpt_meta meta[5] = {{"config", cfg_text}, {"step", steps_s}, {"kind", "model"}, {"data_mean", mean_s}, {"data_std", std_s}};
         snprintf(path, sizeof path, "%s/model.safetensors", run_dir);
-        if ((rc = kn_ckpt_save(ctx, path, &m->store, NULL, 0, meta, 3))) goto done;
+        if ((rc = kn_ckpt_save(ctx, path, &m->store, NULL, 0, meta, 5))) goto done;
     }
     if (out) {
         if (S.step == start_step && resumed) fprintf(out, "training was already complete (step %lld)\n", (long long)S.step);
@@ -665,6 +931,8 @@ done:
     if (mf) fclose(mf);
     free(y);
     free(cfg_text);
+    guard_free(&G);
+    kn_health_free(H);
     kn_opt_free(&o);
     kn_job_close(&job);
     return rc;

@@ -26,7 +26,10 @@
 static const char *const k_data[] = {"dataset", "dir", "train_images", "train_labels", "test_images", "test_labels",
                                      "batch_size", "eval_batch_size", "validation_split", "mean", "std", "prefetch",
                                      "shuffle", "limit_train", "limit_test", NULL};
-static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "budget", "fit", "micro_batch", NULL};
+static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "budget", "fit", "micro_batch",
+                                      "early_stopping", "warn_worse_epochs", NULL};
+static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "spike_factor", "auto_clip", NULL};
+static const char *const k_health[] = {"every", "leakage_check", NULL};
 static const char *const k_ckpt[] = {"every_steps", "every_seconds", "keep_last", "keep_epochs", "on_error", NULL};
 static const char *const k_opt[] = {"type", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
                                     "clip_norm", "schedule", "warmup_steps", "step_size", "gamma", "min_lr", NULL};
@@ -42,6 +45,21 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if (d && (rc = kn_cfg_check_keys(ctx, cfg, d, k_data, "the [data] section"))) return rc;
     if (t && (rc = kn_cfg_check_keys(ctx, cfg, t, k_train, "the [train] section"))) return rc;
     if (o && (rc = kn_cfg_check_keys(ctx, cfg, o, k_opt, "the [optimizer] section"))) return rc;
+    const kn_cfg_section *gs = kn_cfg_find(cfg, "guard"), *hs = kn_cfg_find(cfg, "health");
+    if (gs && (rc = kn_cfg_check_keys(ctx, cfg, gs, k_guard, "the [guard] section"))) return rc;
+    if (hs && (rc = kn_cfg_check_keys(ctx, cfg, hs, k_health, "the [health] section"))) return rc;
+    static const char *const policies[] = {"skip", "rollback", "stop", NULL};
+    if ((rc = kn_cfg_bool(ctx, cfg, gs, "enabled", 1, &st->guard_enabled))) return rc;
+    if ((rc = kn_cfg_enum(ctx, cfg, gs, "policy", policies, 1, &st->guard_policy))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, gs, "lr_factor", 0.5, 1e-6, 1.0, &st->guard_lr_factor))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, gs, "max_retries", 5, 0, 1000, &st->guard_max_retries))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, gs, "snapshot_every", 100, 1, INT64_MAX / 2, &st->guard_snapshot_every))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, gs, "spike_factor", 10.0, 1.0, 1e9, &st->guard_spike_factor))) return rc;
+    if ((rc = kn_cfg_bool(ctx, cfg, gs, "auto_clip", 0, &st->guard_auto_clip))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, hs, "every", 100, 0, INT64_MAX / 2, &st->health_every))) return rc;
+    if ((rc = kn_cfg_bool(ctx, cfg, hs, "leakage_check", 1, &st->leakage_check))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, t, "early_stopping", 0, 0, 1000000, &st->early_stopping))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, t, "warn_worse_epochs", 2, 0, 1000000, &st->warn_worse_epochs))) return rc;
     const kn_cfg_section *c = kn_cfg_find(cfg, "checkpoint");
     if (c && (rc = kn_cfg_check_keys(ctx, cfg, c, k_ckpt, "the [checkpoint] section"))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, c, "every_steps", 0, 0, INT64_MAX / 2, &st->ckpt_every_steps))) return rc;
@@ -277,6 +295,12 @@ int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_resu
     kn_job job;
     memset(&job, 0, sizeof job);
     if ((rc = kn_settings_read(ctx, cfg, &st))) goto done;
+    /* normalise with the training set's statistics, as in training */
+    const char *dm = kn_ckpt_meta_get(ck, "data_mean"), *ds = kn_ckpt_meta_get(ck, "data_std");
+    if (dm && ds) {
+        st.mean = strtod(dm, NULL);
+        st.std = strtod(ds, NULL);
+    }
     kn_set_threads(threads > 0 ? threads : st.threads);
     if ((rc = kn_job_open(ctx, cfg, &st, 0, &job))) goto done;
     if ((rc = kn_ckpt_load_store(ctx, ck, &job.model.store))) goto done;

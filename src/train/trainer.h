@@ -26,6 +26,13 @@ typedef struct {
     int64_t ckpt_every_steps;
     double ckpt_every_seconds;
     int ckpt_keep_last, ckpt_keep_epochs, ckpt_on_error; /* on_error: 0 stop, 1 continue */
+    /* [guard] */
+    int guard_enabled, guard_policy, guard_auto_clip; /* policy: 0 skip, 1 rollback, 2 stop */
+    double guard_lr_factor, guard_spike_factor;
+    int64_t guard_max_retries, guard_snapshot_every;
+    /* [health], early stopping */
+    int64_t health_every, early_stopping, warn_worse_epochs;
+    int leakage_check;
 } kn_settings;
 
 int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st);

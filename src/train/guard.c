@@ -1,0 +1,146 @@
+/* kiln — non-finite localisation by replay, and the gradient spike detector. */
+#include "train/guard.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kn_all_finite(const float *x, int64_t n) {
+    int ok = 1;
+#pragma omp parallel for schedule(static) reduction(&& : ok) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) ok = ok && isfinite(x[i]);
+    return ok;
+}
+
+void kn_tensor_stats_of(const float *x, int64_t n, const char *name, kn_tensor_stats *s) {
+    memset(s, 0, sizeof *s);
+    kn_strlcpy(s->name, name, sizeof s->name);
+    s->count = n;
+    double mn = INFINITY, mx = -INFINITY, sum = 0;
+    int64_t good = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        if (!isfinite(v)) { s->nonfinite++; continue; }
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+        sum += v;
+        good++;
+    }
+    s->min = good ? mn : NAN;
+    s->max = good ? mx : NAN;
+    s->mean = good ? sum / (double)good : NAN;
+}
+
+static int64_t count_bad(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 0; i < n; i++) b += !isfinite(x[i]);
+    return b;
+}
+
+static void add_stats(kn_graph *g, kn_diag_report *r, int vid, const char *prefix) {
+    if (vid < 0 || r->nin >= KN_MAX_IN + KN_MAX_OUT || g->v[vid].dtype != KN_F32) return;
+    char nm[96];
+    snprintf(nm, sizeof nm, "%s%.80s", prefix, g->v[vid].name);
+    kn_tensor_stats_of(kn_ptr(g, vid), kn_numel(g, vid), nm, &r->in[r->nin++]);
+}
+
+static void found(kn_graph *g, kn_diag_report *r, const kn_node *n, int backward, int vid, int64_t bad) {
+    r->found = 1;
+    r->backward = backward;
+    kn_strlcpy(r->op, n->op->name, sizeof r->op);
+    kn_strlcpy(r->layer, n->layer, sizeof r->layer);
+    kn_strlcpy(r->tensor, g->v[vid].name, sizeof r->tensor);
+    r->bad = bad;
+    r->total = kn_numel(g, vid);
+}
+
+void kn_diagnose(kn_graph *g, kn_rt *rt, kn_diag_report *r) {
+    int64_t step = r->step;
+    memset(r, 0, sizeof *r);
+    r->step = step;
+    for (int s = 0; s < g->nfwd; s++) {
+        /* stats of the inputs before the op runs (its outputs may reuse their memory
+         * only after their last use, which is at or after this step) */
+        const kn_node *n = &g->n[g->steps[s].node];
+        kn_diag_report tmp = *r;
+        tmp.nin = 0;
+        for (int i = 0; i < n->nin; i++) add_stats(g, &tmp, n->in[i], "");
+        kn_g_run_steps(g, rt, s, s + 1);
+        for (int j = 0; j < n->nout; j++) {
+            int vid = n->out[j];
+            if (g->v[vid].dtype != KN_F32) continue;
+            int64_t bad = count_bad(kn_ptr(g, vid), kn_numel(g, vid));
+            if (bad) {
+                *r = tmp;
+                found(g, r, n, 0, vid, bad);
+                return;
+            }
+        }
+    }
+    if (g->loss < 0 || g->v[g->loss].grad < 0) return;
+    kn_value *lg = &g->v[g->v[g->loss].grad];
+    for (int64_t i = 0; i < kn_shape_numel(&lg->shape); i++) lg->data[i] = 1.0f;
+    for (int s = g->nfwd; s < g->nsteps; s++) {
+        const kn_step *st = &g->steps[s];
+        kn_diag_report tmp = *r;
+        tmp.nin = 0;
+        const kn_node *n = st->kind == KN_STEP_ZERO ? NULL : &g->n[st->node];
+        if (n) {
+            for (int j = 0; j < n->nout; j++) add_stats(g, &tmp, g->v[n->out[j]].grad, "");
+            for (int i = 0; i < n->nin; i++)
+                if (n->op->bwd_reads_in >> i & 1u) add_stats(g, &tmp, n->in[i], "");
+        }
+        kn_g_run_steps(g, rt, s, s + 1);
+        if (!n) continue;
+        for (int i = 0; i < n->nin; i++) {
+            if (st->din[i] < 0) continue;
+            int gid = g->v[n->in[i]].grad;
+            int64_t bad = count_bad(kn_ptr(g, st->din[i]), kn_numel(g, st->din[i]));
+            if (!bad && gid >= 0) bad = count_bad(kn_ptr(g, gid), kn_numel(g, gid));
+            if (bad) {
+                *r = tmp;
+                found(g, r, n, 1, gid >= 0 ? gid : st->din[i], bad);
+                return;
+            }
+        }
+    }
+}
+
+void kn_diag_format(const kn_diag_report *r, char *buf, size_t n) {
+    if (!r->found) {
+        snprintf(buf, n,
+                 "step %lld: the loss or the gradient norm is not finite, but replaying the step op by op found no "
+                 "non-finite tensor (the failure is in the optimizer update or not reproducible)",
+                 (long long)r->step);
+        return;
+    }
+    size_t k = (size_t)snprintf(buf, n,
+                                "step %lld: first non-finite value in the %s of op '%s' in layer '%s': tensor '%s' has "
+                                "%lld of %lld values NaN or infinite. Its inputs:",
+                                (long long)r->step, r->backward ? "backward" : "forward", r->op, r->layer, r->tensor,
+                                (long long)r->bad, (long long)r->total);
+    for (int i = 0; i < r->nin && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s '%s' min %.4g max %.4g mean %.4g (%lld non-finite of %lld)",
+                              i ? ";" : "", r->in[i].name, r->in[i].min, r->in[i].max, r->in[i].mean,
+                              (long long)r->in[i].nonfinite, (long long)r->in[i].count);
+}
+
+void kn_spike_add(kn_spike *s, double x) {
+    s->v[s->pos] = x;
+    s->pos = (s->pos + 1) % KN_SPIKE_WINDOW;
+    if (s->n < KN_SPIKE_WINDOW) s->n++;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double kn_spike_median(const kn_spike *s) {
+    if (s->n == 0) return NAN;
+    double t[KN_SPIKE_WINDOW];
+    memcpy(t, s->v, (size_t)s->n * sizeof(double));
+    qsort(t, (size_t)s->n, sizeof(double), cmp_d);
+    return s->n % 2 ? t[s->n / 2] : 0.5 * (t[s->n / 2 - 1] + t[s->n / 2]);
+}
