@@ -263,7 +263,7 @@ static int run_micro(const opts *o) {
         const kn_step *sp = &g->steps[s];
         if (sp->kind != KN_STEP_FWD && sp->kind != KN_STEP_BWD) continue;
         const kn_node *n = &g->n[sp->node];
-        if (n->op != &kn_op_conv2d && n->op != &kn_op_linear) continue;
+        if (strncmp(n->op->name, "conv2d", 6) != 0 && strncmp(n->op->name, "linear", 6) != 0) continue;
         int r;
         for (r = 0; r < nr; r++)
             if (!strcmp(rows[r].layer, n->layer)) break;

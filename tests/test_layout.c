@@ -2,9 +2,10 @@
  *
  * The gradient checks (test_gradcheck) check every op on plain tensors, where the
  * CPU backend never blocks: a one-op graph's input is a parameter. This test checks
- * the blocked kernels (backend/cpu/layout.h) and the fused batchnorm_relu op against
+ * the blocked kernels (backend/cpu/layout.h) and the fused batchnorm_relu and
+ * linear_relu ops against
  * that reference: small CNNs whose channel counts are multiples of the block are
- * built four ways — blocked or plain layouts, ReLU fused into BatchNorm or not
+ * built four ways — blocked or plain layouts, ReLU fused or not
  * (kn_set_fusion) — and one training step (forward, backward, Adam) from the same weights and
  * batch must give the same loss, parameter gradients, BatchNorm running statistics
  * and evaluation-graph logits, up to float rounding (different summation orders). */
@@ -79,7 +80,7 @@ static int run(const char *name, const char *body, int blocked, int fused, resul
     memcpy(out->logits, kn_ptr(m.eval, m.out_eval), (size_t)out->nlogits * sizeof(float));
     for (int k = 0; k < m.train->nn; k++) {
         const kn_node *n = &m.train->n[k];
-        if (n->op == &kn_op_batchnorm_relu) out->fused_nodes++;
+        if (n->op == &kn_op_batchnorm_relu || n->op == &kn_op_linear_relu) out->fused_nodes++;
         if (kn_layout(m.train, n->out[0])) out->blocked_nodes++;
     }
     kn_model_free(&m);
@@ -146,8 +147,9 @@ int main(void) {
                 "[bn1]\ntype = batchnorm\n[relu1]\ntype = relu\n[pool1]\ntype = maxpool2d\nkernel = 2\n"
                 "[conv2]\ntype = conv2d\nout_channels = 32\nkernel = 3\npadding = 1\nbias = false\n"
                 "[bn2]\ntype = batchnorm\nactivation = relu\n[pool2]\ntype = maxpool2d\nkernel = 2\n"
-                "[flat]\ntype = flatten\n[fc1]\ntype = linear\nout = 10\n",
-                2);
+                "[flat]\ntype = flatten\n[fc0]\ntype = linear\nout = 24\n[relu3]\ntype = relu\n"
+                "[fc1]\ntype = linear\nout = 16\nactivation = relu\n[fc2]\ntype = linear\nout = 10\n",
+                4);
     /* overlapping, padded pooling; conv with bias and stride; relu without batchnorm;
      * a convolution whose output channels are not a multiple of the block */
     check_model("cnn-b",

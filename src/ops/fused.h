@@ -7,6 +7,8 @@
 
 /* batchnorm followed by ReLU in one pass (ops/batchnorm.c). */
 extern const kn_op kn_op_batchnorm_relu;
+/* linear with its ReLU applied by the GEMM (ops/linear.c). */
+extern const kn_op kn_op_linear_relu;
 
 /* Whether the model builder fuses (default 1; tests compare with 0). */
 int kn_fusion(void);

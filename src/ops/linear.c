@@ -1,11 +1,19 @@
 /* linear: y[N,O] = x[N,I] · W[O,I]^T + b[O]   (inputs: x, W, optional b)
- * Backward: dx = dy · W;  dW = dy^T · x;  db = column sums of dy.
- * GEMMs run as oneDNN matmul primitives created once at plan time. */
+ * Backward: dx = dy · W;  dW = dy^T · x;  db = column sums of dy (in double, rows in
+ * order: the same for any thread count).
+ * GEMMs run as oneDNN matmul primitives created once at plan time.
+ *
+ * linear_relu (kn_op_linear_relu, ops/fused.h): y = max(x · W^T + b, 0) with the bias
+ * and the ReLU applied by the forward GEMM itself (a oneDNN post-op); the backward reads
+ * y and uses dy * (y > 0), made in the same pass as the bias sums. The model builder
+ * uses it for `activation = relu` on a linear layer and a relu layer that is the only
+ * reader of a linear layer. (Unlike the relu op, a NaN pre-activation may stay NaN.) */
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/dnnl_glue.h"
 #include "graph/graph.h"
+#include "ops/fused.h"
 
 typedef struct {
     kn_dnnl_prim fwd, bwd_data, bwd_w;
@@ -46,18 +54,26 @@ static void linear_release(kn_node *n) {
     n->priv = NULL;
 }
 
+/* backward scratch: [oneDNN scratchpad | dy * mask (linear_relu) | bias sums (double)] */
+static size_t bwd_pad(const linear_priv *p) {
+    size_t s = p->bwd_data.scratch > p->bwd_w.scratch ? p->bwd_data.scratch : p->bwd_w.scratch;
+    return kn_align_up(s, 64);
+}
+
 static int linear_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
     int64_t N = x->d[0], I = x->d[1], O = w->d[0];
+    const int relu = n->op == &kn_op_linear_relu;
     linear_priv *p = calloc(1, sizeof *p);
     if (!p) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     n->priv = p;
-    int rc = kn_dnnl_matmul(ctx, &p->fwd, N, O, I, 0, 1, n->nin == 3);
+    int rc = kn_dnnl_matmul_ex(ctx, &p->fwd, N, O, I, 0, 1, n->nin == 3, relu);
     if (!rc && g->training) rc = kn_dnnl_matmul(ctx, &p->bwd_data, N, I, O, 0, 0, 0);
     if (!rc && g->training) rc = kn_dnnl_matmul(ctx, &p->bwd_w, O, I, N, 1, 0, 0);
     if (rc) { linear_release(n); return rc; }
     n->scratch_fwd = p->fwd.scratch;
-    n->scratch_bwd = p->bwd_data.scratch > p->bwd_w.scratch ? p->bwd_data.scratch : p->bwd_w.scratch;
+    n->scratch_bwd = bwd_pad(p) + (relu ? kn_align_up((size_t)(N * O) * sizeof(float), 64) : 0) +
+                     (size_t)O * sizeof(double);
     return KN_OK;
 }
 
@@ -77,24 +93,45 @@ static void linear_backward(const kn_node *n, kn_rt *rt, float *const *din, cons
     linear_priv *p = n->priv;
     kn_graph *g = rt->g;
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
-    int64_t N = x->d[0], O = w->d[0];
+    const int64_t N = x->d[0], O = w->d[0];
+    const int relu = n->op == &kn_op_linear_relu;
+    char *S = rt->scratch;
     float *dy = (float *)dout[0];
+    float *db = n->nin == 3 ? din[2] : NULL;
+    double *acc = (double *)(void *)(S + bwd_pad(p) + (relu ? kn_align_up((size_t)(N * O) * sizeof(float), 64) : 0));
+    if (relu) {
+        /* dy * (y > 0) into scratch, with the bias sums in the same pass */
+        const float *y = kn_ptr(g, n->out[0]);
+        float *m = (float *)(void *)(S + bwd_pad(p));
+        for (int64_t o = 0; o < O; o++) acc[o] = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            const float *yr = y + i * O, *dr = dy + i * O;
+            float *mr = m + i * O;
+#pragma omp simd
+            for (int64_t o = 0; o < O; o++) {
+                const float v = yr[o] > 0.0f ? dr[o] : 0.0f;
+                mr[o] = v;
+                acc[o] += v;
+            }
+        }
+        dy = m;
+    } else if (db) {
+        for (int64_t o = 0; o < O; o++) acc[o] = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            const float *dr = dy + i * O;
+#pragma omp simd
+            for (int64_t o = 0; o < O; o++) acc[o] += dr[o];
+        }
+    }
+    if (db)
+        for (int64_t o = 0; o < O; o++) db[o] = (float)acc[o];
     if (din[0]) {
         void *ptrs[3] = {dy, kn_ptr(g, n->in[1]), din[0]};
-        kn_dnnl_exec(&p->bwd_data, ptrs, rt->scratch);
+        kn_dnnl_exec(&p->bwd_data, ptrs, S);
     }
     if (din[1]) {
         void *ptrs[3] = {dy, kn_ptr(g, n->in[0]), din[1]};
-        kn_dnnl_exec(&p->bwd_w, ptrs, rt->scratch);
-    }
-    if (n->nin == 3 && din[2]) {
-        float *db = din[2];
-#pragma omp parallel for schedule(static) if (O * N > 65536)
-        for (int64_t o = 0; o < O; o++) {
-            double s = 0;
-            for (int64_t i = 0; i < N; i++) s += dy[i * O + o];
-            db[o] = (float)s;
-        }
+        kn_dnnl_exec(&p->bwd_w, ptrs, S);
     }
 }
 
@@ -105,6 +142,17 @@ const kn_op kn_op_linear = {
     .flops_bwd = linear_flops_bwd,
     .bwd_reads_in = 0x3, /* x, W */
     .bwd_reads_out = 0,
+    .diff_inputs = 0x7,
+    .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, linear_forward, linear_backward}},
+};
+
+const kn_op kn_op_linear_relu = {
+    .name = "linear_relu",
+    .infer = linear_infer,
+    .flops_fwd = linear_flops,
+    .flops_bwd = linear_flops_bwd,
+    .bwd_reads_in = 0x3,  /* x, W */
+    .bwd_reads_out = 0x1, /* y: the ReLU mask */
     .diff_inputs = 0x7,
     .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, linear_forward, linear_backward}},
 };

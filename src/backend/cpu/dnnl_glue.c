@@ -92,6 +92,11 @@ void kn_dnnl_reorder_exec(kn_dnnl_prim *p, const void *from, void *to) {
 }
 
 int kn_dnnl_matmul(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias) {
+    return kn_dnnl_matmul_ex(ctx, p, M, N, K, ta, tb, bias, 0);
+}
+
+int kn_dnnl_matmul_ex(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias,
+                      int relu) {
     dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
     dnnl_dims_t ad = {M, K}, as = {ta ? 1 : K, ta ? M : 1};
     dnnl_dims_t bd = {K, N}, bs = {tb ? 1 : N, tb ? K : 1};
@@ -105,6 +110,13 @@ int kn_dnnl_matmul(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K
     if (dnnl_matmul_desc_init(&md, &a_md, &b_md, bias ? &bias_md : NULL, &c_md) != dnnl_success)
         return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN: bad matmul %lldx%lldx%lld", (long long)M, (long long)N, (long long)K);
     dnnl_primitive_attr_t attr = kn_dnnl_attr();
+    if (relu) {
+        dnnl_post_ops_t po = NULL;
+        dnnl_post_ops_create(&po);
+        dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+        dnnl_primitive_attr_set_post_ops(attr, po);
+        dnnl_post_ops_destroy(po);
+    }
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, kn_dnnl_engine(), NULL);
     dnnl_primitive_attr_destroy(attr);

@@ -39,5 +39,8 @@ void kn_dnnl_reorder_exec(kn_dnnl_prim *p, const void *from, void *to);
 /* C[M,N] (row-major) = op(A)[M,K] * op(B)[K,N] (+ bias[N]).
  * ta: A is stored [K,M]; tb: B is stored [N,K]. Args order: SRC(A), WEIGHTS(B), [BIAS], DST(C). */
 int kn_dnnl_matmul(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias);
+/* The same with C = max(C, 0) applied in the same pass (oneDNN eltwise post-op) when relu. */
+int kn_dnnl_matmul_ex(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias,
+                      int relu);
 
 #endif
