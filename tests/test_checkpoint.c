@@ -190,7 +190,7 @@ static void write_cfg(const char *name, const char *text) {
     fclose(f);
 }
 
-static void test_kill(double ref_seconds) {
+static void test_kill(void) {
     srand(12345);
     int landed = 0, in_write = 0, attempts = 0;
     char ck[2048], errf[2048];
@@ -207,7 +207,15 @@ static void test_kill(double ref_seconds) {
                 if (waitpid(pid, NULL, WNOHANG) == pid) { pid = -1; break; }
             }
         } else {
-            sleep_ms(20.0 + (double)(rand() % 1000) / 1000.0 * (ref_seconds * 1000.0 * 0.12));
+            /* aim inside a step: wait for a few more logged steps (progress-based, so
+             * the test does not depend on the machine's speed), then a random delay */
+            int target = count_step_lines("rk") + 1 + rand() % 6;
+            double t0 = kn_now_seconds();
+            while (count_step_lines("rk") < target && kn_now_seconds() - t0 < 10.0) {
+                if (waitpid(pid, NULL, WNOHANG) == pid) { pid = -1; break; }
+                sleep_ms(0.2);
+            }
+            if (pid > 0) sleep_ms((double)(rand() % 3000) / 1000.0);
         }
         if (pid < 0) break; /* finished */
         if (waitpid(pid, NULL, WNOHANG) == pid) break;
@@ -421,7 +429,7 @@ int main(void) {
     CHECK(st == 0, "reference run failed: %s", g_err);
     printf("reference run: %.2fs, %d steps\n", ref_seconds, count_step_lines("ref"));
 
-    test_kill(ref_seconds);
+    test_kill();
     test_signal(SIGINT, 130, "rs");
     test_signal(SIGTERM, 143, "rt");
     test_corruption();
