@@ -284,7 +284,7 @@ static void test_stats(void) {
     CHECK(kn_health_nlayers(h) == 2, "%d layers, expected 2 (flat, fc)", kn_health_nlayers(h));
     const kn_health_layer *lf = kn_health_get_layer(h, 0), *lc = kn_health_get_layer(h, 1);
     if (!lf || !lc) { kn_health_free(h); kn_model_free(&m); return; }
-    CHECK(!strcmp(lf->layer, "flat") && !strcmp(lc->layer, "fc") && !strcmp(lc->op, "relu"), "layers %s, %s (%s)",
+    CHECK(!strcmp(lf->layer, "flat") && !strcmp(lc->layer, "fc") && (!strcmp(lc->op, "relu") || !strcmp(lc->op, "linear_relu")), "layers %s, %s (%s)",
           lf->layer, lc->layer, lc->op);
     CHECK(rel(lf->act_mean, mx_) < 1e-12 && rel(lf->act_std, sdx) < 1e-12, "flat: mean %.9g std %.9g, by hand %.9g %.9g",
           lf->act_mean, lf->act_std, mx_, sdx);
