@@ -72,8 +72,14 @@ double kn_global_norm(const float *g, int64_t n) {
 #pragma omp parallel for schedule(static) if (nb > 4)
     for (int64_t b = 0; b < nb; b++) {
         int64_t lo = b * KN_NORM_BLOCK, hi = lo + KN_NORM_BLOCK < n ? lo + KN_NORM_BLOCK : n;
+        /* eight independent lanes: vectorisable, and still a fixed order */
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = lo;
+        for (; i + 8 <= hi; i += 8)
+            for (int k = 0; k < 8; k++) acc[k] += (double)g[i + k] * (double)g[i + k];
         double s = 0;
-        for (int64_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+        for (; i < hi; i++) s += (double)g[i] * (double)g[i];
+        for (int k = 0; k < 8; k++) s += acc[k];
         part[b] = s;
     }
     double s = 0;
