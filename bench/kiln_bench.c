@@ -228,7 +228,26 @@ typedef struct {
     char layer[64];
     const char *op;
     double flops_fwd, flops_bwd, t_fwd, t_bwd;
+    double eff; /* effective / nominal FLOPs: taps that fall on padding are not computed */
 } layer_row;
+
+/* Fraction of a convolution's nominal multiply-adds (every kernel tap at every output)
+ * whose input pixel lies inside the image, i.e. that are actually computed. */
+static double conv_effective(const kn_graph *g, const kn_node *n) {
+    if (strncmp(n->op->name, "conv2d", 6) != 0) return 1.0;
+    const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]), *y = kn_shp(g, n->out[0]);
+    double f[2];
+    for (int a = 0; a < 2; a++) {
+        int64_t in = x->d[2 + a], k = w->d[2 + a], out = y->d[2 + a], s = n->a.i[a], p = n->a.i[2 + a], valid = 0;
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t t = 0; t < k; t++) {
+                int64_t i = o * s - p + t;
+                valid += i >= 0 && i < in;
+            }
+        f[a] = (double)valid / (double)(out * k);
+    }
+    return f[0] * f[1];
+}
 
 static int run_micro(const opts *o) {
     kn_ctx *ctx = kn_ctx_new();
@@ -272,6 +291,7 @@ static int run_micro(const opts *o) {
             memset(&rows[r], 0, sizeof rows[r]);
             kn_strlcpy(rows[r].layer, n->layer, sizeof rows[r].layer);
             rows[r].op = n->op->name;
+            rows[r].eff = conv_effective(g, n);
             nr++;
         }
         double f = n->op->flops_fwd(g, n);
@@ -291,20 +311,27 @@ static int run_micro(const opts *o) {
     printf("kiln %s micro-benchmark: %s, batch %lld, %d threads\n", KILN_VERSION, o->config, (long long)st.batch,
            kn_get_threads());
     printf("machine FP32 peak (%s loop, %d threads): %.1f GFLOP/s\n", isa, kn_get_threads(), peak);
-    printf("%-8s %-7s %9s %9s %9s %9s %9s %9s\n", "layer", "op", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s", "GFLOP/s",
-           "of peak");
-    double F = 0, T = 0;
+    printf("GFLOP/s count the nominal 2*N*O*C*KH*KW*OH*OW of a convolution (2*N*I*O of a linear layer);\n"
+           "'effective' leaves out the kernel taps that fall on zero padding, which are not computed.\n");
+    printf("%-8s %-12s %8s %9s %8s %9s %9s %8s %10s %9s\n", "layer", "op", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s",
+           "GFLOP/s", "of peak", "effective", "of peak");
+    double F = 0, FE = 0, T = 0;
     for (int r = 0; r < nr; r++) {
         const layer_row *w = &rows[r];
         double ff = w->flops_fwd, fb = w->flops_bwd, tt = w->t_fwd + w->t_bwd;
-        printf("%-8s %-7s %9.3f %9.1f %9.3f %9.1f %9.1f %8.1f%%\n", w->layer, w->op, w->t_fwd * 1e3,
+        printf("%-8s %-12s %8.3f %9.1f %8.3f %9.1f %9.1f %7.1f%% %10.1f %8.1f%%\n", w->layer, w->op, w->t_fwd * 1e3,
                ff / w->t_fwd / 1e9, w->t_bwd * 1e3, fb / w->t_bwd / 1e9, (ff + fb) / tt / 1e9,
-               100.0 * (ff + fb) / tt / 1e9 / peak);
+               100.0 * (ff + fb) / tt / 1e9 / peak, w->eff * (ff + fb) / tt / 1e9,
+               100.0 * w->eff * (ff + fb) / tt / 1e9 / peak);
         F += ff + fb;
+        FE += w->eff * (ff + fb);
         T += tt;
     }
-    printf("conv+linear total: %.3f GFLOP in %.3f ms: %.1f GFLOP/s = %.1f%% of peak; whole step (all ops) %.3f ms\n",
-           F / 1e9, T * 1e3, F / T / 1e9, 100.0 * F / T / 1e9 / peak, step_total * 1e3);
+    printf("conv+linear total: %.3f GFLOP (%.3f effective) in %.3f ms: %.1f GFLOP/s = %.1f%% of peak; "
+           "effective %.1f GFLOP/s = %.1f%% of peak\n",
+           F / 1e9, FE / 1e9, T * 1e3, F / T / 1e9, 100.0 * F / T / 1e9 / peak, FE / T / 1e9,
+           100.0 * FE / T / 1e9 / peak);
+    printf("whole training step (all ops, batch %lld): %.3f ms\n", (long long)st.batch, step_total * 1e3);
     if (getenv("KN_BENCH_STEPS")) {
         for (int s = 0; s < g->nsteps; s++) {
             const kn_step *sp = &g->steps[s];

@@ -146,16 +146,17 @@ def main():
     train_sps = steps * B / el
     final_loss = float(loss)
 
+    # inference over the test set in batches of B, each converted from uint8 in the loop
+    # (as kiln's evaluation loader does)
     model.eval()
     nte = xte.shape[0] // B * B
-    xte_f = [xte[i:i + B].to(torch.float32).mul_(scale).sub_(shift) for i in range(0, nte, B)]
     with torch.inference_mode():
-        for x in xte_f[:5]:
-            model(x)
+        for i in range(0, 5 * B, B):
+            model(xte[i:i + B].to(torch.float32).mul_(scale).sub_(shift))
         done, t0 = 0, time.perf_counter()
         while True:
-            for x in xte_f:
-                model(x)
+            for i in range(0, nte, B):
+                model(xte[i:i + B].to(torch.float32).mul_(scale).sub_(shift))
                 done += B
             el = time.perf_counter() - t0
             if el >= args.seconds / 2:
