@@ -220,8 +220,18 @@ static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info 
     loaders += (size_t)st->prefetch * (al((size_t)p->batch * elems * 4) + al((size_t)p->batch * 4));
     loaders += (size_t)p->batch * 4 + (size_t)p->eval_batch * 4; /* label buffers */
     m->loaders = loaders;
+    /* run.c: the guard's snapshot (batch, BatchNorm statistics before the step,
+     * parameters, state, optimizer moments), the health checks' copy of the parameters
+     * and the leakage check's hash table (16 bytes per training sample, freed before
+     * step 1 but part of the peak) */
     m->guard = 0;
-    m->baseline = KN_RSS_BASELINE_BYTES + (size_t)(p->threads > 1 ? p->threads - 1 : 0) * KN_RSS_PER_THREAD_BYTES;
+    if (st->guard_enabled)
+        m->guard += al((size_t)p->micro_batch * elems * 4) + 2 * al((size_t)p->nstate * 4) +
+                    (size_t)(1 + p->opt_floats) * al((size_t)p->nparam * 4);
+    if (st->health_every > 0) m->guard += (size_t)(p->nparam + 1) * 4;
+    if (st->leakage_check) m->guard += (size_t)p->ntrain * 16;
+    m->baseline = KN_RSS_BASELINE_BYTES + (size_t)p->nconv * KN_RSS_PER_CONV_BYTES +
+                  (size_t)(p->threads > 1 ? p->threads - 1 : 0) * KN_RSS_PER_THREAD_BYTES;
     m->total = m->arena + m->store_params + m->store_grads + m->store_state + m->optimizer + m->accumulation +
                m->datasets + m->loaders + m->guard + m->baseline;
 }
@@ -260,7 +270,10 @@ int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64
     p->eval_arena = m.eval->arena_bytes;
     p->eval_naive = m.eval->naive_bytes;
     for (int k = 0; k < m.train->nn; k++)
-        if (m.train->n[k].op == &kn_op_batchnorm) p->has_batchnorm = 1;
+    {
+        if (!strncmp(m.train->n[k].op->name, "batchnorm", 9)) p->has_batchnorm = 1; /* fused variants too */
+        if (m.train->n[k].op == &kn_op_conv2d) p->nconv++;
+    }
     p->nlayers = kn_g_layer_stats(m.train, &p->layers);
     kn_model_free(&m);
     if (p->nlayers < 0) { p->nlayers = 0; return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
@@ -287,7 +300,7 @@ static int parts_of(const kn_mem_plan *p, part *out) {
                   {"accumulation", m->accumulation},
                   {"datasets", m->datasets},
                   {"loaders", m->loaders},
-                  {"guard", m->guard},
+                  {"guard/health", m->guard},
                   {"baseline", m->baseline}};
     int n = (int)(sizeof all / sizeof all[0]);
     memcpy(out, all, sizeof all);
@@ -385,7 +398,7 @@ void kn_plan_print(const kn_mem_plan *p, FILE *f, int per_layer) {
             kn_size_str(m->optimizer, d, sizeof d));
     if (m->accumulation) fprintf(f, " + accumulation %s", kn_size_str(m->accumulation, a, sizeof a));
     fprintf(f, " + datasets %s + loaders %s", kn_size_str(m->datasets, e, sizeof e), kn_size_str(m->loaders, g, sizeof g));
-    if (m->guard) fprintf(f, " + guard %s", kn_size_str(m->guard, a, sizeof a));
+    if (m->guard) fprintf(f, " + guard/health %s", kn_size_str(m->guard, a, sizeof a));
     fprintf(f, " + baseline %s\n", kn_size_str(m->baseline, a, sizeof a));
     if (p->budget) {
         fprintf(f, "budget: %s (%s): %s", kn_size_str(p->budget, a, sizeof a), p->budget_source,
@@ -608,18 +621,23 @@ int kn_accum_init(kn_ctx *ctx, kn_accum *a, kn_model *m, int64_t batch) {
     return KN_OK;
 }
 
+void kn_accum_load(kn_accum *a, kn_model *m, const int32_t *y, int64_t i) {
+    if (a->steps > 1)
+        memcpy(kn_ptr(m->train, m->x_train), a->x + i * a->micro * a->sample_floats,
+               (size_t)(a->micro * a->sample_floats) * sizeof(float));
+    kn_model_set_targets(m, y + i * a->micro);
+}
+
 float kn_accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y) {
     if (a->steps == 1) {
         kn_model_set_targets(m, y);
         return kn_model_forward_backward(m, rt);
     }
     int64_t step = rt->step, n = m->store.nparam;
-    float *xin = kn_ptr(m->train, m->x_train), *g = m->store.grad, *s = a->gsum;
-    size_t xb = (size_t)(a->micro * a->sample_floats) * sizeof(float);
+    float *g = m->store.grad, *s = a->gsum;
     double loss = 0;
     for (int64_t i = 0; i < a->steps; i++) {
-        memcpy(xin, a->x + i * a->micro * a->sample_floats, xb);
-        kn_model_set_targets(m, y + i * a->micro);
+        kn_accum_load(a, m, y, i);
         rt->step = step * a->steps + i;
         loss += kn_model_forward_backward(m, rt);
         if (i == 0) memcpy(s, g, (size_t)n * sizeof(float));

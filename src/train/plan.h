@@ -19,9 +19,10 @@
  *   datasets     images + labels of the train and test IDX files (whole files,
  *                limit_train/limit_test only shorten the epoch)
  *   loaders      sample orders, split indices, prefetch ring buffers, label buffers
- *   guard        the guard's in-memory snapshot (train.guard), when enabled
- *   baseline     KN_RSS_BASELINE: the resident size of the process with nothing of
- *                the above, measured (docs/PERFORMANCE.md, bench/mem_rss.py) */
+ *   guard/health the guard's in-memory snapshot ([guard] enabled), the health checks'
+ *                parameter copy ([health] every) and the leakage check's hash table
+ *   baseline     the resident size of the process with nothing of the above,
+ *                measured (KN_RSS_*, docs/PERFORMANCE.md, bench/mem_rss.py) */
 #ifndef KN_PLAN_H
 #define KN_PLAN_H
 
@@ -31,10 +32,15 @@
 #include "train/trainer.h"
 
 /* Measured resident size of `kiln train` without arena, store, optimizer, data or
- * loader buffers: binary, libc, libgomp, oneDNN (code, JIT kernels of a small model),
- * zlib, thread stacks and malloc bookkeeping. See docs/PERFORMANCE.md. */
-#define KN_RSS_BASELINE_BYTES ((size_t)9 * 1048576)
-#define KN_RSS_PER_THREAD_BYTES ((size_t)256 * 1024)
+ * loader buffers: binary, libc, libgomp, oneDNN (code, JIT kernels), zlib, thread
+ * stacks and malloc bookkeeping. bench/mem_rss.py prints, for each run, the baseline it
+ * implies (measured peak minus every other predicted part): 9.3 MiB for the MLP
+ * example, 11.7 MiB for the CNN (its two convolution layers add oneDNN JIT kernels for
+ * the forward, backward-data, backward-weights and evaluation primitives), both at
+ * batch 64 and 512, and ~30 KiB more per extra thread. See docs/PERFORMANCE.md. */
+#define KN_RSS_BASELINE_BYTES ((size_t)9523 * 1024)
+#define KN_RSS_PER_CONV_BYTES ((size_t)1229 * 1024)
+#define KN_RSS_PER_THREAD_BYTES ((size_t)32 * 1024)
 
 /* train.budget, train.fit, train.micro_batch (read by kn_settings_read). */
 int kn_plan_read_settings(kn_ctx *ctx, const kn_config *cfg, kn_settings *st);
@@ -64,7 +70,7 @@ typedef struct {
     int64_t ntrain, nval, ntest;        /* samples used per epoch (train, validation, test) */
     int64_t nparam, nstate;
     int opt_floats;                     /* optimizer floats per parameter */
-    int has_batchnorm;
+    int has_batchnorm, nconv;
     /* graphs */
     size_t train_arena, train_used, train_naive, train_saved;
     size_t eval_arena, eval_naive;
@@ -118,6 +124,8 @@ int kn_accum_init(kn_ctx *ctx, kn_accum *a, kn_model *m, int64_t batch);
  * Micro-batch i runs with rt->step = step * steps + i (dropout masks differ between
  * micro-batches). Allocates nothing. */
 float kn_accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y);
+/* Put micro-batch i of a->x and its labels into the train graph's inputs. */
+void kn_accum_load(kn_accum *a, kn_model *m, const int32_t *y, int64_t i);
 void kn_accum_free(kn_accum *a);
 
 #endif

@@ -23,6 +23,7 @@
 #include "train/checkpoint.h"
 #include "train/guard.h"
 #include "train/health.h"
+#include "train/plan.h"
 #include "train/trainer.h"
 
 static volatile sig_atomic_t g_stop = 0;
@@ -552,8 +553,13 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         snprintf(run_dir, sizeof run_dir, "runs/%s", stem);
     }
 
+    /* the memory plan, before anything big is allocated: print its summary, refuse a
+     * run whose predicted peak exceeds the budget, or (train.fit) choose the micro-batch */
+    if ((rc = kn_plan_for_training(ctx, cfg, &st, out, NULL))) return rc;
     kn_job job;
     memset(&job, 0, sizeof job);
+    kn_accum acc;
+    memset(&acc, 0, sizeof acc);
     kn_optimizer o = {0};
     FILE *mf = NULL;
     char *cfg_text = NULL;
@@ -650,7 +656,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         fprintf(out, "data: %lld training samples, %lld %s samples; memory plan: arena %.1f MiB, parameters %.1f MiB\n",
                 (long long)job.ntrain, (long long)(job.val_loader ? job.nval : job.test_ds.n),
                 job.val_loader ? "validation" : "test (used for validation)",
-                (double)m->train->arena_bytes / 1048576.0, (double)m->store.nparam * 4.0 / 1048576.0);
+                (double)m->arena_bytes / 1048576.0, (double)m->store.nparam * 4.0 / 1048576.0);
         fprintf(out, "run directory: %s\n", run_dir);
         fflush(out);
     }
@@ -660,8 +666,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         if ((rc = save_state(ctx, &R, path, &S))) goto done;
     }
 
-    float *x = kn_ptr(m->train, m->x_train);
-    int64_t xnum = kn_numel(m->train, m->x_train);
+    /* the loader fills a whole batch: the graph input, or with micro-batches a buffer
+     * that kn_accum_step feeds to the graph one micro-batch at a time */
+    if ((rc = kn_accum_init(ctx, &acc, m, st.batch))) goto done;
+    float *x = acc.x;
+    int64_t xnum = acc.batch * acc.sample_floats;
     y = malloc((size_t)st.batch * sizeof(int32_t));
     if (!y) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
     /* guard buffers: the batch and the BatchNorm statistics before the step (for the
@@ -688,8 +697,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 memcpy(G.x, x, (size_t)xnum * sizeof(float));
                 memcpy(G.state_before, m->store.state, (size_t)m->store.nstate * sizeof(float));
             }
-            int health_now = H && kn_health_due(H, S.step);
-            float loss = health_now ? kn_health_forward_backward(H, m, &rt) : kn_model_forward_backward(m, &rt);
+            int health_now = H && acc.steps == 1 && kn_health_due(H, S.step); /* not in micro-batches */
+            float loss = health_now ? kn_health_forward_backward(H, m, &rt) : kn_accum_step(&acc, m, &rt, y);
             double gnorm = 0;
             int need_norm = G.param || st.opt.clip_norm > 0;
             if (need_norm) gnorm = kn_global_norm(m->store.grad, m->store.nparam);
@@ -697,7 +706,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 /* explain: replay this step op by op from the state before it */
                 memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
                 memcpy(x, G.x, (size_t)xnum * sizeof(float));
-                kn_model_set_targets(m, y);
+                kn_accum_load(&acc, m, y, 0); /* with micro-batches: the first one */
                 kn_diag_report rep;
                 rep.step = S.step;
                 kn_diagnose(m->train, &rt, &rep);
@@ -930,6 +939,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
 done:
     if (mf) fclose(mf);
     free(y);
+    kn_accum_free(&acc);
     free(cfg_text);
     guard_free(&G);
     kn_health_free(H);
