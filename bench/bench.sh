@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kiln vs PyTorch on this machine, in one run (`make bench`). Installs what it needs:
 #  - Debian packages: kiln's build dependencies, Debian's PyTorch (python3-torch),
-#    numpy and python3-venv;
+#    numpy, python3-venv and Debian's optimised BLAS (libopenblas0-openmp): without it
+#    python3-torch runs its linear layers on the reference BLAS, ~10x slower, which
+#    would not be the PyTorch a Debian user has;
 #  - PyPI's current torch (the peer a user would pick; used on the CPU only) into a
 #    virtual environment, by default ~/.cache/kiln-bench/venv (KN_BENCH_VENV). It
 #    is a large download (PyPI's Linux wheel depends on the CUDA libraries). If it
@@ -10,7 +12,7 @@
 # passed to report.py (e.g. --seconds 8, --models cnn). Not part of the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh python3-torch python3-numpy python3-venv
+bash scripts/install-deps.sh python3-torch python3-numpy python3-venv libopenblas0-openmp
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target kiln_bench >/dev/null
 

@@ -79,6 +79,21 @@ def torch_version(python):
     return p.stdout.strip() if p.returncode == 0 else None
 
 
+class Tee:
+    """Everything printed also goes to a file (the report, for docs/PERFORMANCE.md)."""
+    def __init__(self, path):
+        self.f = open(path, "w")
+        self.out = sys.stdout
+
+    def write(self, s):
+        self.out.write(s)
+        self.f.write(s)
+
+    def flush(self):
+        self.out.flush()
+        self.f.flush()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", default=os.path.join(ROOT, "build", "kiln_bench"))
@@ -93,7 +108,11 @@ def main():
     ap.add_argument("--quiet-below", type=float, default=0.1,
                     help="before each run, wait until other work uses less than this share of the CPUs")
     ap.add_argument("--max-wait", type=float, default=120, help="longest wait for a quiet machine (seconds)")
+    ap.add_argument("--report", default=os.path.join(ROOT, "build", "bench-report.txt"),
+                    help="a copy of everything printed")
     args = ap.parse_args()
+    os.makedirs(os.path.dirname(args.report), exist_ok=True)
+    sys.stdout = Tee(args.report)
 
     ncpu = os.cpu_count() or 1
     threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, ncpu})
@@ -210,7 +229,7 @@ def main():
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"peers": [[k, l] for k, l, _ in peers], "results": results, "micro": micro}, f, indent=1)
-    print("raw results: %s" % args.json)
+    print("raw results: %s; this report: %s" % (args.json, args.report))
     return 0
 
 
