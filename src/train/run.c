@@ -423,7 +423,7 @@ static int list_step_ckpts(const char *dir, ck_entry **out) {
         n++;
     }
     closedir(d);
-    qsort(v, (size_t)n, sizeof *v, cmp_ck_desc);
+    if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_ck_desc);
     *out = v;
     return n;
 }
