@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backend/cpu/dnnl_glue.h"
+#include "backend/cpu/layout.h"
 #include "graph/graph.h"
 #include "ops/fused.h"
 
@@ -99,29 +100,34 @@ static void linear_backward(const kn_node *n, kn_rt *rt, float *const *din, cons
     float *dy = (float *)dout[0];
     float *db = n->nin == 3 ? din[2] : NULL;
     double *acc = (double *)(void *)(S + bwd_pad(p) + (relu ? kn_align_up((size_t)(N * O) * sizeof(float), 64) : 0));
-    if (relu) {
-        /* dy * (y > 0) into scratch, with the bias sums in the same pass */
-        const float *y = kn_ptr(g, n->out[0]);
-        float *m = (float *)(void *)(S + bwd_pad(p));
-        for (int64_t o = 0; o < O; o++) acc[o] = 0.0;
-        for (int64_t i = 0; i < N; i++) {
-            const float *yr = y + i * O, *dr = dy + i * O;
-            float *mr = m + i * O;
-#pragma omp simd
-            for (int64_t o = 0; o < O; o++) {
-                const float v = yr[o] > 0.0f ? dr[o] : 0.0f;
-                mr[o] = v;
-                acc[o] += v;
-            }
-        }
-        dy = m;
-    } else if (db) {
+    if (relu || db) {
+        /* dy * (y > 0) into scratch (linear_relu), and the bias sums, in one pass; rows
+         * are added in order, 8 columns at a time */
+        const float *y = relu ? kn_ptr(g, n->out[0]) : NULL;
+        float *m = relu ? (float *)(void *)(S + bwd_pad(p)) : NULL;
+        const int64_t O8 = O / 8 * 8;
+        const kn_v8f zero = kn_splat8(0.0f);
         for (int64_t o = 0; o < O; o++) acc[o] = 0.0;
         for (int64_t i = 0; i < N; i++) {
             const float *dr = dy + i * O;
-#pragma omp simd
-            for (int64_t o = 0; o < O; o++) acc[o] += dr[o];
+            for (int64_t o = 0; o < O8; o += 8) {
+                kn_v8f v = kn_ld8(dr + o);
+                if (relu) {
+                    v = kn_sel8(kn_ld8(y + i * O + o) > zero, v, zero);
+                    kn_st8(m + i * O + o, v);
+                }
+                kn_v8d a;
+                __builtin_memcpy(&a, acc + o, sizeof a);
+                a += kn_cvt8(v);
+                __builtin_memcpy(acc + o, &a, sizeof a);
+            }
+            for (int64_t o = O8; o < O; o++) {
+                const float v = relu ? (y[i * O + o] > 0.0f ? dr[o] : 0.0f) : dr[o];
+                if (relu) m[i * O + o] = v;
+                acc[o] += v;
+            }
         }
+        if (relu) dy = m;
     }
     if (db)
         for (int64_t o = 0; o < O; o++) db[o] = (float)acc[o];
