@@ -4,6 +4,7 @@
 #include "train/plan.h"
 
 #include <cJSON.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -469,6 +470,19 @@ char *kn_plan_json(const kn_mem_plan *p) {
 }
 
 /* ---------------- budget and fit ---------------- */
+/* Probing other batch sizes creates oneDNN primitives (prepare computes their scratch
+ * sizes); the primitive cache would keep their JIT code, about a MiB per probed model,
+ * resident for the rest of the run. Probes run with the cache off. */
+static int probe_cache_off(void) {
+    int c = -1;
+    if (dnnl_get_primitive_cache_capacity(&c) != dnnl_success) return -1;
+    dnnl_set_primitive_cache_capacity(0);
+    return c;
+}
+static void probe_cache_on(int c) {
+    if (c >= 0) dnnl_set_primitive_cache_capacity(c);
+}
+
 /* Predicted total at graph batch b (optimizer batch b too) and eval batch e; 0 when
  * it cannot be planned (e.g. BatchNorm with one sample). */
 static size_t total_at(const kn_config *cfg, const kn_settings *st, int64_t b, int64_t micro, int64_t e) {
@@ -509,7 +523,7 @@ static int plan_budget(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st,
     int rc = kn_plan_make(ctx, cfg, st, micro, st->eval_batch, p);
     if (rc) return rc;
     if (budget && p->mem.total > budget && st->mem_fit && st->micro_batch <= 0) {
-        int found = 0;
+        int found = 0, cache = probe_cache_off();
         for (int64_t d = st->batch - 1; d >= 1 && !found; d--) {
             if (st->batch % d) continue;
             int64_t evals[2] = {st->eval_batch, st->eval_batch < d ? st->eval_batch : d};
@@ -527,11 +541,16 @@ static int plan_budget(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st,
                 kn_ctx_free(c2);
             }
         }
+        probe_cache_on(cache);
     }
     p->budget = budget;
     snprintf(p->budget_source, sizeof p->budget_source, "%s", budget ? src : "no budget known");
     p->fits = !budget || p->mem.total <= budget;
-    if (!p->fits) p->largest_batch = largest_batch(cfg, st, st->batch, budget);
+    if (!p->fits) {
+        int cache = probe_cache_off();
+        p->largest_batch = largest_batch(cfg, st, st->batch, budget);
+        probe_cache_on(cache);
+    }
     return KN_OK;
 }
 
