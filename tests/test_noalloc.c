@@ -196,6 +196,8 @@ static void case_step(const char *rel, int64_t batch, int64_t micro, double clip
         rt.seed = 1;
         kn_loader_start_epoch(L, 0, 0);
         long first[NSRC] = {0};
+        (void)first;
+        (void)src_name;
         for (int s = 0; s < 8; s++) {
             if (s >= 3) { reset(); counting(1); }
             int got = kn_loader_next(L, acc.x, y);

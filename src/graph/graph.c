@@ -131,7 +131,7 @@ void kn_g_free(kn_graph *g) {
 }
 
 void kn_g_set_layer(kn_graph *g, const char *layer) { kn_strlcpy(g->cur_layer, layer, sizeof g->cur_layer); }
-void kn_g_set_recompute(kn_graph *g, int on) { g->cur_recompute = on ? 1 : 0; }
+void kn_g_set_recompute(kn_graph *g, int group) { g->cur_recompute = group > 0 ? group : 0; }
 
 static int new_value(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape, kn_val_kind kind) {
     if (g->nv == g->vcap) {
@@ -318,8 +318,9 @@ static int autodiff(kn_ctx *ctx, kn_graph *g) {
 }
 
 /* ======================= recomputation ======================= */
-/* Nodes with `recompute` set form segments: sets of such nodes connected through the
- * values one produces and another reads (a block with branches is one segment).
+/* Nodes with a recompute group form segments: sets of nodes of one group connected
+ * through the values one produces and another reads (a block with branches is one
+ * segment; two blocks in a row are two, the second recomputed from the first's output).
  * A segment's nodes whose outputs the backward reads (directly, or as inputs of such
  * nodes inside the segment) are run again as KN_STEP_RECOMP steps, in forward order,
  * just before the first backward step that reads any value the segment produced.
@@ -345,7 +346,7 @@ static int plan_recompute(kn_ctx *ctx, kn_graph *g) {
         if (!g->n[k].recompute) continue;
         for (int i = 0; i < g->n[k].nin; i++) {
             int p = g->v[g->n[k].in[i]].producer;
-            if (p < 0 || !g->n[p].recompute) continue;
+            if (p < 0 || g->n[p].recompute != g->n[k].recompute) continue;
             int a = p, b = k;
             while (pos[a] != a) a = pos[a];
             while (pos[b] != b) b = pos[b];

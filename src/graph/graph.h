@@ -119,7 +119,9 @@ struct kn_node {
     kn_attrs a;
     char layer[64];      /* layer (config section) that emitted it */
     int index;
-    int recompute;       /* 1: its outputs are not kept for backward but recomputed there */
+    int recompute;       /* 0, or a recompute group: its outputs are not kept for backward
+                          * but recomputed there, with the nodes of its group it is
+                          * connected to (a block), from the block's inputs */
     void *priv;          /* backend state (oneDNN primitives), made by prepare() */
     size_t scratch_fwd, scratch_bwd; /* bytes, set by prepare() */
     int scratch_fwd_val, scratch_bwd_val; /* value ids, -1 if none */
@@ -198,14 +200,15 @@ struct kn_graph {
     int planned, compiled;
     int own_arena;       /* 1: arena allocated by kn_g_bind (0: lent by the caller) */
     char cur_layer[64];  /* layer name stamped on nodes added next */
-    int cur_recompute;   /* recompute flag stamped on nodes added next */
+    int cur_recompute;   /* recompute group stamped on nodes added next */
 };
 
 kn_graph *kn_g_new(kn_store *store, int training);
 void kn_g_free(kn_graph *g);
 void kn_g_set_layer(kn_graph *g, const char *layer);
-/* Nodes added next are recomputed in backward (1) or keep their outputs (0). */
-void kn_g_set_recompute(kn_graph *g, int on);
+/* Nodes added next keep their outputs (0) or are recomputed in backward as part of
+ * recompute group `group` (> 0; e.g. one per block of layers). */
+void kn_g_set_recompute(kn_graph *g, int group);
 
 int kn_g_input(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape);
 /* Registers (or, for a second graph, finds) a store entry of that name. */

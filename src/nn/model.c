@@ -513,6 +513,15 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
         kn_g_set_layer(g, sec->name);
         int recompute = 0;
         if ((rc = layer_recompute(ctx, cfg, sec, &recompute))) goto out;
+        if (recompute) { /* one recompute group per block, else per layer */
+            const kn_cfg_kv *blk = kn_cfg_get(sec, "block");
+            int grp = s;
+            for (int t = 0; blk && t < s; t++) {
+                const kn_cfg_kv *b2 = kn_cfg_get(&cfg->sec[t], "block");
+                if (b2 && !kn_is_reserved_section(cfg->sec[t].name) && !strcmp(b2->value, blk->value)) { grp = t; break; }
+            }
+            recompute = grp + 1;
+        }
         kn_g_set_recompute(g, recompute);
         int outv = -1;
         if ((rc = def->build(&L, &outv))) {
