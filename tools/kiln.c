@@ -66,8 +66,7 @@ static const char *const USAGE =
     "Config: one [section] per layer in order (type = linear | conv2d | maxpool2d | avgpool2d |\n"
     "global_avgpool | batchnorm | relu | leaky_relu | gelu | silu | tanh | sigmoid | dropout |\n"
     "flatten | reshape | add | concat), plus [data], [train] and [optimizer]. See examples/ and\n"
-    "docs/CONFIG.md. Any layer takes recompute = true (or block = NAME with [model] recompute =\n"
-    "NAME, ...): its activations are recomputed in backward instead of kept.\n"
+    "docs/CONFIG.md.\n"
     "\n"
     "Exit status: 0 success, 1 error (message on stderr), 2 bad command line,\n"
     "130 stopped by SIGINT, 143 stopped by SIGTERM (a checkpoint was written).\n";
