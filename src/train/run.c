@@ -282,54 +282,85 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
 
 /* ---------------- guard: snapshots, events ---------------- */
 typedef struct {
-    float *x, *state_before;           /* the current batch and BatchNorm statistics */
-    float *param, *state, *m, *v;      /* snapshot */
+    float *param, *state, *m, *v;
     int64_t t;
     train_state S;
+    int valid;
+} snapshot;
+
+/* Two snapshots: `anchor`, where the current learning-rate phase began (the start of
+ * the run or the last rollback target), and `recent`, the newest one taken after a quiet
+ * stretch. A failure soon after the anchor (guard.trust_steps) goes back to the anchor:
+ * the states between were produced by a learning rate that has just proved too large. */
+typedef struct {
+    float *x, *state_before;           /* the current batch and BatchNorm statistics */
+    snapshot anchor, recent;
     int64_t nparam, nstate;
 } guard_buf;
+
+static int snap_alloc(snapshot *sn, int64_t nparam, int64_t nstate, int adam) {
+    sn->param = kn_aligned_alloc((size_t)nparam * sizeof(float));
+    sn->state = kn_aligned_alloc((size_t)nstate * sizeof(float));
+    sn->m = kn_aligned_alloc((size_t)nparam * sizeof(float));
+    sn->v = adam ? kn_aligned_alloc((size_t)nparam * sizeof(float)) : NULL;
+    return sn->param && sn->state && sn->m && (!adam || sn->v);
+}
+
+static void snap_free(snapshot *sn) {
+    kn_aligned_free(sn->param);
+    kn_aligned_free(sn->state);
+    kn_aligned_free(sn->m);
+    kn_aligned_free(sn->v);
+}
 
 static int guard_alloc(kn_ctx *ctx, guard_buf *G, kn_model *m, kn_optimizer *o, int64_t xnum) {
     G->nparam = m->store.nparam;
     G->nstate = m->store.nstate;
     G->x = kn_aligned_alloc((size_t)xnum * sizeof(float));
     G->state_before = kn_aligned_alloc((size_t)G->nstate * sizeof(float));
-    G->param = kn_aligned_alloc((size_t)G->nparam * sizeof(float));
-    G->state = kn_aligned_alloc((size_t)G->nstate * sizeof(float));
-    G->m = kn_aligned_alloc((size_t)G->nparam * sizeof(float));
-    G->v = o->v ? kn_aligned_alloc((size_t)G->nparam * sizeof(float)) : NULL;
-    if (!G->x || !G->state_before || !G->param || !G->state || !G->m || (o->v && !G->v))
-        return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the guard's snapshot (%.1f MiB); set guard.enabled = false",
-                      (double)G->nparam * 12.0 / 1048576.0);
+    int ok = snap_alloc(&G->anchor, G->nparam, G->nstate, o->v != NULL) &&
+             snap_alloc(&G->recent, G->nparam, G->nstate, o->v != NULL);
+    if (!G->x || !G->state_before || !ok)
+        return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the guard's snapshots (%.1f MiB); set guard.enabled = false",
+                      (double)G->nparam * 24.0 / 1048576.0);
     return KN_OK;
 }
 
 static void guard_free(guard_buf *G) {
     kn_aligned_free(G->x);
     kn_aligned_free(G->state_before);
-    kn_aligned_free(G->param);
-    kn_aligned_free(G->state);
-    kn_aligned_free(G->m);
-    kn_aligned_free(G->v);
+    snap_free(&G->anchor);
+    snap_free(&G->recent);
     memset(G, 0, sizeof *G);
 }
 
-static void snapshot_take(guard_buf *G, kn_model *m, kn_optimizer *o, const train_state *S) {
-    memcpy(G->param, m->store.param, (size_t)G->nparam * sizeof(float));
-    memcpy(G->state, m->store.state, (size_t)G->nstate * sizeof(float));
-    memcpy(G->m, o->m, (size_t)G->nparam * sizeof(float));
-    if (o->v) memcpy(G->v, o->v, (size_t)G->nparam * sizeof(float));
-    G->t = o->t;
-    G->S = *S;
+static void snapshot_take(guard_buf *G, snapshot *sn, kn_model *m, kn_optimizer *o, const train_state *S) {
+    memcpy(sn->param, m->store.param, (size_t)G->nparam * sizeof(float));
+    memcpy(sn->state, m->store.state, (size_t)G->nstate * sizeof(float));
+    memcpy(sn->m, o->m, (size_t)G->nparam * sizeof(float));
+    if (o->v) memcpy(sn->v, o->v, (size_t)G->nparam * sizeof(float));
+    sn->t = o->t;
+    sn->S = *S;
+    sn->valid = 1;
 }
 
-static void snapshot_restore(guard_buf *G, kn_model *m, kn_optimizer *o, train_state *S) {
-    memcpy(m->store.param, G->param, (size_t)G->nparam * sizeof(float));
-    memcpy(m->store.state, G->state, (size_t)G->nstate * sizeof(float));
-    memcpy(o->m, G->m, (size_t)G->nparam * sizeof(float));
-    if (o->v) memcpy(o->v, G->v, (size_t)G->nparam * sizeof(float));
-    o->t = G->t;
-    *S = G->S;
+static void snapshot_restore(guard_buf *G, const snapshot *sn, kn_model *m, kn_optimizer *o, train_state *S) {
+    memcpy(m->store.param, sn->param, (size_t)G->nparam * sizeof(float));
+    memcpy(m->store.state, sn->state, (size_t)G->nstate * sizeof(float));
+    memcpy(o->m, sn->m, (size_t)G->nparam * sizeof(float));
+    if (o->v) memcpy(o->v, sn->v, (size_t)G->nparam * sizeof(float));
+    o->t = sn->t;
+    *S = sn->S;
+}
+
+static void snapshot_copy(guard_buf *G, snapshot *dst, const snapshot *src) {
+    memcpy(dst->param, src->param, (size_t)G->nparam * sizeof(float));
+    memcpy(dst->state, src->state, (size_t)G->nstate * sizeof(float));
+    memcpy(dst->m, src->m, (size_t)G->nparam * sizeof(float));
+    if (src->v) memcpy(dst->v, src->v, (size_t)G->nparam * sizeof(float));
+    dst->t = src->t;
+    dst->S = src->S;
+    dst->valid = src->valid;
 }
 
 static void json_str(FILE *f, const char *s) {
@@ -684,7 +715,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     double t0 = kn_now_seconds(), last_ckpt_t = t0;
     double vloss = NAN, vacc = NAN, last_loss = NAN;
     int64_t start_step = S.step, retries = 0, spikes_since_snapshot = 0;
-    if (G.param) { fflush(mf); S.metrics_bytes = ftell(mf); snapshot_take(&G, m, &o, &S); }
+    if (G.x) { fflush(mf); S.metrics_bytes = ftell(mf); snapshot_take(&G, &G.anchor, m, &o, &S); }
     while (S.epoch < st.epochs && S.step < total_steps) {
         kn_loader_start_epoch(job.train_loader, S.epoch, S.batch_in_epoch);
         double ep_t0 = kn_now_seconds(), win_t0 = ep_t0;
@@ -693,33 +724,45 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         while (S.step < total_steps && S.batch_in_epoch < steps_per_epoch && kn_loader_next(job.train_loader, x, y) > 0) {
             kn_model_set_targets(m, y);
             rt.step = S.step;
-            if (G.param) {
+            if (G.x) {
                 memcpy(G.x, x, (size_t)xnum * sizeof(float));
                 memcpy(G.state_before, m->store.state, (size_t)m->store.nstate * sizeof(float));
             }
             int health_now = H && acc.steps == 1 && kn_health_due(H, S.step); /* not in micro-batches */
             float loss = health_now ? kn_health_forward_backward(H, m, &rt) : kn_accum_step(&acc, m, &rt, y);
             double gnorm = 0;
-            int need_norm = G.param || st.opt.clip_norm > 0;
+            int need_norm = G.x || st.opt.clip_norm > 0;
             if (need_norm) gnorm = kn_global_norm(m->store.grad, m->store.nparam);
-            if (G.param && (!isfinite(loss) || !isfinite(gnorm))) {
-                /* explain: replay this step op by op from the state before it */
-                memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
-                memcpy(x, G.x, (size_t)xnum * sizeof(float));
-                kn_accum_load(&acc, m, y, 0); /* with micro-batches: the first one */
+            int nonfinite = G.x && (!isfinite(loss) || !isfinite(gnorm));
+            double med_now = G.x ? kn_spike_median(&spike) : NAN;
+            int exploding = G.x && !nonfinite && st.guard_explode_factor > 0 && spike.n >= 16 &&
+                            gnorm > st.guard_explode_factor * med_now;
+            if (nonfinite || exploding) {
                 kn_diag_report rep;
+                memset(&rep, 0, sizeof rep);
                 rep.step = S.step;
-                kn_diagnose(m->train, &rt, &rep);
-                memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
                 char msg[3000];
-                kn_diag_format(&rep, msg, sizeof msg);
+                if (nonfinite) {
+                    /* explain: replay this step op by op from the state before it */
+                    memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
+                    memcpy(x, G.x, (size_t)xnum * sizeof(float));
+                    kn_accum_load(&acc, m, y, 0); /* with micro-batches: the first one */
+                    kn_diagnose(m->train, &rt, &rep);
+                    kn_diag_format(&rep, msg, sizeof msg);
+                } else {
+                    snprintf(msg, sizeof msg,
+                             "step %lld: exploding gradients: the global gradient norm %.4g is %.0fx its running median %.4g "
+                             "(guard.explode_factor = %g); NaN usually follows",
+                             (long long)S.step, gnorm, gnorm / med_now, med_now, st.guard_explode_factor);
+                }
+                memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
                 S.guard_events++;
                 const char *action = st.guard_policy == 0 ? "skip" : st.guard_policy == 1 ? "rollback" : "stop";
                 if (st.guard_policy == 1 && retries >= st.guard_max_retries) action = "stop";
                 if (bar && out) fprintf(out, "\n");
                 fprintf(stderr, "kiln: guard: %s\n", msg);
                 if (!strcmp(action, "stop")) {
-                    guard_event(mf, S.step, "nonfinite", action, &rep, msg, S.lr_scale);
+                    guard_event(mf, S.step, nonfinite ? "nonfinite" : "exploding", action, &rep, msg, S.lr_scale);
                     rc = kn_err(ctx, KN_ERR_INVALID, "training stopped by the non-finite guard (%s%s): %s; the last checkpoint in %s is good",
                                 st.guard_policy == 2 ? "guard.policy = stop" : "retry limit guard.max_retries reached after ",
                                 st.guard_policy == 2 ? "" : "rollbacks", msg, R.ckpt_dir);
@@ -728,15 +771,21 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 if (health_now) kn_health_discard(H);
                 if (!strcmp(action, "skip")) {
                     fprintf(stderr, "kiln: guard: skipping this batch (no update)\n");
-                    guard_event(mf, S.step, "nonfinite", action, &rep, msg, S.lr_scale);
+                    guard_event(mf, S.step, nonfinite ? "nonfinite" : "exploding", action, &rep, msg, S.lr_scale);
                     S.step++;
                     S.batch_in_epoch++;
                     continue;
                 }
-                /* rollback to the snapshot, with a smaller learning rate */
+                /* rollback, with a smaller learning rate: to the anchor if the failure
+                 * came soon after it, else to the recent snapshot (the new anchor) */
                 int64_t bad_step = S.step, events = S.guard_events;
                 double scale = S.lr_scale * st.guard_lr_factor;
-                snapshot_restore(&G, m, &o, &S);
+                if (G.recent.valid && S.step - G.anchor.S.step >= st.guard_trust_steps) {
+                    snapshot_copy(&G, &G.anchor, &G.recent);
+                    retries = 0;
+                }
+                snapshot_restore(&G, &G.anchor, m, &o, &S);
+                G.recent.valid = 0;
                 S.lr_scale = scale;
                 S.guard_events = events;
                 retries++;
@@ -744,16 +793,19 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 if (ftruncate(fileno(mf), S.metrics_bytes) == 0) fseek(mf, 0, SEEK_END);
                 fprintf(stderr, "kiln: guard: rolled back from step %lld to step %lld; learning rate x%g (retry %lld of %lld)\n",
                         (long long)bad_step, (long long)S.step, S.lr_scale, (long long)retries, (long long)st.guard_max_retries);
-                guard_event(mf, bad_step, "nonfinite", action, &rep, msg, S.lr_scale);
+                guard_event(mf, bad_step, nonfinite ? "nonfinite" : "exploding", action, &rep, msg, S.lr_scale);
                 fflush(mf);
                 S.metrics_bytes = ftell(mf);
-                snapshot_take(&G, m, &o, &S); /* keep the guard event on later rollbacks */
+                /* the anchor now carries the new learning rate and the event */
+                G.anchor.S.metrics_bytes = S.metrics_bytes;
+                G.anchor.S.lr_scale = S.lr_scale;
+                G.anchor.S.guard_events = S.guard_events;
                 spike.n = spike.pos = 0;     /* the median restarts with the new learning rate */
                 spikes_since_snapshot = 0;
                 restart = 1;
                 break;
             }
-            if (G.param) {
+            if (G.x) {
                 double med = kn_spike_median(&spike);
                 if (spike.n >= 16 && gnorm > st.guard_spike_factor * med) {
                     char msg[512];
@@ -823,11 +875,10 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             }
             /* no snapshot after a gradient spike until the next rollback: a rollback
              * lands before the first sign of the instability, not in its aftermath */
-            if (G.param && S.step % st.guard_snapshot_every == 0 && spikes_since_snapshot == 0) {
+            if (G.x && S.step % st.guard_snapshot_every == 0 && spikes_since_snapshot == 0) {
                 fflush(mf);
                 S.metrics_bytes = ftell(mf);
-                snapshot_take(&G, m, &o, &S);
-                retries = 0;
+                snapshot_take(&G, &G.recent, m, &o, &S);
             }
             int stop = kn_stop_requested();
             int end_of_epoch = S.batch_in_epoch == steps_per_epoch;
@@ -887,7 +938,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             if ((rc = save_state(ctx, &R, path, &S))) goto done;
         }
         last_ckpt_t = kn_now_seconds();
-        if (G.param && spikes_since_snapshot == 0) { snapshot_take(&G, m, &o, &S); retries = 0; }
+        if (G.x && spikes_since_snapshot == 0) snapshot_take(&G, &G.recent, m, &o, &S);
         if (st.early_stopping > 0 && S.bad_epochs >= st.early_stopping && S.epoch < st.epochs) {
             /* stop and go back to the best weights */
             char bp[2600];

@@ -28,7 +28,7 @@ static const char *const k_data[] = {"dataset", "dir", "train_images", "train_la
                                      "shuffle", "limit_train", "limit_test", NULL};
 static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "budget", "fit", "micro_batch",
                                       "early_stopping", "warn_worse_epochs", NULL};
-static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "spike_factor", "auto_clip", NULL};
+static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "trust_steps", "spike_factor", "explode_factor", "auto_clip", NULL};
 static const char *const k_health[] = {"every", "leakage_check", NULL};
 static const char *const k_ckpt[] = {"every_steps", "every_seconds", "keep_last", "keep_epochs", "on_error", NULL};
 static const char *const k_opt[] = {"type", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
@@ -54,8 +54,10 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_float(ctx, cfg, gs, "lr_factor", 0.5, 1e-6, 1.0, &st->guard_lr_factor))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, gs, "max_retries", 5, 0, 1000, &st->guard_max_retries))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, gs, "snapshot_every", 100, 1, INT64_MAX / 2, &st->guard_snapshot_every))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, gs, "trust_steps", 2000, 0, INT64_MAX / 2, &st->guard_trust_steps))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, gs, "spike_factor", 10.0, 1.0, 1e9, &st->guard_spike_factor))) return rc;
     if ((rc = kn_cfg_bool(ctx, cfg, gs, "auto_clip", 0, &st->guard_auto_clip))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, gs, "explode_factor", 0.0, 0.0, 1e30, &st->guard_explode_factor))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, hs, "every", 100, 0, INT64_MAX / 2, &st->health_every))) return rc;
     if ((rc = kn_cfg_bool(ctx, cfg, hs, "leakage_check", 1, &st->leakage_check))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, t, "early_stopping", 0, 0, 1000000, &st->early_stopping))) return rc;

@@ -28,8 +28,8 @@ typedef struct {
     int ckpt_keep_last, ckpt_keep_epochs, ckpt_on_error; /* on_error: 0 stop, 1 continue */
     /* [guard] */
     int guard_enabled, guard_policy, guard_auto_clip; /* policy: 0 skip, 1 rollback, 2 stop */
-    double guard_lr_factor, guard_spike_factor;
-    int64_t guard_max_retries, guard_snapshot_every;
+    double guard_lr_factor, guard_spike_factor, guard_explode_factor;
+    int64_t guard_max_retries, guard_snapshot_every, guard_trust_steps;
     /* [health], early stopping */
     int64_t health_every, early_stopping, warn_worse_epochs;
     int leakage_check;
