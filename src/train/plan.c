@@ -227,7 +227,7 @@ static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info 
      * step 1 but part of the peak) */
     m->guard = 0;
     if (st->guard_enabled)
-        m->guard += al((size_t)p->micro_batch * elems * 4) + 3 * al((size_t)p->nstate * 4) +
+        m->guard += al((size_t)p->batch * elems * 4) + 3 * al((size_t)p->nstate * 4) + /* x: the whole batch */
                     2 * (size_t)(1 + p->opt_floats) * al((size_t)p->nparam * 4); /* two snapshots */
     if (st->health_every > 0) m->guard += (size_t)(p->nparam + 1) * 4;
     if (st->leakage_check) m->guard += (size_t)p->ntrain * 16;
