@@ -701,8 +701,14 @@ int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
 }
 
 /* ======================= executor ======================= */
+/* Small sums run serially without entering a parallel region: a region that runs on
+ * one thread (an `if` clause false) makes libgomp allocate a team descriptor. */
 static void add_into(float *restrict dst, const float *restrict src, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+    if (n <= 32768) {
+        for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 

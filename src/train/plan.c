@@ -659,15 +659,23 @@ float kn_accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y) {
         kn_accum_load(a, m, y, i);
         rt->step = step * a->steps + i;
         loss += kn_model_forward_backward(m, rt);
+        /* small models run these serially: a one-thread parallel region would make
+         * libgomp allocate a team descriptor */
         if (i == 0) memcpy(s, g, (size_t)n * sizeof(float));
+        else if (n <= 65536)
+            for (int64_t k = 0; k < n; k++) s[k] += g[k];
         else {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static)
             for (int64_t k = 0; k < n; k++) s[k] += g[k];
         }
     }
     const float inv = 1.0f / (float)a->steps;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t k = 0; k < n; k++) g[k] = s[k] * inv;
+    if (n <= 65536)
+        for (int64_t k = 0; k < n; k++) g[k] = s[k] * inv;
+    else {
+#pragma omp parallel for schedule(static)
+        for (int64_t k = 0; k < n; k++) g[k] = s[k] * inv;
+    }
     rt->step = step;
     return (float)(loss / (double)a->steps);
 }
