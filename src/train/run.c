@@ -293,7 +293,8 @@ typedef struct {
  * stretch. A failure soon after the anchor (guard.trust_steps) goes back to the anchor:
  * the states between were produced by a learning rate that has just proved too large. */
 typedef struct {
-    float *x, *state_before;           /* the current batch and BatchNorm statistics */
+    float *x;                          /* non-NULL when the guard is on */
+    float *state_before;               /* BatchNorm statistics before the step */
     snapshot anchor, recent;
     int64_t nparam, nstate;
 } guard_buf;
@@ -316,7 +317,8 @@ static void snap_free(snapshot *sn) {
 static int guard_alloc(kn_ctx *ctx, guard_buf *G, kn_model *m, kn_optimizer *o, int64_t xnum) {
     G->nparam = m->store.nparam;
     G->nstate = m->store.nstate;
-    G->x = kn_aligned_alloc((size_t)xnum * sizeof(float));
+    (void)xnum;
+    G->x = kn_aligned_alloc(KN_ALIGN);
     G->state_before = kn_aligned_alloc((size_t)G->nstate * sizeof(float));
     int ok = snap_alloc(&G->anchor, G->nparam, G->nstate, o->v != NULL) &&
              snap_alloc(&G->recent, G->nparam, G->nstate, o->v != NULL);
@@ -724,10 +726,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         while (S.step < total_steps && S.batch_in_epoch < steps_per_epoch && kn_loader_next(job.train_loader, x, y) > 0) {
             kn_model_set_targets(m, y);
             rt.step = S.step;
-            if (G.x) {
-                memcpy(G.x, x, (size_t)xnum * sizeof(float));
-                memcpy(G.state_before, m->store.state, (size_t)m->store.nstate * sizeof(float));
-            }
+            if (G.x) memcpy(G.state_before, m->store.state, (size_t)m->store.nstate * sizeof(float));
             int health_now = H && acc.steps == 1 && kn_health_due(H, S.step); /* not in micro-batches */
             float loss = health_now ? kn_health_forward_backward(H, m, &rt) : kn_accum_step(&acc, m, &rt, y);
             double gnorm = 0;
@@ -744,8 +743,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 char msg[3000];
                 if (nonfinite) {
                     /* explain: replay this step op by op from the state before it */
+                    /* the same batch again: its order is a function of (seed, epoch), so the
+                     * loader can produce it again (and then continues after it) */
                     memcpy(m->store.state, G.state_before, (size_t)m->store.nstate * sizeof(float));
-                    memcpy(x, G.x, (size_t)xnum * sizeof(float));
+                    kn_loader_start_epoch(job.train_loader, S.epoch, S.batch_in_epoch);
+                    kn_loader_next(job.train_loader, x, y);
                     kn_accum_load(&acc, m, y, 0); /* with micro-batches: the first one */
                     kn_diagnose(m->train, &rt, &rep);
                     kn_diag_format(&rep, msg, sizeof msg);
