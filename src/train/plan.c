@@ -221,14 +221,14 @@ static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info 
     loaders += (size_t)st->prefetch * (al((size_t)p->batch * elems * 4) + al((size_t)p->batch * 4));
     loaders += (size_t)p->batch * 4 + (size_t)p->eval_batch * 4; /* label buffers */
     m->loaders = loaders;
-    /* run.c: the guard's snapshot (batch, BatchNorm statistics before the step,
-     * parameters, state, optimizer moments), the health checks' copy of the parameters
+    /* run.c: the guard's BatchNorm statistics before the step and two snapshots
+     * (parameters, state, optimizer moments; the batch itself is not copied: the
+     * loader reproduces it for a replay), the health checks' copy of the parameters
      * and the leakage check's hash table (16 bytes per training sample, freed before
      * step 1 but part of the peak) */
     m->guard = 0;
     if (st->guard_enabled)
-        m->guard += al((size_t)p->batch * elems * 4) + 3 * al((size_t)p->nstate * 4) + /* x: the whole batch */
-                    2 * (size_t)(1 + p->opt_floats) * al((size_t)p->nparam * 4); /* two snapshots */
+        m->guard += 3 * al((size_t)p->nstate * 4) + 2 * (size_t)(1 + p->opt_floats) * al((size_t)p->nparam * 4);
     if (st->health_every > 0) m->guard += (size_t)(p->nparam + 1) * 4;
     if (st->leakage_check) m->guard += (size_t)p->ntrain * 16;
     m->baseline = KN_RSS_BASELINE_BYTES + (size_t)p->nconv * KN_RSS_PER_CONV_BYTES +
