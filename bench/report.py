@@ -100,7 +100,9 @@ def main():
     ap.add_argument("--torch-pypi", default="", help="python with PyPI's torch ('' = not available)")
     ap.add_argument("--pypi-note", default="", help="why PyPI's torch is not available")
     ap.add_argument("--torch-debian", default="/usr/bin/python3", help="python with Debian's python3-torch")
-    ap.add_argument("--seconds", type=float, default=4.0, help="timed training seconds per run")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed training seconds per run")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="rounds per configuration; each engine keeps its best samples/s (and largest RSS)")
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--no-fused", action="store_true", help="skip the PyPI torch run with fused Adam")
     ap.add_argument("--batches", default="64,256")
@@ -108,7 +110,7 @@ def main():
     ap.add_argument("--json", default=os.path.join(ROOT, "build", "bench-results.json"))
     ap.add_argument("--quiet-below", type=float, default=0.1,
                     help="before each run, wait until other work uses less than this share of the CPUs")
-    ap.add_argument("--max-wait", type=float, default=120, help="longest wait for a quiet machine (seconds)")
+    ap.add_argument("--max-wait", type=float, default=60, help="longest wait for a quiet machine (seconds)")
     ap.add_argument("--report", default=os.path.join(ROOT, "build", "bench-report.txt"),
                     help="a copy of everything printed")
     args = ap.parse_args()
@@ -155,15 +157,28 @@ def main():
         for batch in batches:
             for t in threads:
                 row = {"model": model, "batch": batch, "threads": t, "load": loadavg()}
-                row["busy"] = wait_quiet(args.quiet_below, args.max_wait)
-                row["kiln"] = run_json([args.kiln, "train", CONFIGS[model], "--batch", str(batch), "--threads", str(t),
-                                        "--seconds", str(args.seconds)])
-                for key, _, py, extra in peers:
+                row["busy"] = 0.0
+                for rep in range(args.repeat):
+                    # every engine once per round, interleaved; each keeps its best round
+                    runs = {}
                     row["busy"] = max(row["busy"], wait_quiet(args.quiet_below, args.max_wait))
-                    env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
-                    row[key] = run_json([py, os.path.join(HERE, "torch_bench.py"), "--model", model, "--batch",
-                                         str(batch), "--threads", str(t), "--seconds", str(args.seconds)] + extra,
-                                        env=env)
+                    runs["kiln"] = run_json([args.kiln, "train", CONFIGS[model], "--batch", str(batch), "--threads",
+                                             str(t), "--seconds", str(args.seconds)])
+                    for key, _, py, extra in peers:
+                        row["busy"] = max(row["busy"], wait_quiet(args.quiet_below, args.max_wait))
+                        env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+                        runs[key] = run_json([py, os.path.join(HERE, "torch_bench.py"), "--model", model, "--batch",
+                                              str(batch), "--threads", str(t), "--seconds", str(args.seconds)] + extra,
+                                             env=env)
+                    for key, r in runs.items():
+                        if key not in row:
+                            row[key] = dict(r)
+                            row[key]["rounds"] = []
+                        best = row[key]
+                        best["rounds"].append({k: r[k] for k in ("train_sps", "infer_sps", "peak_rss")})
+                        best["train_sps"] = max(best["train_sps"], r["train_sps"])
+                        best["infer_sps"] = max(best["infer_sps"], r["infer_sps"])
+                        best["peak_rss"] = max(best["peak_rss"], r["peak_rss"])
                 results.append(row)
                 msg = "  %s batch %d, %d thread%s: kiln %.0f/s" % (model, batch, t, "s" if t > 1 else "",
                                                                   row["kiln"]["train_sps"])
@@ -190,12 +205,20 @@ def main():
 
     num = lambda v: "%.0f" % v  # noqa: E731
     mib = lambda v: "%.0f MiB" % (v / 1048576.0)  # noqa: E731
+    print("\nEach figure is the best of %d rounds (engines interleaved); peak RSS the largest." % args.repeat)
     table("Training samples/s (after warm-up; Adam, real Fashion-MNIST batches)", "train_sps", num, "x")
     table("Inference samples/s (test set, evaluation graph / torch.inference_mode)", "infer_sps", num, "x")
     table("Peak RSS of the process (train + inference)", "peak_rss", mib, "x")
 
-    wait_quiet(args.quiet_below, args.max_wait)
-    micro = sh([args.kiln, "micro", CONFIGS["cnn"], "--batch", "256", "--threads", str(ncpu)], cwd=ROOT).stdout
+    micro = None
+    for rep in range(args.repeat):  # the round with the highest fraction of the peak
+        wait_quiet(args.quiet_below, args.max_wait)
+        m = sh([args.kiln, "micro", CONFIGS["cnn"], "--batch", "256", "--threads", str(ncpu)], cwd=ROOT).stdout
+        frac = [ln for ln in m.splitlines() if ln.startswith("conv+linear total")]
+        f = float(frac[0].rsplit("=", 1)[1].split("%")[0]) if frac else -1
+        if micro is None or f > micro[0]:
+            micro = (f, m)
+    micro = micro[1]
     print("\n" + micro.rstrip())
 
     # acceptance points of the issue, as measured in this run
