@@ -13,8 +13,10 @@
  *   dx = gamma invstd / m * (m dy - dbeta - xh dgamma).
  *
  * batchnorm_relu (kn_op_batchnorm_relu, ops/fused.h) is the same op followed by a
- * ReLU in the same pass: y = max(bn(x), 0) (NaN gives 0, like relu); its backward reads
- * y and uses dy * (y > 0) in place of dy. The model builder uses it for
+ * ReLU in the same pass: y = max(bn(x), 0) (NaN gives 0, like relu); its backward uses
+ * dy * (bn(x) > 0) in place of dy, recomputing bn(x) from x and the saved statistics
+ * with the forward's own arithmetic (so the mask is exactly y > 0) instead of keeping y
+ * for the backward: one tensor fewer kept, two passes over it fewer. The model builder uses it for
  * `activation = relu` on a batchnorm layer and for a relu layer that is the only reader
  * of a batchnorm layer.
  *
@@ -126,12 +128,13 @@ static void bn_forward(const kn_node *n, kn_rt *rt) {
         }
         smean[c] = (float)mean;
         sinv[c] = (float)invstd;
-        /* in double: no cancellation when |mean| >> std */
-        const double scale = (double)gamma[c] * invstd, shift = beta[c];
+        /* in double: no cancellation when |mean| >> std; from the saved (float) statistics,
+         * which the backward of batchnorm_relu uses to recompute these values exactly */
+        const double mr = smean[c], scale = (double)gamma[c] * (double)sinv[c], shift = beta[c];
         for (int64_t b = 0; b < N; b++) {
             const float *xp = x + (b * C + c) * S;
             float *yp = y + (b * C + c) * S;
-            for (int64_t k = 0; k < S; k++) yp[k] = (float)(((double)xp[k] - mean) * scale + shift);
+            for (int64_t k = 0; k < S; k++) yp[k] = (float)(((double)xp[k] - mr) * scale + shift);
             if (relu)
                 for (int64_t k = 0; k < S; k++) yp[k] = yp[k] > 0.0f ? yp[k] : 0.0f;
         }
@@ -145,17 +148,20 @@ static void bn_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
     kn_graph *g = rt->g;
     const bn_dims d = bn_dims_of(g, n);
     const int64_t N = d.N, C = d.C, S = d.S, m = N * S;
-    const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]);
+    const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]), *beta = kn_ptr(g, n->in[2]);
     const float *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
-    const float *y = relu ? kn_ptr(g, n->out[0]) : NULL;
     const float *dy = dout[0];
     float *dx = din[0], *dgamma = din[1], *dbeta = din[2];
     const int training = rt->training;
-/* the gradient that reaches the normalisation: through the fused ReLU's mask */
-#define BN_DY(off, k) (relu ? (y[(off) + (k)] > 0.0f ? dy[(off) + (k)] : 0.0f) : dy[(off) + (k)])
+/* the gradient that reaches the normalisation: through the fused ReLU's mask, the
+ * forward's output recomputed as the forward computed it */
+#define BN_DY(off, k)                                                                                     \
+    (relu ? ((float)(((double)x[(off) + (k)] - mean) * rscale + rshift) > 0.0f ? dy[(off) + (k)] : 0.0f) \
+          : dy[(off) + (k)])
 #pragma omp parallel for schedule(static) if (N * C * S > 16384)
     for (int64_t c = 0; c < C; c++) {
         const double mean = smean[c], invstd = sinv[c];
+        const double rscale = (double)gamma[c] * (double)sinv[c], rshift = beta[c];
         double sdy = 0.0, sdyxh = 0.0;
         for (int64_t b = 0; b < N; b++) {
             const int64_t off = (b * C + c) * S;
@@ -198,7 +204,7 @@ static void bn_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
  * x[n][c/B][s][c%B]; scratch: per-sample partial sums [N][C][2] (double), then the
  * per-channel coefficients [3][C] (float). B is 8 or 16: one or two 8-lane vectors. */
 static size_t bn_scratch_bytes(int64_t N, int64_t C) {
-    return (size_t)(N * C * 2) * sizeof(double) + (size_t)(3 * C) * sizeof(float) + 64;
+    return (size_t)(N * C * 2) * sizeof(double) + (size_t)(4 * C) * sizeof(float) + 64;
 }
 
 static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu) {
@@ -249,7 +255,7 @@ static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu) {
             smean[c] = (float)mean;
             sinv[c] = (float)invstd;
             cm[c] = (float)mean;
-            cs[c] = (float)((double)gamma[c] * invstd);
+            cs[c] = (float)((double)gamma[c] * (double)sinv[c]); /* the backward recomputes it */
             cb_[c] = beta[c];
         }
     } else {
@@ -258,7 +264,7 @@ static void bn_forward_blocked(const kn_node *n, kn_rt *rt, int B, int relu) {
             smean[c] = rmean[c];
             sinv[c] = (float)invstd;
             cm[c] = rmean[c];
-            cs[c] = (float)((double)gamma[c] * invstd);
+            cs[c] = (float)((double)gamma[c] * (double)sinv[c]);
             cb_[c] = beta[c];
         }
     }
@@ -287,28 +293,37 @@ static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, fl
     const bn_dims d = bn_dims_of(g, n);
     const int64_t N = d.N, C = d.C, S = d.S, CB = C / B, m = N * S;
     const int Q = B / 8;
-    const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]);
+    const float *x = kn_ptr(g, n->in[0]), *gamma = kn_ptr(g, n->in[1]), *beta = kn_ptr(g, n->in[2]);
     const float *smean = kn_ptr(g, n->out[1]), *sinv = kn_ptr(g, n->out[2]);
-    const float *y = relu ? kn_ptr(g, n->out[0]) : dout[0]; /* y is read only with the ReLU */
     const float *dy = dout[0];
     float *dx = din[0], *dgamma = din[1], *dbeta = din[2];
     double *part = rt->scratch;
     float *k1 = (float *)(void *)(part + N * C * 2), *k2 = k1 + C, *k0 = k2 + C;
     const kn_v8f zero = kn_splat8(0.0f);
+    /* the ReLU mask: the forward's output, recomputed exactly as the forward did */
+    float *rs = k0 + C;
+    for (int64_t c = 0; c < C; c++) rs[c] = (float)((double)gamma[c] * (double)sinv[c]);
 #pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 32768)
     for (int64_t b = 0; b < N; b++)
         for (int64_t cb = 0; cb < CB; cb++) {
             const int64_t off = (b * CB + cb) * S * B;
-            const float *xp = x + off, *dyp = dy + off, *yp = y + off;
+            const float *xp = x + off, *dyp = dy + off;
             kn_v8d a1[2] = {0}, a2[2] = {0}, mu[2];
-            for (int q = 0; q < Q; q++) mu[q] = kn_cvt8(kn_ld8(smean + cb * B + 8 * q));
+            kn_v8f muf[2], sc[2], be[2];
+            for (int q = 0; q < Q; q++) {
+                muf[q] = kn_ld8(smean + cb * B + 8 * q);
+                mu[q] = kn_cvt8(muf[q]);
+                sc[q] = kn_ld8(rs + cb * B + 8 * q);
+                be[q] = kn_ld8(beta + cb * B + 8 * q);
+            }
             for (int64_t k = 0; k < S; k++)
                 for (int q = 0; q < Q; q++) {
+                    const kn_v8f xv = kn_ld8(xp + k * B + 8 * q);
                     kn_v8f gk = kn_ld8(dyp + k * B + 8 * q);
-                    if (relu) gk = kn_sel8(kn_ld8(yp + k * B + 8 * q) > zero, gk, zero);
+                    if (relu) gk = kn_sel8((xv - muf[q]) * sc[q] + be[q] > zero, gk, zero);
                     const kn_v8d gd = kn_cvt8(gk);
                     a1[q] += gd;
-                    a2[q] += gd * (kn_cvt8(kn_ld8(xp + k * B + 8 * q)) - mu[q]);
+                    a2[q] += gd * (kn_cvt8(xv) - mu[q]);
                 }
             double *pp = part + (b * C + cb * B) * 2;
             for (int l = 0; l < B; l++) {
@@ -337,20 +352,23 @@ static void bn_backward_blocked(const kn_node *n, kn_rt *rt, int B, int relu, fl
     for (int64_t b = 0; b < N; b++)
         for (int64_t cb = 0; cb < CB; cb++) {
             const int64_t off = (b * CB + cb) * S * B;
-            const float *xp = x + off, *dyp = dy + off, *yp = y + off;
+            const float *xp = x + off, *dyp = dy + off;
             float *dxp = dx + off;
-            kn_v8f mu[2], c1[2], c2[2], c0[2];
+            kn_v8f mu[2], c1[2], c2[2], c0[2], sc[2], be[2];
             for (int q = 0; q < Q; q++) {
                 mu[q] = kn_ld8(smean + cb * B + 8 * q);
                 c1[q] = kn_ld8(k1 + cb * B + 8 * q);
                 c2[q] = kn_ld8(k2 + cb * B + 8 * q);
                 c0[q] = kn_ld8(k0 + cb * B + 8 * q);
+                sc[q] = kn_ld8(rs + cb * B + 8 * q);
+                be[q] = kn_ld8(beta + cb * B + 8 * q);
             }
             for (int64_t k = 0; k < S; k++)
                 for (int q = 0; q < Q; q++) {
+                    const kn_v8f xv = kn_ld8(xp + k * B + 8 * q);
                     kn_v8f gk = kn_ld8(dyp + k * B + 8 * q);
-                    if (relu) gk = kn_sel8(kn_ld8(yp + k * B + 8 * q) > zero, gk, zero);
-                    kn_st8(dxp + k * B + 8 * q, c1[q] * gk - c2[q] * (kn_ld8(xp + k * B + 8 * q) - mu[q]) - c0[q]);
+                    if (relu) gk = kn_sel8((xv - mu[q]) * sc[q] + be[q] > zero, gk, zero);
+                    kn_st8(dxp + k * B + 8 * q, c1[q] * gk - c2[q] * (xv - mu[q]) - c0[q]);
                 }
         }
 }
@@ -383,8 +401,8 @@ const kn_op kn_op_batchnorm_relu = {
     .infer = bn_infer,
     .flops_fwd = bn_flops,
     .flops_bwd = bn_flops_bwd,
-    .bwd_reads_in = 0x3,  /* x, gamma */
-    .bwd_reads_out = 0x7, /* y (the ReLU mask), saved mean, invstd */
+    .bwd_reads_in = 0x7,  /* x, gamma, beta (the ReLU mask is recomputed, y is not kept) */
+    .bwd_reads_out = 0x6, /* saved mean, invstd */
     .diff_inputs = 0x7,   /* x, gamma, beta */
     .bwd_inplace = 0x1,   /* dx may overwrite dy: per channel, reductions over dy first, then dx[k] from dy[k] */
     .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
