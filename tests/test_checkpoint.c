@@ -66,14 +66,6 @@ static const char *CFG =
     "type = linear\n"
     "out = 10\n";
 
-static void slurp(const char *path, char *buf, size_t n) {
-    buf[0] = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = 0;
-    fclose(f);
-}
 
 static const char *bin(void) {
     const char *b = getenv("KN_BIN");
@@ -87,9 +79,9 @@ static int run(const char *pre, const char *args) {
     int st = kn_test_system(cmd);
     char p[2048];
     snprintf(p, sizeof p, "%s/out.txt", D);
-    slurp(p, g_out, sizeof g_out);
+    kn_test_slurp(p, g_out, sizeof g_out);
     snprintf(p, sizeof p, "%s/err.txt", D);
-    slurp(p, g_err, sizeof g_err);
+    kn_test_slurp(p, g_err, sizeof g_err);
     return st;
 }
 
@@ -176,7 +168,7 @@ static int count_step_lines(const char *run_dir) {
     char p[2048];
     static char buf[1 << 20];
     snprintf(p, sizeof p, "%s/%s/metrics.jsonl", D, run_dir);
-    slurp(p, buf, sizeof buf);
+    kn_test_slurp(p, buf, sizeof buf);
     int n = 0;
     for (char *s = buf; (s = strstr(s, "\"event\":\"step\"")); s++) n++;
     return n;
@@ -249,7 +241,7 @@ static void test_signal(int sig, int expect, const char *run_dir) {
     while (count_step_lines(run_dir) < 30 && kn_now_seconds() - t0 < 20) sleep_ms(1);
     kill(pid, sig);
     int st = wait_status(pid);
-    slurp(errf, g_err, sizeof g_err);
+    kn_test_slurp(errf, g_err, sizeof g_err);
     CHECK(st == expect, "signal %d: exit status %d, expected %d (%s)", sig, st, expect, g_err);
     CHECK(strstr(g_err, "kiln resume") != NULL, "signal %d: no resume hint: %s", sig, g_err);
     long long at = -1;

@@ -17,14 +17,6 @@
 static char g_dir[1024];
 static char g_out[65536], g_err[65536];
 
-static void slurp(const char *path, char *buf, size_t n) {
-    buf[0] = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = 0;
-    fclose(f);
-}
 
 /* Run "$KN_BIN args", capture stdout/stderr separately; returns the exit status. */
 static int run(const char *args) {
@@ -35,9 +27,9 @@ static int run(const char *args) {
     int st = system(cmd);
     char p[2048];
     snprintf(p, sizeof p, "%s/out.txt", g_dir);
-    slurp(p, g_out, sizeof g_out);
+    kn_test_slurp(p, g_out, sizeof g_out);
     snprintf(p, sizeof p, "%s/err.txt", g_dir);
-    slurp(p, g_err, sizeof g_err);
+    kn_test_slurp(p, g_err, sizeof g_err);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
@@ -207,7 +199,7 @@ static void test_help(void) {
 static void step_lines(const char *run_dir, char *buf, size_t n) {
     char p[2048], all[65536];
     snprintf(p, sizeof p, "%s/%s/metrics.jsonl", g_dir, run_dir);
-    slurp(p, all, sizeof all);
+    kn_test_slurp(p, all, sizeof all);
     buf[0] = 0;
     size_t k = 0;
     for (char *line = strtok(all, "\n"); line; line = strtok(NULL, "\n"))

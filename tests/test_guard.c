@@ -19,14 +19,6 @@
 static char D[1024];
 static char g_out[1 << 16], g_err[1 << 16];
 
-static void slurp(const char *path, char *buf, size_t n) {
-    buf[0] = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = 0;
-    fclose(f);
-}
 
 static int run(const char *args) {
     const char *bin = getenv("KN_BIN");
@@ -35,9 +27,9 @@ static int run(const char *args) {
     int st = kn_test_system(cmd);
     char p[2048];
     snprintf(p, sizeof p, "%s/out.txt", D);
-    slurp(p, g_out, sizeof g_out);
+    kn_test_slurp(p, g_out, sizeof g_out);
     snprintf(p, sizeof p, "%s/err.txt", D);
-    slurp(p, g_err, sizeof g_err);
+    kn_test_slurp(p, g_err, sizeof g_err);
     return st;
 }
 
@@ -53,7 +45,7 @@ static const char *metrics(const char *run_dir) {
     static char buf[1 << 20];
     char p[2048];
     snprintf(p, sizeof p, "%s/%s/metrics.jsonl", D, run_dir);
-    slurp(p, buf, sizeof buf);
+    kn_test_slurp(p, buf, sizeof buf);
     return buf;
 }
 

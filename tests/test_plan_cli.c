@@ -32,14 +32,6 @@ static char g_dir[1024];
 static char g_out[1 << 17], g_err[1 << 16];
 static long g_rss_kib;
 
-static void slurp(const char *path, char *buf, size_t n) {
-    buf[0] = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = 0;
-    fclose(f);
-}
 
 /* Run "$KN_BIN args" in g_dir; stdout/stderr to g_out/g_err; peak RSS to g_rss_kib. */
 static int run(const char *args) {
@@ -59,9 +51,9 @@ static int run(const char *args) {
     g_rss_kib = ru.ru_maxrss;
     char p[2048];
     snprintf(p, sizeof p, "%s/out.txt", g_dir);
-    slurp(p, g_out, sizeof g_out);
+    kn_test_slurp(p, g_out, sizeof g_out);
     snprintf(p, sizeof p, "%s/err.txt", g_dir);
-    slurp(p, g_err, sizeof g_err);
+    kn_test_slurp(p, g_err, sizeof g_err);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 

@@ -28,6 +28,8 @@ const char *kn_test_src(const char *rel);
 void kn_test_make_images(const char *dir, const char *sub, int n, int rows, int cols);
 /* The same with a fraction of the TRAINING labels replaced by random ones (to overfit). */
 void kn_test_make_images_noisy(const char *dir, const char *sub, int n, int rows, int cols, double noise);
+/* Read a whole (text) file into buf, NUL-terminated; empty if it cannot be read. */
+void kn_test_slurp(const char *path, char *buf, size_t n);
 /* Run a shell command line; returns its exit status (128+signal if killed). */
 int kn_test_system(const char *cmd);
 
