@@ -269,8 +269,10 @@ def main():
             nominal, effective = fracs[0], fracs[-1]
             point("CNN conv+linear fwd+bwd, batch 256, all cores >= 70% of peak", effective >= 70.0,
                   "%.1f%% counting only the computed taps (%.1f%% nominal FLOPs)" % (effective, nominal))
-    print("load average at end: %.2f%s" % (loadavg(), "" if loadavg() < 0.5 * ncpu else
-                                            "  (high: other work was running; figures are noisy)"))
+    busiest = max(r["busy"] for r in results) if results else 0.0
+    print("other work on the machine just before the runs (from /proc/stat): at most %.0f%% of the CPUs%s"
+          % (100 * busiest, "" if busiest <= args.quiet_below else
+             " — above --quiet-below after waiting --max-wait: those figures are noisy"))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"peers": [[k, l] for k, l, _, _ in peers], "results": results, "micro": micro}, f, indent=1)

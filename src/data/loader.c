@@ -71,13 +71,17 @@ static void make_order(kn_loader *L, int64_t epoch) {
     }
 }
 
-/* Fill batch b of the current order into x, y; pads a short batch with zeros. */
-static int fill_batch(const kn_loader *L, int64_t b, float *x, int32_t *y) {
+/* Fill batch b of the current order into x, y; pads a short batch with zeros.
+ * par: called from the consumer's thread (synchronous loader), which may share the
+ * images out among the OpenMP team; the prefetch thread fills alone (a team of its own
+ * would take cores from the step). Each value is computed the same way either way. */
+static int fill_batch(const kn_loader *L, int64_t b, float *x, int32_t *y, int par) {
     int64_t start = b * L->batch;
     int64_t cnt = L->n - start;
     if (cnt > L->batch) cnt = L->batch;
     if (cnt < 0) cnt = 0;
     const size_t E = L->elems;
+#pragma omp parallel for schedule(static) if (par && (size_t)cnt * E > 65536)
     for (int64_t i = 0; i < cnt; i++) {
         int64_t pos = L->order[start + i];
         int64_t s = L->indices ? L->indices[pos] : pos;
@@ -108,7 +112,7 @@ static void *producer(void *arg) {
             L->busy = 1;
             pthread_mutex_unlock(&L->mu);
             kn_slot *s = &L->ring[slot];
-            s->count = fill_batch(L, b, s->x, s->y);
+            s->count = fill_batch(L, b, s->x, s->y, 0);
             s->batch = b;
             pthread_mutex_lock(&L->mu);
             L->busy = 0;
@@ -241,7 +245,7 @@ int kn_loader_next(kn_loader *L, float *x, int32_t *y) {
     if (!L->started) kn_loader_start_epoch(L, 0, 0);
     if (L->depth == 0) {
         if (L->next_batch >= L->nbatches) return 0;
-        return fill_batch(L, L->next_batch++, x, y);
+        return fill_batch(L, L->next_batch++, x, y, 1);
     }
     pthread_mutex_lock(&L->mu);
     if (L->next_batch >= L->nbatches) {
