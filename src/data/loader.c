@@ -14,6 +14,7 @@
 #include "data/data.h"
 
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,27 +72,36 @@ static void make_order(kn_loader *L, int64_t epoch) {
     }
 }
 
+/* Sample i of the batch that starts at position start of the current order. */
+static void fill_one(const kn_loader *L, int64_t start, int64_t i, float *x, int32_t *y) {
+    const size_t E = L->elems;
+    int64_t pos = L->order[start + i];
+    int64_t s = L->indices ? L->indices[pos] : pos;
+    const uint8_t *src = L->ds->images + (size_t)s * E;
+    float *dst = x + (size_t)i * E;
+    /* the same float expression as the table (lut[v]), computed in vectors */
+    const float mean = L->mean, sd = L->std;
+#pragma omp simd
+    for (size_t k = 0; k < E; k++) dst[k] = ((float)src[k] / 255.0f - mean) / sd;
+    y[i] = (int32_t)L->ds->labels[s];
+}
+
 /* Fill batch b of the current order into x, y; pads a short batch with zeros.
- * par: called from the consumer's thread (synchronous loader), which may share the
- * images out among the OpenMP team; the prefetch thread fills alone (a team of its own
- * would take cores from the step). Each value is computed the same way either way. */
+ * par: called from the consumer's thread (synchronous loader), which shares the images
+ * out among the OpenMP team; the prefetch thread fills alone, outside any OpenMP region
+ * (a team of its own would take cores from the step). Each value is computed the same
+ * way either way. */
 static int fill_batch(const kn_loader *L, int64_t b, float *x, int32_t *y, int par) {
     int64_t start = b * L->batch;
     int64_t cnt = L->n - start;
     if (cnt > L->batch) cnt = L->batch;
     if (cnt < 0) cnt = 0;
     const size_t E = L->elems;
-#pragma omp parallel for schedule(static) if (par && (size_t)cnt * E > 65536)
-    for (int64_t i = 0; i < cnt; i++) {
-        int64_t pos = L->order[start + i];
-        int64_t s = L->indices ? L->indices[pos] : pos;
-        const uint8_t *src = L->ds->images + (size_t)s * E;
-        float *dst = x + (size_t)i * E;
-        /* the same float expression as the table (lut[v]), computed in vectors */
-        const float mean = L->mean, sd = L->std;
-#pragma omp simd
-        for (size_t k = 0; k < E; k++) dst[k] = ((float)src[k] / 255.0f - mean) / sd;
-        y[i] = (int32_t)L->ds->labels[s];
+    if (par && (size_t)cnt * E > 65536 && omp_get_max_threads() > 1) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < cnt; i++) fill_one(L, start, i, x, y);
+    } else {
+        for (int64_t i = 0; i < cnt; i++) fill_one(L, start, i, x, y);
     }
     if (cnt < L->batch) {
         memset(x + (size_t)cnt * E, 0, (size_t)(L->batch - cnt) * E * sizeof *x);
