@@ -12,41 +12,16 @@
 
 #include "backend/cpu/layout.h"
 #include "graph/graph.h"
+#include "ops/pool.h"
 
 static int maxpool_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
-    char a[64];
-    if (n->nin != 1) return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d takes one input, got %d", n->nin);
-    const kn_value *xv = &g->v[n->in[0]];
-    const kn_shape *x = &xv->shape;
-    if (x->nd != 4)
-        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a 4-D input [batch, channels, height, width], got %s",
-                      kn_shape_str(x, a, sizeof a));
-    if (xv->dtype != KN_F32)
-        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a float32 input, got an integer tensor");
-    int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
-    if (kh < 1 || kw < 1)
-        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a kernel size >= 1, got %lldx%lld", (long long)kh,
-                      (long long)kw);
-    if (sh < 1 || sw < 1)
-        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d expects a stride >= 1, got %lldx%lld", (long long)sh,
-                      (long long)sw);
-    if (ph < 0 || pw < 0 || ph > kh / 2 || pw > kw / 2)
-        return kn_err(ctx, KN_ERR_SHAPE,
-                      "maxpool2d padding must be between 0 and half the kernel size (at most %lldx%lld for a "
-                      "%lldx%lld kernel), got %lldx%lld",
-                      (long long)(kh / 2), (long long)(kw / 2), (long long)kh, (long long)kw, (long long)ph,
-                      (long long)pw);
-    int64_t H = x->d[2], W = x->d[3];
-    if (H + 2 * ph < kh || W + 2 * pw < kw)
-        return kn_err(ctx, KN_ERR_SHAPE,
-                      "maxpool2d kernel %lldx%lld is larger than the padded input %lldx%lld (input %s); the "
-                      "output would be empty",
-                      (long long)kh, (long long)kw, (long long)(H + 2 * ph), (long long)(W + 2 * pw),
-                      kn_shape_str(x, a, sizeof a));
-    int64_t OH = (H + 2 * ph - kh) / sh + 1, OW = (W + 2 * pw - kw) / sw + 1;
-    if (H * W > INT32_MAX)
-        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d input plane %lldx%lld is too large", (long long)H, (long long)W);
-    kn_shape ys = kn_shape4(x->d[0], x->d[1], OH, OW);
+    kn_shape ys;
+    int rc = kn_pool_shape(g, n, ctx, "maxpool2d", &ys);
+    if (rc) return rc;
+    const kn_shape *x = kn_shp(g, n->in[0]);
+    if (x->d[2] * x->d[3] > INT32_MAX)
+        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d input plane %lldx%lld is too large", (long long)x->d[2],
+                      (long long)x->d[3]);
     if (kn_g_declare_out(g, n, 0, KN_F32, ys) < 0 || kn_g_declare_out(g, n, 1, KN_I32, ys) < 0)
         return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     return KN_OK;
