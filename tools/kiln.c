@@ -86,6 +86,17 @@ static int parse_int(const char *s, long long *out) {
     return 0;
 }
 
+static int parse_threads(const char *s, long long *out) {
+    return parse_int(s, out) || *out < 1 || *out > 1024;
+}
+
+/* A config file with the command line's --set overrides applied. */
+static int load_config(kn_ctx *ctx, const char *path, const char *const *sets, int nsets, kn_config **cfg) {
+    int rc = kn_config_load(ctx, path, cfg);
+    for (int i = 0; !rc && i < nsets; i++) rc = kn_config_set(ctx, *cfg, sets[i]);
+    return rc;
+}
+
 static int fail(kn_ctx *ctx) {
     fprintf(stderr, "kiln: error: %s\n", kn_ctx_message(ctx));
     return 1;
@@ -127,7 +138,7 @@ static int cmd_resume(int argc, char **argv) {
         if (!strcmp(a, "--threads")) {
             long long v;
             if (i + 1 >= argc) return usage_error("option %s needs a value", a);
-            if (parse_int(argv[++i], &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
+            if (parse_threads(argv[++i], &v)) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
             o.threads = (int)v;
         } else if (!strcmp(a, "--allow-config-change")) {
             o.allow_config_change = 1;
@@ -214,7 +225,7 @@ static int cmd_plan(int argc, char **argv) {
             snprintf(extra[1], sizeof extra[1], "train.budget=%s", val);
             sets[nsets++] = extra[1];
         } else if (!strcmp(a, "--threads")) {
-            if (parse_int(val, &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", val);
+            if (parse_threads(val, &v)) return usage_error("--threads '%s': expected an integer from 1 to 1024", val);
             snprintf(extra[2], sizeof extra[2], "train.threads=%lld", v);
             sets[nsets++] = extra[2];
         } else if (!strcmp(a, "--fit")) {
@@ -232,8 +243,7 @@ static int cmd_plan(int argc, char **argv) {
     if (!config) return usage_error("%s", "plan needs a CONFIG file, e.g. kiln plan examples/fashion_mnist_cnn.ini --batch 512");
     kn_ctx *ctx = kn_ctx_new();
     kn_config *cfg = NULL;
-    int rc = kn_config_load(ctx, config, &cfg);
-    for (int i = 0; !rc && i < nsets; i++) rc = kn_config_set(ctx, cfg, sets[i]);
+    int rc = load_config(ctx, config, sets, nsets, &cfg);
     if (!rc) rc = kn_plan_command(ctx, cfg, json, stdout);
     int status = rc ? fail(ctx) : 0;
     kn_config_free(cfg);
@@ -275,7 +285,7 @@ static int cmd_train(int argc, char **argv) {
             o.run_dir = val;
         } else if (!strcmp(a, "--threads")) {
             long long v;
-            if (parse_int(val, &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", val);
+            if (parse_threads(val, &v)) return usage_error("--threads '%s': expected an integer from 1 to 1024", val);
             o.threads = (int)v;
         } else if (!strcmp(a, "--seed")) {
             long long v;
@@ -302,8 +312,7 @@ static int cmd_train(int argc, char **argv) {
     if (!config) return usage_error("%s", "train needs a CONFIG file, e.g. kiln train examples/fashion_mnist_cnn.ini");
     kn_ctx *ctx = kn_ctx_new();
     kn_config *cfg = NULL;
-    int rc = kn_config_load(ctx, config, &cfg);
-    for (int i = 0; !rc && i < nsets; i++) rc = kn_config_set(ctx, cfg, sets[i]);
+    int rc = load_config(ctx, config, sets, nsets, &cfg);
     kn_train_result r;
     memset(&r, 0, sizeof r);
     if (!rc) rc = kn_train(ctx, cfg, &o, &r);
@@ -320,7 +329,7 @@ static int cmd_eval(int argc, char **argv) {
         if (!strcmp(argv[i], "--threads")) {
             long long v;
             if (i + 1 >= argc) return usage_error("option %s needs a value", argv[i]);
-            if (parse_int(argv[++i], &v) || v < 1 || v > 1024) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
+            if (parse_threads(argv[++i], &v)) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
             threads = (int)v;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage_error("unknown option '%s' for eval", argv[i]);
