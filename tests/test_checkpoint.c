@@ -72,18 +72,11 @@ static const char *bin(void) {
     return b ? b : "./kiln";
 }
 
-/* run kiln synchronously in D; "pre" is shell code run before (e.g. ulimit) */
+
 static int run(const char *pre, const char *args) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s >'%s/out.txt' 2>'%s/err.txt'", D, pre ? pre : "", bin(), args, D, D);
-    int st = kn_test_system(cmd);
-    char p[2048];
-    snprintf(p, sizeof p, "%s/out.txt", D);
-    kn_test_slurp(p, g_out, sizeof g_out);
-    snprintf(p, sizeof p, "%s/err.txt", D);
-    kn_test_slurp(p, g_err, sizeof g_err);
-    return st;
+    return kn_test_run_kiln(D, pre, args, g_out, sizeof g_out, g_err, sizeof g_err);
 }
+static void write_cfg(const char *name, const char *text) { kn_test_write(D, name, text); }
 
 static pid_t spawn(const char *run_dir, const char *errfile) {
     pid_t pid = fork();
@@ -174,13 +167,6 @@ static int count_step_lines(const char *run_dir) {
     return n;
 }
 
-static void write_cfg(const char *name, const char *text) {
-    char p[2048];
-    snprintf(p, sizeof p, "%s/%s", D, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
 
 static void test_kill(void) {
     srand(12345);

@@ -18,28 +18,10 @@ static char g_dir[1024];
 static char g_out[65536], g_err[65536];
 
 
-/* Run "$KN_BIN args", capture stdout/stderr separately; returns the exit status. */
-static int run(const char *args) {
-    const char *bin = getenv("KN_BIN");
-    if (!bin) bin = "./kiln";
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s/out.txt' 2>'%s/err.txt'", g_dir, bin, args, g_dir, g_dir);
-    int st = system(cmd);
-    char p[2048];
-    snprintf(p, sizeof p, "%s/out.txt", g_dir);
-    kn_test_slurp(p, g_out, sizeof g_out);
-    snprintf(p, sizeof p, "%s/err.txt", g_dir);
-    kn_test_slurp(p, g_err, sizeof g_err);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
 
-static void write_file(const char *name, const char *text) {
-    char p[2048];
-    snprintf(p, sizeof p, "%s/%s", g_dir, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
+
+static int run(const char *args) { return kn_test_run_kiln(g_dir, NULL, args, g_out, sizeof g_out, g_err, sizeof g_err); }
+static void write_file(const char *name, const char *text) { kn_test_write(g_dir, name, text); }
 
 static int count_lines(const char *s) {
     int n = 0;

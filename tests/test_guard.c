@@ -20,26 +20,10 @@ static char D[1024];
 static char g_out[1 << 16], g_err[1 << 16];
 
 
-static int run(const char *args) {
-    const char *bin = getenv("KN_BIN");
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s/out.txt' 2>'%s/err.txt'", D, bin ? bin : "./kiln", args, D, D);
-    int st = kn_test_system(cmd);
-    char p[2048];
-    snprintf(p, sizeof p, "%s/out.txt", D);
-    kn_test_slurp(p, g_out, sizeof g_out);
-    snprintf(p, sizeof p, "%s/err.txt", D);
-    kn_test_slurp(p, g_err, sizeof g_err);
-    return st;
-}
 
-static void write_file(const char *name, const char *text) {
-    char p[2048];
-    snprintf(p, sizeof p, "%s/%s", D, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
+
+static int run(const char *args) { return kn_test_run_kiln(D, NULL, args, g_out, sizeof g_out, g_err, sizeof g_err); }
+static void write_file(const char *name, const char *text) { kn_test_write(D, name, text); }
 
 static const char *metrics(const char *run_dir) {
     static char buf[1 << 20];

@@ -93,3 +93,26 @@ void kn_test_slurp(const char *path, char *buf, size_t n) {
     buf[k] = 0;
     fclose(f);
 }
+
+int kn_test_run_kiln(const char *dir, const char *pre, const char *args, char *out, size_t nout, char *err,
+                     size_t nerr) {
+    const char *bin = getenv("KN_BIN");
+    char cmd[8192], p[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s >'%s/out.txt' 2>'%s/err.txt'", dir, pre ? pre : "",
+             bin ? bin : "./kiln", args, dir, dir);
+    int st = kn_test_system(cmd);
+    snprintf(p, sizeof p, "%s/out.txt", dir);
+    kn_test_slurp(p, out, nout);
+    snprintf(p, sizeof p, "%s/err.txt", dir);
+    kn_test_slurp(p, err, nerr);
+    return st;
+}
+
+void kn_test_write(const char *dir, const char *name, const char *text) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}

@@ -30,6 +30,13 @@ void kn_test_make_images(const char *dir, const char *sub, int n, int rows, int 
 void kn_test_make_images_noisy(const char *dir, const char *sub, int n, int rows, int cols, double noise);
 /* Read a whole (text) file into buf, NUL-terminated; empty if it cannot be read. */
 void kn_test_slurp(const char *path, char *buf, size_t n);
+/* Run the kiln command ($KN_BIN, else ./kiln) in dir with args, after the shell code
+ * pre (may be NULL, e.g. "ulimit -f 12 &&"); its stdout and stderr land in out and err.
+ * Returns the exit status (128+signal if killed). */
+int kn_test_run_kiln(const char *dir, const char *pre, const char *args, char *out, size_t nout, char *err,
+                     size_t nerr);
+/* Write text to dir/name. */
+void kn_test_write(const char *dir, const char *name, const char *text);
 /* Run a shell command line; returns its exit status (128+signal if killed). */
 int kn_test_system(const char *cmd);
 
