@@ -7,6 +7,8 @@
  *       samples/s over S seconds after W seconds (at least 3 steps) of warm-up,
  *       inference samples/s, peak RSS of the process.
  *   kiln_bench micro CONFIG --batch B --threads T [--reps R]
+ *   (both also take --set SECTION.KEY=VALUE, as `kiln train` does, and
+ *   --conv-algorithm A, which sets `algorithm = A` on every conv2d layer)
  *       Times every step of the training graph inside whole forward + backward passes
  *       and prints the achieved GFLOP/s of each conv2d and linear layer's forward and
  *       backward, their total, and the machine's peak measured by `peak` below.
@@ -90,8 +92,10 @@ static double measure_peak(int threads, const char **isa) {
 /* ---------------- options ---------------- */
 typedef struct {
     const char *mode, *config;
-    int batch, threads, reps;
+    int batch, threads, reps, nset;
     double seconds, warmup;
+    const char *set[16]; /* --set SECTION.KEY=VALUE overrides */
+    const char *conv_algorithm; /* --conv-algorithm: `algorithm` of every conv2d layer */
 } opts;
 
 static opts parse(int argc, char **argv) {
@@ -117,11 +121,14 @@ static opts parse(int argc, char **argv) {
         else if (!strcmp(a, "--seconds")) o.seconds = atof(argv[++i]);
         else if (!strcmp(a, "--warmup")) o.warmup = atof(argv[++i]);
         else if (!strcmp(a, "--reps")) o.reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--set") && o.nset < 16) o.set[o.nset++] = argv[++i];
+        else if (!strcmp(a, "--conv-algorithm")) o.conv_algorithm = argv[++i];
         else goto usage;
     }
     return o;
 usage:
     fprintf(stderr, "usage: kiln_bench train|micro CONFIG [--batch B] [--threads T] [--seconds S] [--warmup W] [--reps R]\n"
+                    "             [--set SECTION.KEY=VALUE ...] [--conv-algorithm auto|direct|winograd]\n"
                     "       kiln_bench peak [--threads T]\n");
     exit(2);
 }
@@ -133,6 +140,15 @@ static void open_job(kn_ctx *ctx, const opts *o, kn_config **cfg, kn_settings *s
     if (kn_config_set(ctx, *cfg, set)) die(ctx, set);
     snprintf(set, sizeof set, "data.eval_batch_size=%d", o->batch);
     if (kn_config_set(ctx, *cfg, set)) die(ctx, set);
+    for (int k = 0; k < o->nset; k++)
+        if (kn_config_set(ctx, *cfg, o->set[k])) die(ctx, o->set[k]);
+    for (int k = 0; o->conv_algorithm && k < (*cfg)->nsec; k++) {
+        const kn_cfg_kv *t = kn_cfg_get(&(*cfg)->sec[k], "type");
+        if (!t || strcmp(t->value, "conv2d") != 0) continue;
+        char kv[160];
+        snprintf(kv, sizeof kv, "%s.algorithm=%s", (*cfg)->sec[k].name, o->conv_algorithm);
+        if (kn_config_set(ctx, *cfg, kv)) die(ctx, kv);
+    }
     if (kn_settings_read(ctx, *cfg, st)) die(ctx, "settings");
     kn_set_threads(o->threads);
     if (kn_job_open(ctx, *cfg, st, 1, job)) die(ctx, "job");
@@ -225,7 +241,7 @@ static int run_train(const opts *o) {
 
 /* ---------------- micro ---------------- */
 typedef struct {
-    char layer[64];
+    char layer[64], algo[32];
     const char *op;
     double flops_fwd, flops_bwd, t_fwd, t_bwd;
     double eff; /* effective / nominal FLOPs: taps that fall on padding are not computed */
@@ -291,6 +307,7 @@ static int run_micro(const opts *o) {
             memset(&rows[r], 0, sizeof rows[r]);
             kn_strlcpy(rows[r].layer, n->layer, sizeof rows[r].layer);
             rows[r].op = n->op->name;
+            kn_strlcpy(rows[r].algo, n->impl[0] ? n->impl : "-", sizeof rows[r].algo);
             rows[r].eff = conv_effective(g, n);
             nr++;
         }
@@ -313,13 +330,20 @@ static int run_micro(const opts *o) {
     printf("machine FP32 peak (%s loop, %d threads): %.1f GFLOP/s\n", isa, kn_get_threads(), peak);
     printf("GFLOP/s count the nominal 2*N*O*C*KH*KW*OH*OW of a convolution (2*N*I*O of a linear layer);\n"
            "'effective' leaves out the kernel taps that fall on zero padding, which are not computed.\n");
-    printf("%-8s %-12s %8s %9s %8s %9s %9s %8s %10s %9s\n", "layer", "op", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s",
-           "GFLOP/s", "of peak", "effective", "of peak");
+    int wino = 0;
+    for (int r = 0; r < nr; r++) wino |= !strcmp(rows[r].algo, "winograd");
+    if (wino)
+        printf("Winograd layers do about half the multiplications they are counted for: their GFLOP/s is that of\n"
+               "the direct algorithm that would take as long, and can exceed the peak (--conv-algorithm direct\n"
+               "measures the hardware's efficiency).\n");
+    printf("%-8s %-12s %-8s %8s %9s %8s %9s %9s %8s %10s %9s\n", "layer", "op", "algo", "fwd ms", "fwd GF/s", "bwd ms",
+           "bwd GF/s", "GFLOP/s", "of peak", "effective", "of peak");
     double F = 0, FE = 0, T = 0;
     for (int r = 0; r < nr; r++) {
         const layer_row *w = &rows[r];
         double ff = w->flops_fwd, fb = w->flops_bwd, tt = w->t_fwd + w->t_bwd;
-        printf("%-8s %-12s %8.3f %9.1f %8.3f %9.1f %9.1f %7.1f%% %10.1f %8.1f%%\n", w->layer, w->op, w->t_fwd * 1e3,
+        printf("%-8s %-12s %-8s %8.3f %9.1f %8.3f %9.1f %9.1f %7.1f%% %10.1f %8.1f%%\n", w->layer, w->op, w->algo,
+               w->t_fwd * 1e3,
                ff / w->t_fwd / 1e9, w->t_bwd * 1e3, fb / w->t_bwd / 1e9, (ff + fb) / tt / 1e9,
                100.0 * (ff + fb) / tt / 1e9 / peak, w->eff * (ff + fb) / tt / 1e9,
                100.0 * w->eff * (ff + fb) / tt / 1e9 / peak);

@@ -4,6 +4,7 @@
  * every checked tensor. */
 #include <string.h>
 
+#include "backend/cpu/layout.h"
 #include "gradcheck.h"
 
 static int g_cases = 0;
@@ -238,6 +239,117 @@ static void check_conv(void) {
     conv_case(kn_shape4(1, 4, 6, 5), 2, 2, 3, 2, 1, 0, 1, 2, 0);  /* groups 2, no bias */
     conv_case(kn_shape4(2, 4, 5, 5), 4, 3, 3, 2, 2, 1, 1, 4, 1);  /* depthwise */
     conv_case(kn_shape4(3, 1, 5, 7), 2, 5, 7, 1, 1, 0, 0, 0, 1);  /* kernel = image */
+}
+
+/* The two convolution algorithms (direct, Winograd F(4x4,3x3)) against a naive
+ * convolution in double precision: forward, input, weight and bias gradients, on
+ * shapes where oneDNN has both (3x3, stride 1, 32 and 48 channels); then which one
+ * `auto` takes. Winograd's transforms round differently: both must agree with the
+ * reference to 1e-5 of the largest value. Without AVX-512 oneDNN has no Winograd
+ * kernel: the Winograd half is then reported as not run. */
+static double conv_ref_err(const float *got, const double *want, int64_t n) {
+    double e = 0, m = 0;
+    for (int64_t k = 0; k < n; k++) {
+        e = fmax(e, fabs(got[k] - want[k]));
+        m = fmax(m, fabs(want[k]));
+    }
+    return e / (m > 0 ? m : 1);
+}
+
+static void check_conv_algorithms(void) {
+    enum { N = 2, C = 32, O = 48, H = 9, W = 10, K = 3 };
+    const int64_t nx = N * C * H * W, nw = O * C * K * K, ny = N * O * H * W;
+    float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc(O * sizeof *b), *dy = malloc(ny * sizeof *dy);
+    double *y = calloc(ny, sizeof *y), *dx = calloc(nx, sizeof *dx), *dw = calloc(nw, sizeof *dw), *db = calloc(O, sizeof *db);
+    kn_rng rng;
+    kn_rng_seed(&rng, 4242);
+    for (int64_t k = 0; k < nx; k++) x[k] = (float)kn_rng_normal(&rng);
+    for (int64_t k = 0; k < nw; k++) w[k] = (float)(0.1 * kn_rng_normal(&rng));
+    for (int k = 0; k < O; k++) b[k] = (float)kn_rng_normal(&rng);
+    for (int64_t k = 0; k < ny; k++) dy[k] = (float)kn_rng_normal(&rng);
+#define X(n, c, h, v) x[(((n) * C + (c)) * H + (h)) * W + (v)]
+#define WT(o, c, i, j) (((o) * C + (c)) * K + (i)) * K + (j)
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < O; o++)
+            for (int h = 0; h < H; h++)
+                for (int v = 0; v < W; v++) {
+                    int64_t yi = (((int64_t)n * O + o) * H + h) * W + v;
+                    double acc = b[o];
+                    for (int c = 0; c < C; c++)
+                        for (int i = 0; i < K; i++)
+                            for (int j = 0; j < K; j++) {
+                                int hh = h + i - 1, vv = v + j - 1;
+                                if (hh < 0 || hh >= H || vv < 0 || vv >= W) continue;
+                                acc += (double)X(n, c, hh, vv) * w[WT(o, c, i, j)];
+                                dx[(((int64_t)n * C + c) * H + hh) * W + vv] += (double)dy[yi] * w[WT(o, c, i, j)];
+                                dw[WT(o, c, i, j)] += (double)dy[yi] * X(n, c, hh, vv);
+                            }
+                    y[yi] = acc;
+                    db[o] += dy[yi];
+                }
+#undef X
+#undef WT
+    const char *names[] = {"auto", "direct", "winograd"};
+    kn_set_threads(2);
+    for (int algo = KN_CONV_DIRECT; algo <= KN_CONV_WINOGRAD; algo++) {
+        gc_tensor in[3] = {gc_param(kn_shape4(N, C, H, W), GC_VALUES, 0), gc_param(kn_shape4(O, C, K, K), GC_VALUES, 0),
+                           gc_param(kn_shape1(O), GC_VALUES, 0)};
+        in[0].values = x, in[1].values = w, in[2].values = b;
+        kn_attrs a = {{1, 1, 1, 1, 1, algo}, {0}};
+        gc_graph G;
+        g_cases++;
+        if (gc_build(&G, &kn_op_conv2d, &a, in, 3, 1, 1)) {
+            if (algo == KN_CONV_WINOGRAD && kn_cpu_block() != 16 && strstr(kn_ctx_message(G.ctx), "no Winograd"))
+                printf("conv2d winograd: not run, this CPU has no AVX-512 (%s)\n", kn_ctx_message(G.ctx));
+            else
+                CHECK(0, "conv2d %s: cannot build: %s", names[algo], kn_ctx_message(G.ctx));
+            gc_free(&G);
+            continue;
+        }
+        kn_graph *g = G.g;
+        CHECK(!strcmp(g->n[G.node].impl, names[algo]), "conv2d %s: ran '%s'", names[algo], g->n[G.node].impl);
+        gc_forward(&G);
+        double ey = conv_ref_err(kn_ptr(g, G.y), y, ny);
+        kn_g_backward(g, &G.rt, dy);
+        double ex = conv_ref_err(kn_ptr(g, g->v[G.vid[0]].grad), dx, nx);
+        double ew = conv_ref_err(kn_ptr(g, g->v[G.vid[1]].grad), dw, nw);
+        double eb = conv_ref_err(kn_ptr(g, g->v[G.vid[2]].grad), db, O);
+        if (gc_verbose()) printf("conv2d %-8s  y %.1e  dx %.1e  dw %.1e  db %.1e\n", names[algo], ey, ex, ew, eb);
+        /* run to run on 2 threads: the same bits (a resumed run must replay exactly) */
+        float *keep = malloc((ny + nx + nw) * sizeof *keep);
+        memcpy(keep, kn_ptr(g, G.y), ny * sizeof *keep);
+        memcpy(keep + ny, kn_ptr(g, g->v[G.vid[0]].grad), nx * sizeof *keep);
+        memcpy(keep + ny + nx, kn_ptr(g, g->v[G.vid[1]].grad), nw * sizeof *keep);
+        gc_forward(&G);
+        int same = memcmp(keep, kn_ptr(g, G.y), ny * sizeof *keep) == 0;
+        kn_g_backward(g, &G.rt, dy);
+        same &= memcmp(keep + ny, kn_ptr(g, g->v[G.vid[0]].grad), nx * sizeof *keep) == 0;
+        same &= memcmp(keep + ny + nx, kn_ptr(g, g->v[G.vid[1]].grad), nw * sizeof *keep) == 0;
+        CHECK(same, "conv2d %s: a second forward + backward on 2 threads gave different bits", names[algo]);
+        free(keep);
+        CHECK(ey < 1e-5 && ex < 1e-5 && ew < 1e-5 && eb < 1e-5,
+              "conv2d %s vs double reference: y %.2e dx %.2e dw %.2e db %.2e (max 1e-5 of the largest value)",
+              names[algo], ey, ex, ew, eb);
+        gc_free(&G);
+    }
+    kn_set_threads(1);
+    /* auto: Winograd for 32 -> 48 channels where it runs, direct for 3x3 with 16 channels
+     * (the transforms do not pay there) and for stride 2 */
+    struct { int64_t c, o; int s; const char *want; } cases[] = {
+        {32, 48, 1, kn_cpu_block() == 16 ? "winograd" : "direct"}, {16, 16, 1, "direct"}, {32, 32, 2, "direct"}};
+    for (int k = 0; k < 3; k++) {
+        gc_tensor in[2] = {gc_param(kn_shape4(2, cases[k].c, 8, 8), GC_RANDN, 0),
+                           gc_param(kn_shape4(cases[k].o, cases[k].c, 3, 3), GC_RANDN, 0.1)};
+        kn_attrs a = {{cases[k].s, cases[k].s, 1, 1, 1, KN_CONV_AUTO}, {0}};
+        gc_graph G;
+        if (gc_build(&G, &kn_op_conv2d, &a, in, 2, 1, 1))
+            CHECK(0, "conv2d auto: cannot build: %s", kn_ctx_message(G.ctx));
+        else
+            CHECK(!strcmp(G.g->n[G.node].impl, cases[k].want), "conv2d auto %lld->%lld stride %d: took '%s', want '%s'",
+                  (long long)cases[k].c, (long long)cases[k].o, cases[k].s, G.g->n[G.node].impl, cases[k].want);
+        gc_free(&G);
+    }
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 }
 
 /* ---------------- multi-threaded paths ----------------
@@ -688,6 +800,7 @@ int main(void) {
     check_losses();
     check_linear();
     check_conv();
+    check_conv_algorithms();
     check_parallel();
     check_softmax_values();
     check_batchnorm_values();

@@ -124,6 +124,8 @@ struct kn_node {
                           * connected to (a block), from the block's inputs */
     void *priv;          /* backend state (oneDNN primitives), made by prepare() */
     size_t scratch_fwd, scratch_bwd; /* bytes, set by prepare() */
+    char impl[32];       /* the algorithm prepare() chose where an op has several
+                          * ("direct", "winograd"), for reports; "" otherwise */
     int scratch_fwd_val, scratch_bwd_val; /* value ids, -1 if none */
 };
 
@@ -282,5 +284,8 @@ extern const kn_op kn_op_linear, kn_op_conv2d, kn_op_maxpool2d, kn_op_avgpool2d,
     kn_op_global_avgpool, kn_op_batchnorm, kn_op_relu, kn_op_leaky_relu, kn_op_gelu,
     kn_op_silu, kn_op_tanh, kn_op_sigmoid, kn_op_dropout, kn_op_reshape, kn_op_add,
     kn_op_concat, kn_op_softmax_ce, kn_op_mse;
+
+/* conv2d's algorithm attribute (a.i[5]); the config names them auto, direct, winograd */
+enum { KN_CONV_AUTO = 0, KN_CONV_DIRECT = 1, KN_CONV_WINOGRAD = 2 };
 
 #endif

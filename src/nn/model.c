@@ -151,9 +151,10 @@ static int build_linear(layer_ctx *L, int *out) {
 }
 
 static const char *const k_conv[] = {"out_channels", "kernel", "stride", "padding", "groups", "bias", "init", "init_scale",
-                                     "bias_init", "bias_init_scale", "activation", NULL};
+                                     "bias_init", "bias_init_scale", "activation", "algorithm", NULL};
+static const char *const conv_algorithms[] = {"auto", "direct", "winograd", NULL};
 static int build_conv2d(layer_ctx *L, int *out) {
-    int rc;
+    int rc, algo;
     int64_t oc, k, s, p, gr;
     int bias;
     if ((rc = one_input(L))) return rc;
@@ -167,6 +168,7 @@ static int build_conv2d(layer_ctx *L, int *out) {
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "stride", 1, 1, 1024, &s))) return rc;
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "padding", 0, 0, 1024, &p))) return rc;
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "groups", 1, 1, 1 << 20, &gr))) return rc;
+    if ((rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, "algorithm", conv_algorithms, KN_CONV_AUTO, &algo))) return rc;
     if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "bias", 1, &bias))) return rc;
     const kn_shape *xs = kn_shp(L->g, L->in[0]);
     if (xs->nd != 4) {
@@ -197,6 +199,7 @@ static int build_conv2d(layer_ctx *L, int *out) {
     a.i[0] = a.i[1] = s;
     a.i[2] = a.i[3] = p;
     a.i[4] = gr;
+    a.i[5] = algo;
     if ((rc = emit(L, &kn_op_conv2d, in, bias ? 3 : 2, &a, out))) return rc;
     return maybe_activation(L, out);
 }
@@ -362,7 +365,7 @@ static int build_concat(layer_ctx *L, int *out) {
 
 static const layer_def layers[] = {
     {"linear", build_linear, k_linear, "fully connected: out = N"},
-    {"conv2d", build_conv2d, k_conv, "2-D convolution: out_channels, kernel, stride, padding, groups"},
+    {"conv2d", build_conv2d, k_conv, "2-D convolution: out_channels, kernel, stride, padding, groups, algorithm"},
     {"maxpool2d", build_maxpool, k_pool, "max pooling: kernel, stride, padding"},
     {"avgpool2d", build_avgpool, k_pool, "average pooling: kernel, stride, padding, count_include_pad"},
     {"global_avgpool", build_gap, k_none, "mean over height and width: [N,C,H,W] -> [N,C]"},

@@ -1,8 +1,18 @@
 /* conv2d: y[N,O,OH,OW] = x[N,C,H,W] * W[O,C/groups,KH,KW] + b[O]   (inputs: x, W, optional b)
- * attrs: i[0]=stride_h i[1]=stride_w i[2]=pad_h i[3]=pad_w i[4]=groups (0 or 1: none); dilation 1.
+ * attrs: i[0]=stride_h i[1]=stride_w i[2]=pad_h i[3]=pad_w i[4]=groups (0 or 1: none)
+ * i[5]=algorithm (KN_CONV_AUTO, KN_CONV_DIRECT, KN_CONV_WINOGRAD); dilation 1.
  * OH = (H + 2*pad_h - KH) / stride_h + 1.
  * Forward, backward-data and backward-weights (+bias) are oneDNN convolution
  * primitives created once at plan time; their scratchpads live in the arena.
+ *
+ * Algorithm: direct, or Winograd F(4x4, 3x3) (oneDNN's AVX-512 kernels: 3x3, stride 1,
+ * channel-blocked activations), which does about half the multiplications of a 3x3
+ * convolution at the cost of transforms and a slightly different rounding (the
+ * results agree with the direct algorithm to ~1e-6 relative). `auto` takes Winograd
+ * where oneDNN has a JIT implementation of all three passes for the layer and both
+ * channel counts are at least KN_WINO_MIN_CHANNELS (below that the transforms
+ * dominate), else direct. The choice is made from the shapes and the CPU alone, so
+ * it is the same in every run on the machine (runs stay bit-reproducible).
  *
  * Layouts (backend/cpu/layout.h): x and y may be stored channel-blocked. When either
  * is, the primitives run on blocked activations (the layout of oneDNN's direct
@@ -12,6 +22,7 @@
  * primitive's (a plain input with C % B == 0 feeding a blocked convolution, say) is
  * reordered into the step's scratch. With both plain, the primitives use plain NCHW
  * and OIHW, as before. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,7 +117,8 @@ static int maybe_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t 
     return KN_OK;
 }
 
-static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked) {
+static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked, int wino) {
+    const dnnl_alg_kind_t alg = wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
     conv_priv *p = n->priv;
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]), *y = kn_shp(g, n->out[0]);
     const int64_t G = groups_of(n);
@@ -139,32 +151,32 @@ static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked) {
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
     int rc = KN_OK;
     dnnl_prop_kind_t prop = g->training ? dnnl_forward_training : dnnl_forward_inference;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &psrc, &wany, bias ? &bia : NULL,
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, prop, alg, &psrc, &wany, bias ? &bia : NULL,
                                                    &pdst, strides, dil, pad, padr) != dnnl_success ||
         dnnl_primitive_desc_create(&fpd, &cd, attr, kn_dnnl_engine(), NULL) != dnnl_success) {
-        rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
+        rc = wino ? -2 : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
         goto done;
     }
     if (g->training) {
-        if (dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &psrc, &wany, &pdst, strides,
+        if (dnnl_dilated_convolution_backward_data_desc_init(&cd, alg, &psrc, &wany, &pdst, strides,
                                                              dil, pad, padr) != dnnl_success ||
             dnnl_primitive_desc_create(&dpd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
-            rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-data for these shapes");
+            rc = wino ? -2 : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-data for these shapes");
             goto done;
         }
-        if (dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &psrc, &wany,
+        if (dnnl_dilated_convolution_backward_weights_desc_init(&cd, alg, &psrc, &wany,
                                                                 bias ? &bia : NULL, &pdst, strides, dil, pad,
                                                                 padr) != dnnl_success ||
             dnnl_primitive_desc_create(&wpd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
-            rc = kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-weights for these shapes");
+            rc = wino ? -2 : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-weights for these shapes");
             goto done;
         }
     }
     /* blocked activations but only a reference implementation: use plain ones instead
      * (the caller retries with blocked = 0); backward-data only matters when the input
      * needs a gradient (not for a first layer reading the images) */
-    if (blocked && (is_ref(fpd) || (wpd && is_ref(wpd)) || (dpd && is_ref(dpd) && g->v[n->in[0]].needs_grad))) {
-        rc = -1;
+    if ((blocked || wino) && (is_ref(fpd) || (wpd && is_ref(wpd)) || (dpd && is_ref(dpd) && g->v[n->in[0]].needs_grad))) {
+        rc = wino ? -2 : -1;
         goto done;
     }
     {
@@ -208,17 +220,42 @@ done:
     return rc;
 }
 
+/* Worth trying Winograd under `auto`: a 3x3, stride-1, ungrouped convolution on
+ * channel-blocked activations with enough channels on both sides. */
+#define KN_WINO_MIN_CHANNELS 32
+static int wino_candidate(kn_graph *g, const kn_node *n, int blocked) {
+    const kn_shape *w = kn_shp(g, n->in[1]);
+    return blocked && groups_of(n) == 1 && w->d[2] == 3 && w->d[3] == 3 && n->a.i[0] == 1 && n->a.i[1] == 1 &&
+           w->d[0] >= KN_WINO_MIN_CHANNELS && w->d[1] >= KN_WINO_MIN_CHANNELS;
+}
+
 static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     int blocked = kn_cpu_block() && groups_of(n) == 1 &&
                   (kn_layout(g, n->in[0]) || kn_layout(g, n->out[0]));
+    const int64_t want = n->a.i[5];
+    int wino = want == KN_CONV_WINOGRAD || (want == KN_CONV_AUTO && wino_candidate(g, n, blocked));
+    if (want == KN_CONV_WINOGRAD) blocked = kn_cpu_block() && groups_of(n) == 1;
     for (;;) {
         n->priv = calloc(1, sizeof(conv_priv));
         if (!n->priv) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
         n->scratch_fwd = n->scratch_bwd = 0;
-        int rc = conv_build(g, n, ctx, blocked);
-        if (rc == KN_OK) return KN_OK;
+        int rc = conv_build(g, n, ctx, blocked, wino);
+        if (rc == KN_OK) {
+            snprintf(n->impl, sizeof n->impl, "%s", wino ? "winograd" : "direct");
+            return KN_OK;
+        }
         conv_release(n);
-        if (rc > 0 || !blocked) return rc > 0 ? rc : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
+        if (rc > 0) return rc;
+        if (wino) {
+            if (want == KN_CONV_WINOGRAD)
+                return kn_err(ctx, KN_ERR_CONFIG,
+                              "algorithm = winograd, but oneDNN has no Winograd convolution for this layer on this CPU "
+                              "(it needs a 3x3 kernel, stride 1, groups = 1, channel counts that are multiples of 16 "
+                              "and AVX-512); use algorithm = auto (Winograd where it runs) or direct");
+            wino = 0; /* auto: the direct algorithm */
+            continue;
+        }
+        if (!blocked) return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
         blocked = 0; /* retry with plain activations, reordered */
     }
 }
