@@ -100,6 +100,12 @@ def main():
     ap.add_argument("--torch-pypi", default="", help="python with PyPI's torch ('' = not available)")
     ap.add_argument("--pypi-note", default="", help="why PyPI's torch is not available")
     ap.add_argument("--torch-debian", default="/usr/bin/python3", help="python with Debian's python3-torch")
+    libdir = "/usr/lib/x86_64-linux-gnu"
+    ap.add_argument("--blas-openmp", default=libdir + "/openblas-openmp", help="dir of OpenBLAS's OpenMP libblas.so.3")
+    ap.add_argument("--blas-pthread", default="", help="dir of OpenBLAS's pthreads libblas.so.3 ('' = skip)")
+    ap.add_argument("--blas-reference", default=libdir + "/blas", help="dir of the reference libblas.so.3")
+    ap.add_argument("--no-blas-variants", action="store_true",
+                    help="run Debian's torch with the OpenMP OpenBLAS only")
     ap.add_argument("--seconds", type=float, default=3.0, help="timed training seconds per run")
     ap.add_argument("--repeat", type=int, default=2,
                     help="rounds per configuration; each engine keeps its best samples/s (and largest RSS)")
@@ -135,10 +141,28 @@ def main():
                               ["--optimizer", "fused"]))
         else:
             args.pypi_note = args.pypi_note or "import torch failed in %s" % args.torch_pypi
+    # Debian's torch takes its BLAS (used by its linear layers) from the libblas.so.3
+    # alternative: each variant is picked with LD_LIBRARY_PATH. `debian` is the fastest,
+    # OpenBLAS's OpenMP build (installed by bench.sh), against which the acceptance
+    # points are judged; the other two are shown for reference: Debian's default
+    # OpenBLAS build (pthreads; what `apt-get install libopenblas0` gives, and the one
+    # the issue's figures match) and the reference BLAS that `apt-get install
+    # python3-torch` alone pulls in.
     dv = torch_version(args.torch_debian) if args.torch_debian else None
+    peer_env = {}
     if dv:
-        peers.append(("debian", "Debian python3-torch %s, default Adam" % dv, args.torch_debian,
-                      ["--optimizer", "default"]))
+        variants = [("debian", "OpenBLAS 0.3.21, OpenMP build", args.blas_openmp),
+                    ("deb-pthr", "OpenBLAS 0.3.21, pthreads build (Debian's default)", args.blas_pthread),
+                    ("deb-ref", "reference BLAS (libblas3, python3-torch's first dependency)", args.blas_reference)]
+        for key, blas, libdir in variants:
+            if key != "debian" and args.no_blas_variants:
+                continue
+            if not libdir or not os.path.exists(os.path.join(libdir, "libblas.so.3")):
+                print("peer %s: not run (no libblas.so.3 in %r)" % (key, libdir))
+                continue
+            peers.append((key, "Debian python3-torch %s, default Adam, %s" % (dv, blas), args.torch_debian,
+                          ["--optimizer", "default"]))
+            peer_env[key] = {"LD_LIBRARY_PATH": libdir}
     commit = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip() or "?"
 
     print("kiln vs PyTorch, %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
@@ -166,7 +190,8 @@ def main():
                                              str(t), "--seconds", str(args.seconds)])
                     for key, _, py, extra in peers:
                         row["busy"] = max(row["busy"], wait_quiet(args.quiet_below, args.max_wait))
-                        env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+                        env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t),
+                                   **peer_env.get(key, {}))
                         runs[key] = run_json([py, os.path.join(HERE, "torch_bench.py"), "--model", model, "--batch",
                                               str(batch), "--threads", str(t), "--seconds", str(args.seconds)] + extra,
                                              env=env)
@@ -210,16 +235,26 @@ def main():
     table("Inference samples/s (test set, evaluation graph / torch.inference_mode)", "infer_sps", num, "x")
     table("Peak RSS of the process (train + inference)", "peak_rss", mib, "x")
 
-    micro = None
-    for rep in range(args.repeat):  # the round with the highest fraction of the peak
-        wait_quiet(args.quiet_below, args.max_wait)
-        m = sh([args.kiln, "micro", CONFIGS["cnn"], "--batch", "256", "--threads", str(ncpu)], cwd=ROOT).stdout
-        frac = [ln for ln in m.splitlines() if ln.startswith("conv+linear total")]
-        f = float(frac[0].rsplit("=", 1)[1].split("%")[0]) if frac else -1
-        if micro is None or f > micro[0]:
-            micro = (f, m)
-    micro = micro[1]
-    print("\n" + micro.rstrip())
+    # Per-layer GFLOP/s of the CNN at batch 256, all cores: as it trains (Winograd where
+    # `algorithm = auto` takes it: fewer multiplications than counted, so not a measure
+    # of the hardware's efficiency), then with every convolution on the direct algorithm,
+    # whose counted FLOPs are the ones computed: that run is the one against the peak.
+    def best_micro(extra):
+        best = None
+        for rep in range(args.repeat):  # the round with the highest fraction of the peak
+            wait_quiet(args.quiet_below, args.max_wait)
+            m = sh([args.kiln, "micro", CONFIGS["cnn"], "--batch", "256", "--threads", str(ncpu)] + extra,
+                   cwd=ROOT).stdout
+            frac = [ln for ln in m.splitlines() if ln.startswith("conv+linear total")]
+            f = float(frac[0].rsplit("=", 1)[1].split("%")[0]) if frac else -1
+            if best is None or f > best[0]:
+                best = (f, m)
+        return best[1]
+
+    micro_train = best_micro([])
+    print("\nAs trained (conv2d algorithm = auto):\n" + micro_train.rstrip())
+    micro = best_micro(["--conv-algorithm", "direct"])
+    print("\nEvery convolution direct (the hardware's efficiency):\n" + micro.rstrip())
 
     # acceptance points of the issue, as measured in this run
     print("\nAcceptance (this run):")
@@ -252,7 +287,14 @@ def main():
             rs = [r for r in results if r["model"] == model]
             if rs:
                 w = min(r["kiln"]["train_sps"] / r["debian"]["train_sps"] for r in rs)
-                point("%s training >= %.0fx Debian's PyTorch" % (model, need), w >= need, "lowest ratio %.2fx" % w)
+                point("%s training >= %.0fx Debian's PyTorch (OpenMP OpenBLAS)" % (model, need), w >= need,
+                      "lowest ratio %.2fx" % w)
+                for key in ("deb-pthr", "deb-ref"):
+                    if key in keys and rs:
+                        w = min(r["kiln"]["train_sps"] / r[key]["train_sps"] for r in rs)
+                        point("(informational) %s training >= %.0fx Debian's PyTorch, %s" %
+                              (model, need, "pthreads OpenBLAS" if key == "deb-pthr" else "reference BLAS"),
+                              w >= need, "lowest ratio %.2fx" % w, info=True)
     c1 = [r for r in results if r["model"] == "cnn" and r["batch"] == 256 and r["threads"] == 1]
     cn = [r for r in results if r["model"] == "cnn" and r["batch"] == 256 and r["threads"] == ncpu]
     if c1 and cn and ncpu > 1:
@@ -267,7 +309,7 @@ def main():
         if line.startswith("conv+linear total"):
             fracs = [float(part.split("%")[0].split()[-1]) for part in line.split("=")[1:]]
             nominal, effective = fracs[0], fracs[-1]
-            point("CNN conv+linear fwd+bwd, batch 256, all cores >= 70% of peak", effective >= 70.0,
+            point("CNN conv+linear fwd+bwd (direct), batch 256, all cores >= 70% of peak", effective >= 70.0,
                   "%.1f%% counting only the computed taps (%.1f%% nominal FLOPs)" % (effective, nominal))
     busiest = max(r["busy"] for r in results) if results else 0.0
     print("other work on the machine just before the runs (from /proc/stat): at most %.0f%% of the CPUs%s"
@@ -275,7 +317,8 @@ def main():
              " — above --quiet-below after waiting --max-wait: those figures are noisy"))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"peers": [[k, l] for k, l, _, _ in peers], "results": results, "micro": micro}, f, indent=1)
+        json.dump({"peers": [[k, l] for k, l, _, _ in peers], "results": results, "micro": micro,
+                   "micro_as_trained": micro_train}, f, indent=1)
     print("raw results: %s; this report: %s" % (args.json, args.report))
     return 0
 
