@@ -1,4 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise(MADV_HUGEPAGE) */
 #include "core/core.h"
 
 #include <math.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 /* ---------- context ---------- */
@@ -74,11 +76,22 @@ const char *kn_shape_str(const kn_shape *s, char *buf, size_t n) {
 }
 
 /* ---------- memory ---------- */
+/* Large blocks (the arena, the parameter store) are 2 MiB-aligned and marked for
+ * transparent huge pages where the kernel offers them on request (THP "madvise" mode,
+ * Debian's default): the step's streaming passes over tens of MiB of activations then
+ * miss the TLB 512x less often. The zero fill touches every page once, here, at plan
+ * time. A kernel without THP ignores the advice. */
+#define KN_HUGE (2u << 20)
 void *kn_aligned_alloc(size_t bytes) {
     if (bytes == 0) bytes = KN_ALIGN;
     void *p = NULL;
-    if (posix_memalign(&p, KN_ALIGN, kn_align_up(bytes, KN_ALIGN)) != 0) return NULL;
-    memset(p, 0, kn_align_up(bytes, KN_ALIGN));
+    const int huge = bytes >= 2 * (size_t)KN_HUGE;
+    const size_t align = huge ? KN_HUGE : KN_ALIGN, size = kn_align_up(bytes, align);
+    if (posix_memalign(&p, align, size) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (huge) (void)madvise(p, size, MADV_HUGEPAGE);
+#endif
+    memset(p, 0, size);
     return p;
 }
 void kn_aligned_free(void *p) { free(p); }
