@@ -129,6 +129,51 @@ static void case_plan(void) {
     cJSON_Delete(o);
 }
 
+/* Recomputing the CNN's conv blocks: the plan reports the arena it would have without
+ * recomputation, which must be what a plan without it says, and its note must say
+ * whether recomputation pays (lower arena) or not, by the two numbers. */
+static void case_recompute_report(void) {
+    static const char *const blocks =
+        "--set conv1.block=b1 --set bn1.block=b1 --set relu1.block=b1 --set pool1.block=b1 --set conv2.block=b2 "
+        "--set bn2.block=b2 --set relu2.block=b2 --set pool2.block=b2";
+    static const char *const which[] = {"b1, b2", "b1, b2", "b2"};
+    for (int b = 0; b < 3; b++) {
+        const int64_t batch = b ? 512 : 64;
+        char args[2048], plain[1024];
+        snprintf(plain, sizeof plain, "plan '%s' --batch %lld --set data.dir=data",
+                 kn_test_src("examples/fashion_mnist_cnn.ini"), (long long)batch);
+        snprintf(args, sizeof args, "%s %s --set 'model.recompute=%s'", plain, blocks, which[b]);
+        char json[2100];
+        snprintf(json, sizeof json, "%s --json", plain);
+        int st = run(json);
+        cJSON *o = cJSON_Parse(g_out);
+        double without = json_num(o, "train_graph", "arena_peak_bytes");
+        CHECK(st == 0 && o && !cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "train_graph"),
+                                                                 "arena_peak_bytes_without_recompute"),
+              "plain plan: exit %d, or it reports a recompute comparison with nothing recomputed", st);
+        cJSON_Delete(o);
+        snprintf(json, sizeof json, "%s --json", args);
+        st = run(json);
+        o = cJSON_Parse(g_out);
+        double with = json_num(o, "train_graph", "arena_peak_bytes");
+        double reported = json_num(o, "train_graph", "arena_peak_bytes_without_recompute");
+        double kept = json_num(o, "train_graph", "saved_activation_bytes");
+        double kept_without = json_num(o, "train_graph", "saved_activation_bytes_without_recompute");
+        cJSON_Delete(o);
+        CHECK(st == 0 && reported == without && kept < kept_without,
+              "recompute %s, batch %lld: arena %.0f, reported without %.0f, planned without %.0f; kept %.0f vs %.0f",
+              which[b], (long long)batch, with, reported, without, kept, kept_without);
+        st = run(args);
+        const char *want = with < without ? "recomputation: training arena" :
+                           with > without ? "recomputation raises the planned peak" :
+                                            "recomputation does not lower the planned peak";
+        CHECK(st == 0 && strstr(g_out, want), "recompute %s, batch %lld (arena %.0f with, %.0f without): no '%s' in\n%s",
+              which[b], (long long)batch, with, without, want, g_out);
+        printf("recompute %s at batch %lld: training arena %.1f MiB with, %.1f MiB without; kept %.1f vs %.1f MiB\n",
+               which[b], (long long)batch, with / 1048576, without / 1048576, kept / 1048576, kept_without / 1048576);
+    }
+}
+
 static void case_budget(void) {
     int sanitized = getenv("KN_SANITIZED") != NULL;
     /* CNN, batch 512, synthetic data: needs far more than 64 MiB unsplit */
@@ -207,6 +252,7 @@ int main(void) {
     if (system(cmd) != 0) return 1;
     kn_test_make_images(g_dir, "data", 2048, 28, 28);
     case_plan();
+    case_recompute_report();
     case_budget();
     case_mlp_curve();
     return kn_test_finish("test_plan_cli");

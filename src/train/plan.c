@@ -410,6 +410,21 @@ void kn_plan_print(const kn_mem_plan *p, FILE *f, int per_layer) {
     }
     char note[512];
     if (bn_note(p, note, sizeof note)[0]) fprintf(f, "note: %s\n", note);
+    if (p->train_arena_norec) {
+        if (p->train_arena < p->train_arena_norec)
+            fprintf(f, "recomputation: training arena %s instead of %s, activations kept %s instead of %s\n",
+                    kn_size_str(p->train_arena, a, sizeof a), kn_size_str(p->train_arena_norec, b, sizeof b),
+                    kn_size_str(p->train_saved, c, sizeof c), kn_size_str(p->train_saved_norec, d, sizeof d));
+        else
+            fprintf(f, "note: recomputation %s: training arena %s with it, %s without, though it keeps %s of "
+                       "activations instead of %s (%s); recompute fewer or other blocks, or none\n",
+                    p->train_arena > p->train_arena_norec ? "raises the planned peak" : "does not lower the planned peak",
+                    kn_size_str(p->train_arena, a, sizeof a), kn_size_str(p->train_arena_norec, b, sizeof b),
+                    kn_size_str(p->train_saved, c, sizeof c), kn_size_str(p->train_saved_norec, d, sizeof d),
+                    p->train_arena > p->train_arena_norec
+                        ? "a recomputed block holds all its forward outputs at once in backward"
+                        : "the peak is at a step that recomputation does not relieve");
+    }
 }
 
 char *kn_plan_json(const kn_mem_plan *p) {
@@ -444,6 +459,10 @@ char *kn_plan_json(const kn_mem_plan *p) {
     cJSON_AddNumberToObject(t, "arena_used_bytes", (double)p->train_used);
     cJSON_AddNumberToObject(t, "naive_bytes", (double)p->train_naive);
     cJSON_AddNumberToObject(t, "saved_activation_bytes", (double)p->train_saved);
+    if (p->train_arena_norec) {
+        cJSON_AddNumberToObject(t, "arena_peak_bytes_without_recompute", (double)p->train_arena_norec);
+        cJSON_AddNumberToObject(t, "saved_activation_bytes_without_recompute", (double)p->train_saved_norec);
+    }
     cJSON *e = cJSON_AddObjectToObject(o, "eval_graph");
     cJSON_AddNumberToObject(e, "arena_peak_bytes", (double)p->eval_arena);
     cJSON_AddNumberToObject(e, "naive_bytes", (double)p->eval_naive);
@@ -511,6 +530,42 @@ static int64_t largest_batch(const kn_config *cfg, const kn_settings *st, int64_
     return lo;
 }
 
+/* Sections that are not layers (every other section is one). */
+static int is_layer_section(const char *name) {
+    static const char *const other[] = {"data", "train", "optimizer", "checkpoint", "guard", "health", "model", NULL};
+    for (int i = 0; other[i]; i++)
+        if (!strcmp(name, other[i])) return 0;
+    return 1;
+}
+
+/* With recomputation in the plan: plan the same run with every layer's recompute off
+ * and keep its training arena, so the report can say whether recomputing pays. A
+ * block's recomputation keeps fewer activations but must hold the whole block's
+ * forward outputs at once in backward; where the block's kept activations were
+ * already few (fused ops, in-place gradients), that can raise the peak. */
+static void recompute_check(const kn_config *cfg, const kn_settings *st, kn_mem_plan *p) {
+    int anyr = 0;
+    for (int i = 0; i < p->nlayers; i++) anyr |= p->layers[i].recompute;
+    if (!anyr) return;
+    kn_ctx *c = kn_ctx_new();
+    kn_config *off = kn_cfg_clone(cfg);
+    int ok = c && off;
+    for (int k = 0; ok && k < off->nsec; k++) {
+        if (!is_layer_section(off->sec[k].name)) continue;
+        char kv[160];
+        snprintf(kv, sizeof kv, "%s.recompute=false", off->sec[k].name);
+        ok = kn_config_set(c, off, kv) == KN_OK;
+    }
+    kn_mem_plan q;
+    if (ok && kn_plan_make(c, off, st, p->micro_batch, p->eval_batch, &q) == KN_OK) {
+        p->train_arena_norec = q.train_arena;
+        p->train_saved_norec = q.train_saved;
+    }
+    if (ok) kn_plan_free(&q);
+    kn_config_free(off);
+    kn_ctx_free(c);
+}
+
 /* Plan st's run against its budget; with st->mem_fit the largest micro-batch dividing
  * the batch that fits (with the full eval batch if possible, else an eval batch no
  * larger than the micro-batch). Sets p->budget, fits, largest_batch. */
@@ -543,6 +598,7 @@ static int plan_budget(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st,
         }
         probe_cache_on(cache);
     }
+    recompute_check(cfg, st, p);
     p->budget = budget;
     snprintf(p->budget_source, sizeof p->budget_source, "%s", budget ? src : "no budget known");
     p->fits = !budget || p->mem.total <= budget;

@@ -75,6 +75,9 @@ typedef struct {
     /* graphs */
     size_t train_arena, train_used, train_naive, train_saved;
     size_t eval_arena, eval_naive;
+    /* with recomputation in the config: the training arena and saved bytes the same
+     * plan has without it (0 when nothing is recomputed or that plan failed) */
+    size_t train_arena_norec, train_saved_norec;
     kn_layer_stats *layers;
     int nlayers;
     kn_mem_parts mem;
