@@ -349,6 +349,17 @@ static void check_conv_algorithms(void) {
                   (long long)cases[k].c, (long long)cases[k].o, cases[k].s, G.g->n[G.node].impl, cases[k].want);
         gc_free(&G);
     }
+    /* asking for Winograd where it cannot run (one input channel) is an error that says so */
+    {
+        gc_tensor in[2] = {gc_param(kn_shape4(2, 1, 8, 8), GC_RANDN, 0), gc_param(kn_shape4(32, 1, 3, 3), GC_RANDN, 0.1)};
+        kn_attrs a = {{1, 1, 1, 1, 1, KN_CONV_WINOGRAD}, {0}};
+        gc_graph G;
+        int rc = gc_build(&G, &kn_op_conv2d, &a, in, 2, 1, 1);
+        CHECK(rc != 0 && strstr(kn_ctx_message(G.ctx), "algorithm = winograd") &&
+                  strstr(kn_ctx_message(G.ctx), "use algorithm = auto"),
+              "conv2d winograd on 1 input channel: build %s: %s", rc ? "failed" : "succeeded", kn_ctx_message(G.ctx));
+        gc_free(&G);
+    }
     free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 }
 
