@@ -111,6 +111,8 @@ static void case_plan(void) {
                                           "saved B", "scratch B", "[512,32,28,28]", "arena planned peak", "naive total",
                                           "predicted peak resident memory", NULL};
     for (int i = 0; needles[i]; i++) CHECK(strstr(g_out, needles[i]) != NULL, "kiln plan output lacks '%s':\n%s", needles[i], g_out);
+    static char text[sizeof g_out];
+    memcpy(text, g_out, sizeof text);
     strncat(args, " --json", sizeof args - strlen(args) - 1);
     st = run(args);
     CHECK(st == 0, "kiln plan --json: exit %d: %s", st, g_err);
@@ -123,6 +125,20 @@ static void case_plan(void) {
     CHECK(peak > 0 && naive > 0 && peak <= 0.6 * naive, "CNN batch 512: planned peak %.0f, naive %.0f (less than 40%% apart)",
           peak, naive);
     CHECK(total > arena && arena >= peak, "process total %.0f, arena %.0f, train peak %.0f", total, arena, peak);
+    /* each convolution names its algorithm; the text marks the Winograd ones */
+    int nconv = 0, nwino = 0;
+    for (int i = 0; i < cJSON_GetArraySize(layers); i++) {
+        const cJSON *l = cJSON_GetArrayItem(layers, i), *nm = cJSON_GetObjectItemCaseSensitive(l, "name");
+        const cJSON *al = cJSON_GetObjectItemCaseSensitive(l, "algorithm");
+        if (!cJSON_IsString(nm) || strncmp(nm->valuestring, "conv", 4) != 0) continue;
+        nconv++;
+        CHECK(cJSON_IsString(al) && (!strcmp(al->valuestring, "direct") || !strcmp(al->valuestring, "winograd")),
+              "plan JSON: layer %s has no algorithm", nm->valuestring);
+        nwino += cJSON_IsString(al) && !strcmp(al->valuestring, "winograd");
+    }
+    CHECK(nconv == 2, "plan JSON: %d conv layers", nconv);
+    CHECK((strstr(text, "(wino)") != NULL) == (nwino > 0), "plan text and JSON disagree on Winograd layers (%d):\n%s",
+          nwino, text);
     printf("kiln plan CNN batch 512 (%s data): train arena %.1f MiB, naive %.1f MiB (%.1f%% less), predicted RSS %.1f MiB\n",
            real ? "Fashion-MNIST" : "synthetic", peak / 1048576, naive / 1048576, 100 * (1 - peak / naive),
            total / 1048576);

@@ -812,6 +812,7 @@ int kn_g_layer_stats(const kn_graph *g, kn_layer_stats **out) {
         L->out = g->v[nd->out[0]].shape; /* the layer's last node gives its result */
         if (nd->op->flops_fwd) L->flops_fwd += nd->op->flops_fwd(g, nd);
         if (nd->recompute && g->training) L->recompute = 1;
+        if (nd->impl[0]) kn_strlcpy(L->impl, nd->impl, sizeof L->impl);
         if (nd->scratch_fwd_val >= 0) L->scratch_bytes += g->v[nd->scratch_fwd_val].bytes;
         if (nd->scratch_bwd_val >= 0) L->scratch_bytes += g->v[nd->scratch_bwd_val].bytes;
     }

@@ -273,6 +273,7 @@ typedef struct {
     size_t saved_bytes;    /* activations it produced that are kept for backward */
     size_t scratch_bytes;  /* backend scratch of its nodes (forward + backward) */
     int recompute;         /* its activations are recomputed in backward */
+    char impl[32];         /* the algorithm its node chose (kn_node.impl), "" if none */
 } kn_layer_stats;
 /* Returns the number of rows (malloc'ed in *out) or -1 when out of memory. */
 int kn_g_layer_stats(const kn_graph *g, kn_layer_stats **out);

@@ -369,13 +369,19 @@ void kn_plan_print(const kn_mem_plan *p, FILE *f, int per_layer) {
             hs(L->saved_bytes, d, sizeof d);
             hs(L->scratch_bytes, e, sizeof e);
             char name[80];
-            snprintf(name, sizeof name, "%s%s", L->layer, L->recompute ? "*" : "");
+            snprintf(name, sizeof name, "%s%s%s", L->layer, L->recompute ? "*" : "",
+                     !strcmp(L->impl, "winograd") ? " (wino)" : "");
             fprintf(f, "%-14s %-16s %10lld %10.2f %10.2f %9s %9s %9s %9s %9s\n", name, kn_shape_str(&L->out, sh, sizeof sh),
                     (long long)L->params, L->flops_fwd / 1e6, L->flops_bwd / 1e6, a, b, c, d, e);
         }
         int anyr = 0;
         for (int i = 0; i < p->nlayers; i++) anyr |= p->layers[i].recompute;
         if (anyr) fprintf(f, "* recomputed in backward: activations not kept, forward FLOPs counted again in bwd\n");
+        int anyw = 0;
+        for (int i = 0; i < p->nlayers; i++) anyw |= !strcmp(p->layers[i].impl, "winograd");
+        if (anyw)
+            fprintf(f, "(wino): a Winograd convolution (conv2d algorithm = auto or winograd); its FLOPs are counted "
+                       "as for the direct algorithm\n");
         fprintf(f, "\n");
     }
     const kn_mem_parts *m = &p->mem;
@@ -452,6 +458,7 @@ char *kn_plan_json(const kn_mem_plan *p) {
         cJSON_AddNumberToObject(l, "saved_bytes", (double)L->saved_bytes);
         cJSON_AddNumberToObject(l, "scratch_bytes", (double)L->scratch_bytes);
         cJSON_AddBoolToObject(l, "recompute", L->recompute);
+        if (L->impl[0]) cJSON_AddStringToObject(l, "algorithm", L->impl);
         cJSON_AddItemToArray(ls, l);
     }
     cJSON *t = cJSON_AddObjectToObject(o, "train_graph");
