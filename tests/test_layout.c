@@ -172,6 +172,13 @@ int main(void) {
                 "[pool]\ntype = maxpool2d\nkernel = 2\n"
                 "[flat]\ntype = flatten\n[fc1]\ntype = linear\nout = 10\n",
                 1);
+    /* a max-pool window of more than 256 positions (17x17: the argmax kept as int32, not
+     * a byte), overlapping, on blocked activations */
+    check_model("widepool",
+                "[conv1]\ntype = conv2d\nout_channels = 16\nkernel = 3\npadding = 1\n"
+                "[pool]\ntype = maxpool2d\nkernel = 17\nstride = 11\npadding = 8\n"
+                "[flat]\ntype = flatten\n[fc1]\ntype = linear\nout = 10\n",
+                0);
     /* the batchnorm's own result is read by a later layer: not fused */
     check_model("named",
                 "[conv1]\ntype = conv2d\nout_channels = 16\nkernel = 3\npadding = 1\n"

@@ -3,8 +3,11 @@
  * PyTorch semantics: floor mode, OH = (H + 2 ph - kh) / sh + 1, padding acts as -inf,
  * padding at most half the kernel (so every window holds a real element), the first
  * maximum of a window wins ties, NaN propagates.
- * out1 (int32, same shape as y) is the argmax, an index h*W+w into the input plane,
- * saved for the backward, which scatters dy into those positions.
+ * out1 (same shape as y) is the argmax, saved for the backward, which scatters dy into
+ * those positions: the index of the maximum inside its window, (h - h0)*kw + (w - w0)
+ * with (h0, w0) = (oh*sh - ph, ow*sw - pw) the window's corner, stored as uint8 when a
+ * window has at most 256 positions (every usual pooling: a quarter of the memory of an
+ * int32 index), else as int32.
  * x, y, argmax and the gradients may be channel-blocked (backend/cpu/layout.h): the
  * blocked kernels do the same per channel, vectorised over the B channels of a block. */
 #include <math.h>
@@ -14,15 +17,22 @@
 #include "graph/graph.h"
 #include "ops/pool.h"
 
+/* argmax as uint8 (window positions fit in a byte) or int32 */
+static int narrow_index(const kn_node *n) { return n->a.i[0] * n->a.i[1] <= 256; }
+
+static inline void put_index(void *arg, int64_t i, int32_t r, int narrow) {
+    if (narrow) ((uint8_t *)arg)[i] = (uint8_t)r;
+    else ((int32_t *)arg)[i] = r;
+}
+static inline int32_t get_index(const void *arg, int64_t i, int narrow) {
+    return narrow ? ((const uint8_t *)arg)[i] : ((const int32_t *)arg)[i];
+}
+
 static int maxpool_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     kn_shape ys;
     int rc = kn_pool_shape(g, n, ctx, "maxpool2d", &ys);
     if (rc) return rc;
-    const kn_shape *x = kn_shp(g, n->in[0]);
-    if (x->d[2] * x->d[3] > INT32_MAX)
-        return kn_err(ctx, KN_ERR_SHAPE, "maxpool2d input plane %lldx%lld is too large", (long long)x->d[2],
-                      (long long)x->d[3]);
-    if (kn_g_declare_out(g, n, 0, KN_F32, ys) < 0 || kn_g_declare_out(g, n, 1, KN_I32, ys) < 0)
+    if (kn_g_declare_out(g, n, 0, KN_F32, ys) < 0 || kn_g_declare_out(g, n, 1, narrow_index(n) ? KN_U8 : KN_I32, ys) < 0)
         return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     return KN_OK;
 }
@@ -34,7 +44,10 @@ static double maxpool_flops_bwd(const kn_graph *g, const kn_node *n) {
     return (double)kn_numel(g, n->out[0]) + (double)kn_numel(g, n->in[0]);
 }
 
-static void maxpool_fwd_blk(const kn_node *n, kn_rt *rt, const int B) {
+typedef uint8_t kn_v8u8 __attribute__((vector_size(8)));
+
+static inline __attribute__((always_inline)) void maxpool_fwd_blk(const kn_node *n, kn_rt *rt, const int B,
+                                                                 const int narrow) {
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
     const int64_t H = xs->d[2], W = xs->d[3], OH = ys->d[2], OW = ys->d[3];
@@ -43,55 +56,76 @@ static void maxpool_fwd_blk(const kn_node *n, kn_rt *rt, const int B) {
     const int Q = B / 8;
     const float *x = kn_ptr(g, n->in[0]);
     float *y = kn_ptr(g, n->out[0]);
-    int32_t *arg = kn_iptr(g, n->out[1]);
+    void *arg = g->v[n->out[1]].data;
 #pragma omp parallel for collapse(2) schedule(static) if (planes * OH * OW * B * kh * kw > 32768)
     for (int64_t p = 0; p < planes; p++)
         for (int64_t oh = 0; oh < OH; oh++) {
             const float *xp = x + p * H * W * B;
             float *yp = y + (p * OH + oh) * OW * B;
-            int32_t *ap = arg + (p * OH + oh) * OW * B;
-            int64_t h0 = oh * sh - ph, h1 = h0 + kh;
+            const int64_t a0 = (p * OH + oh) * OW * B;
+            const int64_t hs = oh * sh - ph;
+            int64_t h0 = hs, h1 = hs + kh;
             if (h0 < 0) h0 = 0;
             if (h1 > H) h1 = H;
             for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = ow * sw - pw, w1 = w0 + kw;
+                const int64_t ws = ow * sw - pw;
+                int64_t w0 = ws, w1 = ws + kw;
                 if (w0 < 0) w0 = 0;
                 if (w1 > W) w1 = W;
                 for (int q = 0; q < Q; q++) {
                     kn_v8f best = kn_splat8(-INFINITY);
-                    const int32_t i0 = (int32_t)(h0 * W + w0);
+                    const int32_t i0 = (int32_t)((h0 - hs) * kw + (w0 - ws));
                     kn_v8i bi = {i0, i0, i0, i0, i0, i0, i0, i0};
                     for (int64_t h = h0; h < h1; h++)
                         for (int64_t w = w0; w < w1; w++) {
                             const kn_v8f v = kn_ld8(xp + (h * W + w) * B + 8 * q);
-                            const int32_t ix = (int32_t)(h * W + w);
+                            const int32_t ix = (int32_t)((h - hs) * kw + (w - ws));
                             /* a larger value, or the first NaN, takes the place */
                             const kn_v8i take = (v > best) | ((v != v) & (best == best));
                             best = kn_sel8(take, v, best);
                             bi = (take & (kn_v8i){ix, ix, ix, ix, ix, ix, ix, ix}) | (~take & bi);
                         }
                     kn_st8(yp + ow * B + 8 * q, best);
-                    kn_st8i(ap + ow * B + 8 * q, bi);
+                    if (narrow) {
+                        const kn_v8u8 b8 = __builtin_convertvector(bi, kn_v8u8);
+                        __builtin_memcpy((uint8_t *)arg + a0 + ow * B + 8 * q, &b8, sizeof b8);
+                    } else {
+                        kn_st8i((int32_t *)arg + a0 + ow * B + 8 * q, bi);
+                    }
                 }
             }
         }
 }
 
+/* Offsets in the input plane (in elements) of the kh*kw window positions: r -> (r/kw)*W + r%kw */
+static void window_offsets(int32_t *off, int64_t kh, int64_t kw, int64_t W) {
+    for (int64_t r = 0; r < kh * kw; r++) off[r] = (int32_t)((r / kw) * W + r % kw);
+}
+
 static inline __attribute__((always_inline)) void maxpool_bwd_blk(const kn_node *n, kn_rt *rt, const int B,
-                                                                 float *dx, const float *dy) {
+                                                                 const int narrow, float *dx, const float *dy) {
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
-    const int64_t HW = xs->d[2] * xs->d[3], OHW = ys->d[2] * ys->d[3];
+    const int64_t W = xs->d[3], HW = xs->d[2] * W, OH = ys->d[2], OW = ys->d[3], OHW = OH * OW;
+    const int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
     const int64_t planes = xs->d[0] * (xs->d[1] / B);
-    const int32_t *arg = kn_iptr(g, n->out[1]);
+    const void *arg = g->v[n->out[1]].data;
+    int32_t off[256];
+    if (narrow) window_offsets(off, kh, kw, W);
 #pragma omp parallel for schedule(static) if (planes * (HW + OHW) * B > 32768)
     for (int64_t p = 0; p < planes; p++) {
         float *dxp = dx + p * HW * B;
         const float *dyp = dy + p * OHW * B;
-        const int32_t *ap = arg + p * OHW * B;
         memset(dxp, 0, (size_t)(HW * B) * sizeof(float));
-        for (int64_t k = 0; k < OHW; k++)
-            for (int l = 0; l < B; l++) dxp[(int64_t)ap[k * B + l] * B + l] += dyp[k * B + l];
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                const int64_t k = oh * OW + ow, corner = (oh * sh - ph) * W + (ow * sw - pw);
+                for (int l = 0; l < B; l++) {
+                    const int32_t r = get_index(arg, (p * OHW + k) * B + l, narrow);
+                    const int64_t at = corner + (narrow ? off[r] : (r / kw) * W + r % kw);
+                    dxp[at * B + l] += dyp[k * B + l];
+                }
+            }
     }
 }
 
@@ -102,8 +136,14 @@ static int maxpool_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
 }
 
 static void maxpool_forward(const kn_node *n, kn_rt *rt) {
-    if (n->a.i[KN_ATTR_LAYOUT] == 16) { maxpool_fwd_blk(n, rt, 16); return; }
-    if (n->a.i[KN_ATTR_LAYOUT] == 8) { maxpool_fwd_blk(n, rt, 8); return; }
+    const int narrow = narrow_index(n);
+    switch (n->a.i[KN_ATTR_LAYOUT] * 2 + narrow) {
+    case 33: maxpool_fwd_blk(n, rt, 16, 1); return;
+    case 32: maxpool_fwd_blk(n, rt, 16, 0); return;
+    case 17: maxpool_fwd_blk(n, rt, 8, 1); return;
+    case 16: maxpool_fwd_blk(n, rt, 8, 0); return;
+    default: break;
+    }
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
     const int64_t H = xs->d[2], W = xs->d[3], OH = ys->d[2], OW = ys->d[3];
@@ -111,34 +151,35 @@ static void maxpool_forward(const kn_node *n, kn_rt *rt) {
     const int64_t planes = xs->d[0] * xs->d[1];
     const float *x = kn_ptr(g, n->in[0]);
     float *y = kn_ptr(g, n->out[0]);
-    int32_t *arg = kn_iptr(g, n->out[1]);
+    void *arg = g->v[n->out[1]].data;
 #pragma omp parallel for schedule(static) if (planes * OH * OW * kh * kw > 32768)
     for (int64_t p = 0; p < planes; p++) {
         const float *xp = x + p * H * W;
         float *yp = y + p * OH * OW;
-        int32_t *ap = arg + p * OH * OW;
         for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = oh * sh - ph, h1 = h0 + kh;
+            const int64_t hs = oh * sh - ph;
+            int64_t h0 = hs, h1 = hs + kh;
             if (h0 < 0) h0 = 0;
             if (h1 > H) h1 = H;
             for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = ow * sw - pw, w1 = w0 + kw;
+                const int64_t ws = ow * sw - pw;
+                int64_t w0 = ws, w1 = ws + kw;
                 if (w0 < 0) w0 = 0;
                 if (w1 > W) w1 = W;
                 float best = -INFINITY;
-                int64_t bi = h0 * W + w0;
+                int64_t bh = h0, bw = w0;
                 for (int64_t h = h0; h < h1; h++)
                     for (int64_t w = w0; w < w1; w++) {
                         float v = xp[h * W + w];
                         if (v > best || isnan(v)) {
                             best = v;
-                            bi = h * W + w;
+                            bh = h, bw = w;
                             if (isnan(v)) goto done;
                         }
                     }
             done:
                 yp[oh * OW + ow] = best;
-                ap[oh * OW + ow] = (int32_t)bi;
+                put_index(arg, p * OH * OW + oh * OW + ow, (int32_t)((bh - hs) * kw + (bw - ws)), narrow);
             }
         }
     }
@@ -146,22 +187,35 @@ static void maxpool_forward(const kn_node *n, kn_rt *rt) {
 
 static void maxpool_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
     if (!din[0]) return;
-    if (n->a.i[KN_ATTR_LAYOUT] == 16) { maxpool_bwd_blk(n, rt, 16, din[0], dout[0]); return; }
-    if (n->a.i[KN_ATTR_LAYOUT] == 8) { maxpool_bwd_blk(n, rt, 8, din[0], dout[0]); return; }
+    const int narrow = narrow_index(n);
+    switch (n->a.i[KN_ATTR_LAYOUT] * 2 + narrow) {
+    case 33: maxpool_bwd_blk(n, rt, 16, 1, din[0], dout[0]); return;
+    case 32: maxpool_bwd_blk(n, rt, 16, 0, din[0], dout[0]); return;
+    case 17: maxpool_bwd_blk(n, rt, 8, 1, din[0], dout[0]); return;
+    case 16: maxpool_bwd_blk(n, rt, 8, 0, din[0], dout[0]); return;
+    default: break;
+    }
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
-    const int64_t HW = xs->d[2] * xs->d[3], OHW = ys->d[2] * ys->d[3];
+    const int64_t W = xs->d[3], HW = xs->d[2] * W, OH = ys->d[2], OW = ys->d[3], OHW = OH * OW;
+    const int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
     const int64_t planes = xs->d[0] * xs->d[1];
-    const int32_t *arg = kn_iptr(g, n->out[1]);
+    const void *arg = g->v[n->out[1]].data;
     const float *dy = dout[0];
     float *dx = din[0];
+    int32_t off[256];
+    if (narrow) window_offsets(off, kh, kw, W);
 #pragma omp parallel for schedule(static) if (planes * (HW + OHW) > 32768)
     for (int64_t p = 0; p < planes; p++) {
         float *dxp = dx + p * HW;
         const float *dyp = dy + p * OHW;
-        const int32_t *ap = arg + p * OHW;
         memset(dxp, 0, (size_t)HW * sizeof(float));
-        for (int64_t k = 0; k < OHW; k++) dxp[ap[k]] += dyp[k];
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                const int64_t k = oh * OW + ow, corner = (oh * sh - ph) * W + (ow * sw - pw);
+                const int32_t r = get_index(arg, p * OHW + k, narrow);
+                dxp[corner + (narrow ? off[r] : (r / kw) * W + r % kw)] += dyp[k];
+            }
     }
 }
 
