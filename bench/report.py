@@ -162,7 +162,10 @@ def main():
                 continue
             peers.append((key, "Debian python3-torch %s, default Adam, %s" % (dv, blas), args.torch_debian,
                           ["--optimizer", "default"]))
-            peer_env[key] = {"LD_LIBRARY_PATH": libdir}
+            # the reference BLAS with the reference LAPACK: OpenBLAS's liblapack.so.3
+            # would load libopenblas too (which also exports sgemm)
+            lapack = os.path.join(os.path.dirname(libdir), "lapack") if key == "deb-ref" else ""
+            peer_env[key] = {"LD_LIBRARY_PATH": libdir + (":" + lapack if lapack and os.path.isdir(lapack) else "")}
     commit = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip() or "?"
 
     print("kiln vs PyTorch, %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
@@ -259,7 +262,7 @@ def main():
     # acceptance points of the issue, as measured in this run
     print("\nAcceptance (this run):")
     keys = [k for k, _, _, _ in peers]
-    strongest = "pypi" if "pypi" in keys else ("debian" if peers else None)
+    strongest = "pypi" if "pypi" in keys else ("debian" if "debian" in keys else None)
     ok_all = True
 
     def point(name, ok, detail, info=False):

@@ -175,14 +175,21 @@ static void case_recompute_report(void) {
         double reported = json_num(o, "train_graph", "arena_peak_bytes_without_recompute");
         double kept = json_num(o, "train_graph", "saved_activation_bytes");
         double kept_without = json_num(o, "train_graph", "saved_activation_bytes_without_recompute");
+        double total = json_num(o, "process", "total");
+        double total_without = json_num(o, "train_graph", "predicted_total_without_recompute");
         cJSON_Delete(o);
         CHECK(st == 0 && reported == without && kept < kept_without,
               "recompute %s, batch %lld: arena %.0f, reported without %.0f, planned without %.0f; kept %.0f vs %.0f",
               which[b], (long long)batch, with, reported, without, kept, kept_without);
         st = run(args);
-        const char *want = with < without ? "recomputation: training arena" :
-                           with > without ? "recomputation raises the planned peak" :
-                                            "recomputation does not lower the planned peak";
+        /* at batch 64 the evaluation graph (batch 500) sets the arena: the training
+         * arena falls but the predicted peak does not */
+        const char *want = with < without ? (total < total_without ? "recomputation: training arena"
+                                                                   : "but not the predicted peak")
+                           : with > without ? "recomputation raises the planned peak"
+                                            : "recomputation does not lower the planned peak";
+        CHECK(total > 0 && total_without > 0 && (with >= without || b > 0 || total == total_without),
+              "recompute %s, batch %lld: predicted %.0f, without %.0f", which[b], (long long)batch, total, total_without);
         CHECK(st == 0 && strstr(g_out, want), "recompute %s, batch %lld (arena %.0f with, %.0f without): no '%s' in\n%s",
               which[b], (long long)batch, with, without, want, g_out);
         printf("recompute %s at batch %lld: training arena %.1f MiB with, %.1f MiB without; kept %.1f vs %.1f MiB\n",

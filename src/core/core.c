@@ -5,6 +5,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,18 +77,25 @@ const char *kn_shape_str(const kn_shape *s, char *buf, size_t n) {
 }
 
 /* ---------- memory ---------- */
-/* Large blocks (the arena, the parameter store) are 2 MiB-aligned and marked for
+/* Large blocks (4 MiB or more: the arena, the parameter store, optimizer moments,
+ * snapshots, ...) are 2 MiB-aligned, rounded up to 2 MiB and marked for
  * transparent huge pages where the kernel offers them on request (THP "madvise" mode,
  * Debian's default): the step's streaming passes over tens of MiB of activations then
  * miss the TLB 512x less often. The zero fill touches every page once, here, at plan
  * time. A kernel without THP ignores the advice. */
-#define KN_HUGE (2u << 20)
-void *kn_aligned_alloc(size_t bytes) {
+#define KN_HUGE ((size_t)2 << 20)
+size_t kn_alloc_footprint(size_t bytes) {
     if (bytes == 0) bytes = KN_ALIGN;
+    const size_t align = bytes >= 2 * KN_HUGE ? KN_HUGE : KN_ALIGN;
+    if (bytes > SIZE_MAX - align) return 0;
+    return kn_align_up(bytes, align);
+}
+void *kn_aligned_alloc(size_t bytes) {
+    const size_t size = kn_alloc_footprint(bytes);
+    if (size == 0) return NULL;
+    const int huge = size >= 2 * KN_HUGE;
     void *p = NULL;
-    const int huge = bytes >= 2 * (size_t)KN_HUGE;
-    const size_t align = huge ? KN_HUGE : KN_ALIGN, size = kn_align_up(bytes, align);
-    if (posix_memalign(&p, align, size) != 0) return NULL;
+    if (posix_memalign(&p, huge ? KN_HUGE : KN_ALIGN, size) != 0) return NULL;
 #ifdef MADV_HUGEPAGE
     if (huge) (void)madvise(p, size, MADV_HUGEPAGE);
 #endif

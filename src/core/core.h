@@ -42,6 +42,9 @@ const char *kn_shape_str(const kn_shape *s, char *buf, size_t n);
 /* ---------- memory ---------- */
 #define KN_ALIGN 64
 void *kn_aligned_alloc(size_t bytes); /* zero-filled, KN_ALIGN-aligned; NULL on failure */
+/* The bytes kn_aligned_alloc(bytes) actually takes (and touches): rounded up to KN_ALIGN,
+ * or to 2 MiB for blocks of 4 MiB or more (huge pages); 0 if that overflows. */
+size_t kn_alloc_footprint(size_t bytes);
 void kn_aligned_free(void *p);
 static inline size_t kn_align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 

@@ -9,10 +9,12 @@
  * channel-blocked activations), which does about half the multiplications of a 3x3
  * convolution at the cost of transforms and a slightly different rounding (the
  * results agree with the direct algorithm to ~1e-6 relative). `auto` takes Winograd
- * where oneDNN has a JIT implementation of all three passes for the layer and both
+ * where the activations are stored channel-blocked (no reorders added for it),
+ * oneDNN has a JIT implementation of all three passes for the layer and both
  * channel counts are at least KN_WINO_MIN_CHANNELS (below that the transforms
- * dominate), else direct. The choice is made from the shapes and the CPU alone, so
- * it is the same in every run on the machine (runs stay bit-reproducible).
+ * dominate), else direct; `winograd` forces it (reordering plain activations). The
+ * choice is made from the planned graph and the CPU alone, so it is the same in
+ * every run on the machine (runs stay bit-reproducible).
  *
  * Layouts (backend/cpu/layout.h): x and y may be stored channel-blocked. When either
  * is, the primitives run on blocked activations (the layout of oneDNN's direct
@@ -250,8 +252,9 @@ static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
             if (want == KN_CONV_WINOGRAD)
                 return kn_err(ctx, KN_ERR_CONFIG,
                               "algorithm = winograd, but oneDNN has no Winograd convolution for this layer on this CPU "
-                              "(it needs a 3x3 kernel, stride 1, groups = 1, channel counts that are multiples of 16 "
-                              "and AVX-512); use algorithm = auto (Winograd where it runs) or direct");
+                              "(it needs a 3x3 kernel, stride 1, groups = 1, channel counts that are multiples of 16, "
+                              "AVX-512 and channel-blocked layouts, which KN_BLOCKED_LAYOUT=0 turns off); use "
+                              "algorithm = auto (Winograd where it runs) or direct");
             wino = 0; /* auto: the direct algorithm */
             continue;
         }

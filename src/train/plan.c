@@ -202,12 +202,12 @@ static int data_peek(kn_ctx *ctx, const kn_settings *st, data_info *d) {
 }
 
 /* ---------------- the plan ---------------- */
-static size_t al(size_t b) { return kn_align_up(b ? b : 1, KN_ALIGN); }
+static size_t al(size_t b) { return kn_alloc_footprint(b); }
 
 static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info *d) {
     kn_mem_parts *m = &p->mem;
     size_t elems = (size_t)d->channels * (size_t)d->rows * (size_t)d->cols;
-    m->arena = p->train_arena > p->eval_arena ? p->train_arena : p->eval_arena;
+    m->arena = al(p->train_arena > p->eval_arena ? p->train_arena : p->eval_arena);
     m->store_params = al((size_t)p->nparam * 4);
     m->store_grads = al((size_t)p->nparam * 4);
     m->store_state = al((size_t)p->nstate * 4);
@@ -417,10 +417,25 @@ void kn_plan_print(const kn_mem_plan *p, FILE *f, int per_layer) {
     char note[512];
     if (bn_note(p, note, sizeof note)[0]) fprintf(f, "note: %s\n", note);
     if (p->train_arena_norec) {
-        if (p->train_arena < p->train_arena_norec)
-            fprintf(f, "recomputation: training arena %s instead of %s, activations kept %s instead of %s\n",
+        if (p->train_arena < p->train_arena_norec && m->total < p->total_norec)
+            fprintf(f, "recomputation: training arena %s instead of %s, activations kept %s instead of %s; "
+                       "predicted peak %s instead of %s\n",
                     kn_size_str(p->train_arena, a, sizeof a), kn_size_str(p->train_arena_norec, b, sizeof b),
-                    kn_size_str(p->train_saved, c, sizeof c), kn_size_str(p->train_saved_norec, d, sizeof d));
+                    kn_size_str(p->train_saved, c, sizeof c), kn_size_str(p->train_saved_norec, d, sizeof d),
+                    kn_size_str(m->total, e, sizeof e), kn_size_str(p->total_norec, g, sizeof g));
+        else if (p->train_arena < p->train_arena_norec && p->eval_arena >= p->train_arena_norec)
+            fprintf(f, "note: recomputation lowers the training arena (%s instead of %s; activations kept %s instead "
+                       "of %s) but not the predicted peak: the evaluation graph's arena (%s at eval batch %lld) is "
+                       "larger; a smaller data.eval_batch_size lets it count\n",
+                    kn_size_str(p->train_arena, a, sizeof a), kn_size_str(p->train_arena_norec, b, sizeof b),
+                    kn_size_str(p->train_saved, c, sizeof c), kn_size_str(p->train_saved_norec, d, sizeof d),
+                    kn_size_str(p->eval_arena, e, sizeof e), (long long)p->eval_batch);
+        else if (p->train_arena < p->train_arena_norec)
+            fprintf(f, "note: recomputation lowers the training arena (%s instead of %s; activations kept %s instead "
+                       "of %s) but not the predicted peak (%s either way: the arena is allocated in 2 MiB pages)\n",
+                    kn_size_str(p->train_arena, a, sizeof a), kn_size_str(p->train_arena_norec, b, sizeof b),
+                    kn_size_str(p->train_saved, c, sizeof c), kn_size_str(p->train_saved_norec, d, sizeof d),
+                    kn_size_str(m->total, e, sizeof e));
         else
             fprintf(f, "note: recomputation %s: training arena %s with it, %s without, though it keeps %s of "
                        "activations instead of %s (%s); recompute fewer or other blocks, or none\n",
@@ -469,6 +484,7 @@ char *kn_plan_json(const kn_mem_plan *p) {
     if (p->train_arena_norec) {
         cJSON_AddNumberToObject(t, "arena_peak_bytes_without_recompute", (double)p->train_arena_norec);
         cJSON_AddNumberToObject(t, "saved_activation_bytes_without_recompute", (double)p->train_saved_norec);
+        cJSON_AddNumberToObject(t, "predicted_total_without_recompute", (double)p->total_norec);
     }
     cJSON *e = cJSON_AddObjectToObject(o, "eval_graph");
     cJSON_AddNumberToObject(e, "arena_peak_bytes", (double)p->eval_arena);
@@ -537,14 +553,6 @@ static int64_t largest_batch(const kn_config *cfg, const kn_settings *st, int64_
     return lo;
 }
 
-/* Sections that are not layers (every other section is one). */
-static int is_layer_section(const char *name) {
-    static const char *const other[] = {"data", "train", "optimizer", "checkpoint", "guard", "health", "model", NULL};
-    for (int i = 0; other[i]; i++)
-        if (!strcmp(name, other[i])) return 0;
-    return 1;
-}
-
 /* With recomputation in the plan: plan the same run with every layer's recompute off
  * and keep its training arena, so the report can say whether recomputing pays. A
  * block's recomputation keeps fewer activations but must hold the whole block's
@@ -558,15 +566,16 @@ static void recompute_check(const kn_config *cfg, const kn_settings *st, kn_mem_
     kn_config *off = kn_cfg_clone(cfg);
     int ok = c && off;
     for (int k = 0; ok && k < off->nsec; k++) {
-        if (!is_layer_section(off->sec[k].name)) continue;
-        char kv[160];
-        snprintf(kv, sizeof kv, "%s.recompute=false", off->sec[k].name);
-        ok = kn_config_set(c, off, kv) == KN_OK;
+        if (kn_is_reserved_section(off->sec[k].name)) continue;
+        char kv[256];
+        ok = snprintf(kv, sizeof kv, "%s.recompute=false", off->sec[k].name) < (int)sizeof kv &&
+             kn_config_set(c, off, kv) == KN_OK;
     }
     kn_mem_plan q;
     if (ok && kn_plan_make(c, off, st, p->micro_batch, p->eval_batch, &q) == KN_OK) {
         p->train_arena_norec = q.train_arena;
         p->train_saved_norec = q.train_saved;
+        p->total_norec = q.mem.total;
     }
     if (ok) kn_plan_free(&q);
     kn_config_free(off);

@@ -77,7 +77,7 @@ typedef struct {
     size_t eval_arena, eval_naive;
     /* with recomputation in the config: the training arena and saved bytes the same
      * plan has without it (0 when nothing is recomputed or that plan failed) */
-    size_t train_arena_norec, train_saved_norec;
+    size_t train_arena_norec, train_saved_norec, total_norec;
     kn_layer_stats *layers;
     int nlayers;
     kn_mem_parts mem;
