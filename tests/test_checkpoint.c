@@ -331,6 +331,37 @@ static void test_config_change(void) {
     CHECK(st == 0, "--allow-config-change failed: %s", g_err);
 }
 
+/* The algorithm each convolution ran is in the checkpoint's metadata; a resume that
+ * runs another one (here: the config changed it; in life another kiln version or CPU)
+ * says it will not be bit-identical. */
+static void test_algorithms(void) {
+    char cfg[8192];
+    /* conv1 with 32 channels, then a 32 -> 32 3x3 convolution before [bn1] */
+    const char *p = strstr(CFG, "out_channels = 8\n"), *bn = strstr(CFG, "[bn1]");
+    CHECK(p != NULL && bn != NULL && p < bn, "CFG has no conv1 with 8 channels before [bn1]");
+    if (!p || !bn || bn < p) return;
+    const char *after = p + strlen("out_channels = 8\n");
+    snprintf(cfg, sizeof cfg, "%.*sout_channels = 32\n%.*s[conv1b]\ntype = conv2d\nout_channels = 32\nkernel = 3\n"
+             "padding = 1\n\n%s", (int)(p - CFG), CFG, (int)(bn - after), after, bn);
+    write_cfg("alg.ini", cfg);
+    int st = run(NULL, "train alg.ini --run-dir ralg --threads 2 --no-progress --set conv1b.algorithm=direct "
+                       "--set train.max_steps=6 --set checkpoint.every_steps=3");
+    CHECK(st == 0, "algorithm run: %s", g_err);
+    st = run(NULL, "inspect ralg/checkpoints/step-000000006.safetensors");
+    CHECK(st == 0 && strstr(g_out, "algorithms") && strstr(g_out, "conv1b=direct"),
+          "inspect shows no algorithms metadata with conv1b=direct:\n%s%s", g_out, g_err);
+    st = run(NULL, "train alg.ini --run-dir ralg --threads 2 --no-progress --allow-config-change --set train.epochs=1");
+    CHECK(st == 0, "resume with auto: %s", g_err);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        CHECK(strstr(g_err, "layer 'conv1b' runs the winograd convolution") && strstr(g_err, "used direct") &&
+                  strstr(g_err, "not bit-identically"),
+              "resume on Winograd after a direct run: no warning:\n%s", g_err);
+    else
+        printf("no AVX-512: auto stays direct, no algorithm change to warn about\n");
+    CHECK(!strstr(g_err, "conv1' runs"), "a warning about conv1, which did not change:\n%s", g_err);
+}
+
 static void test_full_disk(void) {
     partial_run("rf", 30);
     char before[256];
@@ -389,7 +420,7 @@ static void test_versions(void) {
 int main(void) {
     snprintf(D, sizeof D, "%s", kn_test_tmpdir("checkpoint"));
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd '%s' && rm -rf ref rk rs rt rc rf rf2 rcfg rinit rinit2 rinit3 other empty", D);
+    snprintf(cmd, sizeof cmd, "cd '%s' && rm -rf ref rk rs rt rc rf rf2 rcfg ralg rinit rinit2 rinit3 other empty", D);
     kn_test_system(cmd);
     kn_test_make_images(D, "data", 640, 12, 12);
     write_cfg("cfg.ini", CFG);
@@ -412,6 +443,7 @@ int main(void) {
     test_signal(SIGTERM, 143, "rt");
     test_corruption();
     test_config_change();
+    test_algorithms();
     test_full_disk();
     test_versions();
     return kn_test_finish("test_checkpoint");

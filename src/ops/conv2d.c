@@ -249,7 +249,9 @@ static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
         conv_release(n);
         if (rc > 0) return rc;
         if (wino) {
-            if (want == KN_CONV_WINOGRAD)
+            /* an evaluation graph only rounds differently with the direct algorithm: a
+             * model trained with Winograd still evaluates on a CPU without it */
+            if (want == KN_CONV_WINOGRAD && g->training)
                 return kn_err(ctx, KN_ERR_CONFIG,
                               "algorithm = winograd, but oneDNN has no Winograd convolution for this layer on this CPU "
                               "(it needs a 3x3 kernel, stride 1, groups = 1, channel counts that are multiples of 16, "

@@ -108,6 +108,24 @@ typedef struct {
     int nwrites;
 } run_ctx;
 
+/* "LAYER=ALGORITHM;..." for the nodes of the training graph that chose an algorithm
+ * (conv2d: direct or winograd). Recorded in training checkpoints: a resume that runs
+ * another algorithm (another kiln version or CPU) is correct but not bit-identical. */
+static void algorithms_of(const kn_graph *g, char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int k = 0; k < g->nn && len < n; k++) {
+        const kn_node *nd = &g->n[k];
+        if (!nd->impl[0]) continue;
+        int w = snprintf(buf + len, n - len, "%s%s=%s", len ? ";" : "", nd->layer, nd->impl);
+        if (w < 0 || (size_t)w >= n - len) {
+            buf[len] = 0; /* no partial item */
+            break;
+        }
+        len += (size_t)w;
+    }
+}
+
 static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_state *s) {
     kn_store *store = &R->job->model.store;
     kn_optimizer *o = R->opt;
@@ -127,6 +145,8 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
             nex++;
         }
     }
+    char algos[4096];
+    algorithms_of(R->job->model.train, algos, sizeof algos);
     char v[17][64];
     snprintf(v[0], 64, "%lld", (long long)s->step);
     snprintf(v[1], 64, "%lld", (long long)s->epoch);
@@ -151,7 +171,7 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
                            {"best_step", v[8]},     {"metrics_bytes", v[9]}, {"config_hash", v[10]},
                            {"optimizer_kind", v[11]}, {"guard_lr_scale", v[12]}, {"guard_events", v[13]},
                            {"bad_epochs", v[14]},   {"data_mean", v[15]},    {"data_std", v[16]},
-                           {"config", R->cfg_text}};
+                           {"algorithms", algos},   {"config", R->cfg_text}};
     double t0 = kn_now_seconds();
     int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, (int)(sizeof meta / sizeof meta[0]));
     R->write_seconds += kn_now_seconds() - t0;
@@ -211,6 +231,42 @@ static int config_diff(kn_ctx *ctx, const char *old_text, const char *new_text, 
     return ndiff;
 }
 
+/* Warn when the checkpoint's run chose other algorithms than this one (an older
+ * checkpoint without the record ran every convolution direct). */
+static void check_algorithms(const kn_ckpt *c, const run_ctx *R, const char *path) {
+    const char *then = kn_ckpt_meta_get(c, "algorithms");
+    char now[4096];
+    algorithms_of(R->job->model.train, now, sizeof now);
+    const char *p = now;
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[256];
+        snprintf(item, sizeof item, "%.*s", (int)(len < sizeof item ? len : sizeof item - 1), p);
+        char *eq = strchr(item, '=');
+        if (eq) {
+            *eq = 0;
+            const char *algo = eq + 1, *was = "direct";
+            char key[260];
+            snprintf(key, sizeof key, "%s=", item);
+            const char *at = then ? strstr(then, key) : NULL;
+            while (at && at != then && at[-1] != ';') at = strstr(at + 1, key);
+            char prev[32] = "";
+            if (at) {
+                snprintf(prev, sizeof prev, "%s", at + strlen(key));
+                prev[strcspn(prev, ";")] = 0;
+                was = prev;
+            }
+            if (strcmp(was, algo) != 0)
+                fprintf(stderr, "kiln: warning: layer '%s' runs the %s convolution where the run of %s used %s "
+                                "(its config, kiln version or CPU differed): training continues correctly but not "
+                                "bit-identically to an uninterrupted run; set algorithm = %s on [%s] to match it\n",
+                        item, algo, path, was, was, item);
+        }
+        p += len + (end ? 1 : 0);
+    }
+}
+
 /* Load a training checkpoint into the job and optimizer. config_error is set when the
  * failure is a config mismatch (not a bad file). */
 static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s, int allow_change, int *config_error) {
@@ -254,6 +310,7 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
                           path, diff);
         }
     }
+    check_algorithms(c, R, path);
     kn_optimizer *o = R->opt;
     int same_kind = okind == (int64_t)o->c.kind;
     memset(o->m, 0, (size_t)o->n * sizeof(float));
@@ -1056,7 +1113,8 @@ int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out) {
                 (long long)n, n ? mn : 0.0, n ? mx : 0.0, n ? sum / (double)n : 0.0);
     }
     static const char *const keys[] = {"kind", "kiln_version", "step", "epoch", "batch_in_epoch", "seed",
-                                       "optimizer_t", "best_val_loss", "best_step", "config_hash", "kiln_crc32", NULL};
+                                       "optimizer_t", "best_val_loss", "best_step", "config_hash", "algorithms",
+                                       "kiln_crc32", NULL};
     fprintf(out, "metadata:\n");
     for (int i = 0; keys[i]; i++) {
         const char *v = kn_ckpt_meta_get(c, keys[i]);
