@@ -11,12 +11,14 @@
  * Random images and labels stand in for the data set (the plan does not depend on
  * pixel values). */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config/config.h"
 #include "nn/model.h"
+#include "train/plan.h"
 #include "train/trainer.h"
 #include "testutil.h"
 
@@ -171,8 +173,39 @@ out:
     free(b.state);
 }
 
+/* Blocks of 4 MiB or more take whole 2 MiB pages (huge pages), smaller ones 64-byte
+ * multiples; the plan predicts with the same rounding (kn_alloc_footprint), so its
+ * process arena is the larger graph arena rounded up to 2 MiB. */
+static void case_footprint(void) {
+    const size_t MiB = 1u << 20;
+    CHECK(kn_alloc_footprint(100) == 128 && kn_alloc_footprint(0) == 64 && kn_alloc_footprint(4 * MiB - 1) == 4 * MiB &&
+              kn_alloc_footprint(4 * MiB + 1) == 6 * MiB && kn_alloc_footprint(7 * MiB) == 8 * MiB,
+          "kn_alloc_footprint: 100 -> %zu, 4 MiB + 1 -> %zu", kn_alloc_footprint(100), kn_alloc_footprint(4 * MiB + 1));
+    void *p = kn_aligned_alloc(5 * MiB), *q = kn_aligned_alloc(100);
+    CHECK(p && q && (uintptr_t)p % (2 * MiB) == 0 && (uintptr_t)q % 64 == 0, "alignment: %p %p", p, q);
+    kn_aligned_free(p);
+    kn_aligned_free(q);
+    kn_ctx *ctx = kn_ctx_new();
+    const char *sets[] = {"data.batch_size=512", NULL};
+    kn_config *cfg = load(ctx, "examples/fashion_mnist_cnn.ini", sets);
+    kn_settings st;
+    kn_mem_plan pl;
+    int ok = cfg && kn_settings_read(ctx, cfg, &st) == KN_OK && kn_plan_make(ctx, cfg, &st, 512, st.eval_batch, &pl) == KN_OK;
+    CHECK(ok, "plan: %s", kn_ctx_message(ctx));
+    if (ok) {
+        size_t big = pl.train_arena > pl.eval_arena ? pl.train_arena : pl.eval_arena;
+        CHECK(pl.mem.arena % (2 * MiB) == 0 && pl.mem.arena >= big && pl.mem.arena - big < 2 * MiB,
+              "predicted arena %zu for graph arenas of %zu / %zu bytes: not rounded to 2 MiB pages", pl.mem.arena,
+              pl.train_arena, pl.eval_arena);
+        kn_plan_free(&pl);
+    }
+    kn_config_free(cfg);
+    kn_ctx_free(ctx);
+}
+
 int main(void) {
     const char *quick = getenv("KN_SANITIZED");
+    case_footprint();
     case_hwm("examples/fashion_mnist_mlp.ini", 64);
     case_hwm("examples/fashion_mnist_mlp.ini", 512);
     case_hwm("examples/fashion_mnist_cnn.ini", 64);
