@@ -26,15 +26,11 @@ typedef struct { int64_t h0, h1, w0, w1; float inv; } avg_win;
 static inline avg_win avg_window(const kn_node *n, int64_t H, int64_t W, int64_t oh, int64_t ow) {
     const int64_t kh = n->a.i[0], kw = n->a.i[1], sh = n->a.i[2], sw = n->a.i[3], ph = n->a.i[4], pw = n->a.i[5];
     avg_win r;
-    int64_t h0 = oh * sh - ph, w0 = ow * sw - pw;
-    int64_t h1 = h0 + kh, w1 = w0 + kw;
+    const int64_t h0 = kn_pool_span(oh, sh, ph, kh, H, &r.h0, &r.h1), w0 = kn_pool_span(ow, sw, pw, kw, W, &r.w0, &r.w1);
+    const int64_t h1 = h0 + kh, w1 = w0 + kw;
     /* PyTorch: the window clipped to the padded input counts when padding is included */
     int64_t ph1 = h1 < H + ph ? h1 : H + ph, pw1 = w1 < W + pw ? w1 : W + pw;
     int64_t padded = (ph1 - h0) * (pw1 - w0);
-    r.h0 = h0 < 0 ? 0 : h0;
-    r.w0 = w0 < 0 ? 0 : w0;
-    r.h1 = h1 > H ? H : h1;
-    r.w1 = w1 > W ? W : w1;
     int64_t div = n->a.i[6] ? padded : (r.h1 - r.h0) * (r.w1 - r.w0);
     r.inv = 1.0f / (float)(div > 0 ? div : 1);
     return r;

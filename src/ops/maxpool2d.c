@@ -63,15 +63,10 @@ static inline __attribute__((always_inline)) void maxpool_fwd_blk(const kn_node 
             const float *xp = x + p * H * W * B;
             float *yp = y + (p * OH + oh) * OW * B;
             const int64_t a0 = (p * OH + oh) * OW * B;
-            const int64_t hs = oh * sh - ph;
-            int64_t h0 = hs, h1 = hs + kh;
-            if (h0 < 0) h0 = 0;
-            if (h1 > H) h1 = H;
+            int64_t h0, h1, w0, w1;
+            const int64_t hs = kn_pool_span(oh, sh, ph, kh, H, &h0, &h1);
             for (int64_t ow = 0; ow < OW; ow++) {
-                const int64_t ws = ow * sw - pw;
-                int64_t w0 = ws, w1 = ws + kw;
-                if (w0 < 0) w0 = 0;
-                if (w1 > W) w1 = W;
+                const int64_t ws = kn_pool_span(ow, sw, pw, kw, W, &w0, &w1);
                 for (int q = 0; q < Q; q++) {
                     kn_v8f best = kn_splat8(-INFINITY);
                     const int32_t i0 = (int32_t)((h0 - hs) * kw + (w0 - ws));
@@ -157,15 +152,10 @@ static void maxpool_forward(const kn_node *n, kn_rt *rt) {
         const float *xp = x + p * H * W;
         float *yp = y + p * OH * OW;
         for (int64_t oh = 0; oh < OH; oh++) {
-            const int64_t hs = oh * sh - ph;
-            int64_t h0 = hs, h1 = hs + kh;
-            if (h0 < 0) h0 = 0;
-            if (h1 > H) h1 = H;
+            int64_t h0, h1, w0, w1;
+            const int64_t hs = kn_pool_span(oh, sh, ph, kh, H, &h0, &h1);
             for (int64_t ow = 0; ow < OW; ow++) {
-                const int64_t ws = ow * sw - pw;
-                int64_t w0 = ws, w1 = ws + kw;
-                if (w0 < 0) w0 = 0;
-                if (w1 > W) w1 = W;
+                const int64_t ws = kn_pool_span(ow, sw, pw, kw, W, &w0, &w1);
                 float best = -INFINITY;
                 int64_t bh = h0, bw = w0;
                 for (int64_t h = h0; h < h1; h++)

@@ -1,4 +1,4 @@
-/* kiln — the shape rule shared by the 2-D pooling ops (max and average): one input
+/* kiln — the shape rule and window arithmetic shared by the 2-D pooling ops (max and average): one input
  * [N,C,H,W] float32, attrs i[0]=kh i[1]=kw i[2]=sh i[3]=sw i[4]=ph i[5]=pw, PyTorch's
  * floor mode, padding at most half the kernel. */
 #ifndef KN_OPS_POOL_H
@@ -37,6 +37,16 @@ static inline int kn_pool_shape(const kn_graph *g, const kn_node *n, kn_ctx *ctx
                       kn_shape_str(x, a, sizeof a));
     *out = kn_shape4(x->d[0], x->d[1], (H + 2 * ph - kh) / sh + 1, (W + 2 * pw - kw) / sw + 1);
     return KN_OK;
+}
+
+/* The window of output index o along one axis (stride s, padding p, kernel k, input
+ * size n): returns where it starts, o*s - p (negative on the padding), and sets
+ * [*lo, *hi) to the part of it inside the input. */
+static inline int64_t kn_pool_span(int64_t o, int64_t s, int64_t p, int64_t k, int64_t n, int64_t *lo, int64_t *hi) {
+    const int64_t start = o * s - p;
+    *lo = start < 0 ? 0 : start;
+    *hi = start + k > n ? n : start + k;
+    return start;
 }
 
 #endif
