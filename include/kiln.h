@@ -40,7 +40,9 @@ typedef struct kn_config kn_config;
 int kn_config_load(kn_ctx *ctx, const char *path, kn_config **out);
 /* Parse INI text held in memory; `name` is used in messages in place of a path. */
 int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_config **out);
-/* Apply "section.key=value" (an override from the command line). */
+/* Apply "section.key=value" (an override from the command line). The value is taken
+ * as it is (blanks around it dropped); one that starts with '"' is a quoted string,
+ * read as in a file (docs/CONFIG.md, "Long values and quoting"). */
 int kn_config_set(kn_ctx *ctx, kn_config *cfg, const char *assignment);
 void kn_config_free(kn_config *cfg);
 

@@ -212,14 +212,17 @@ static void test_errors(kn_ctx *ctx) {
     memset(filler, 'v', 250);
     filler[250] = 0;
     snprintf(longtext, sizeof longtext, "[a]\nx = 1\ny = %s\n", filler);
-    expect_parse_error(ctx, longtext, KN_ERR_CONFIG, "t.ini:3: line too long (254 characters, at most 199)", NULL);
-    /* exactly 199 characters is fine */
-    snprintf(longtext, sizeof longtext, "[a]\ny = %.*s\r\n", 195, filler);
+    expect_parse_error(ctx, longtext, KN_ERR_CONFIG, "t.ini:3: line too long (254 characters, at most 198)",
+                       "write a long value in double quotes over indented continuation lines");
+    /* exactly 198 characters is fine, and the next line is read as itself */
+    snprintf(longtext, sizeof longtext, "[a]\ny = %.*s\r\nz = 1\n", 194, filler);
     kn_config *cfg = NULL;
-    CHECK(kn_config_parse_string(ctx, "t.ini", longtext, &cfg) == KN_OK, "199 chars: %s", kn_ctx_message(ctx));
+    CHECK(kn_config_parse_string(ctx, "t.ini", longtext, &cfg) == KN_OK, "198 chars: %s", kn_ctx_message(ctx));
     if (cfg) {
         const kn_cfg_kv *kv = kn_cfg_get(kn_cfg_find(cfg, "a"), "y");
-        CHECK(kv && strlen(kv->value) == 195, "long value truncated");
+        CHECK(kv && strlen(kv->value) == 194, "long value truncated");
+        kv = kn_cfg_get(kn_cfg_find(cfg, "a"), "z");
+        CHECK(kv && kv->line == 3 && strcmp(kv->value, "1") == 0, "line after a 198-character line");
         kn_config_free(cfg);
     }
 
@@ -293,8 +296,15 @@ static void test_set(kn_ctx *ctx) {
         HAS(ctx, "expected SECTION.KEY=VALUE (e.g. optimizer.lr=0.01)");
     }
     CHECK(kn_config_set(ctx, cfg, "lr=0.1") == KN_ERR_INVALID, "no dot");
-    CHECK(strcmp(kn_ctx_message(ctx), "--set 'lr=0.1': expected SECTION.KEY=VALUE (e.g. optimizer.lr=0.01)") == 0,
+    CHECK(strncmp(kn_ctx_message(ctx), "--set 'lr=0.1': expected SECTION.KEY=VALUE (e.g. optimizer.lr=0.01)", 67) == 0,
           "got: %s", kn_ctx_message(ctx));
+    /* names inih could not read back: ':' splits a key line, long names overflow a line */
+    CHECK(kn_config_set(ctx, cfg, "a.b:c=1") == KN_ERR_INVALID, "':' in a key accepted");
+    char longname[300];
+    memset(longname, 'k', 129);
+    snprintf(longname + 129, sizeof longname - 129, ".x=1");
+    CHECK(kn_config_set(ctx, cfg, longname) == KN_ERR_INVALID, "129-character section name accepted");
+    HAS(ctx, "at most 128 characters");
     CHECK(cfg->nsec == 4, "malformed --set changed the config");
     kn_config_free(cfg);
 }
@@ -347,6 +357,290 @@ static void test_roundtrip_clone(kn_ctx *ctx) {
     kn_config_free(NULL);
 }
 
+/* ---- item 6: every value --set accepts is written and read back as itself ---- */
+
+/* Same sections, keys and values in the same order. */
+static int same_config(const kn_config *a, const kn_config *b, char *why, size_t n) {
+    if (a->nsec != b->nsec) { snprintf(why, n, "%d sections, read back %d", a->nsec, b->nsec); return 0; }
+    for (int i = 0; i < a->nsec; i++) {
+        const kn_cfg_section *x = &a->sec[i], *y = &b->sec[i];
+        if (strcmp(x->name, y->name) || x->nkv != y->nkv) {
+            snprintf(why, n, "section [%s] (%d keys) read back as [%s] (%d keys)", x->name, x->nkv, y->name, y->nkv);
+            return 0;
+        }
+        for (int j = 0; j < x->nkv; j++)
+            if (strcmp(x->kv[j].key, y->kv[j].key) || strcmp(x->kv[j].value, y->kv[j].value)) {
+                snprintf(why, n, "[%s] %.60s = '%.80s' (%zu bytes) read back as %.60s = '%.80s' (%zu bytes)", x->name,
+                         x->kv[j].key, x->kv[j].value, strlen(x->kv[j].value), y->kv[j].key, y->kv[j].value,
+                         strlen(y->kv[j].value));
+                return 0;
+            }
+    }
+    return 1;
+}
+
+/* to_text -> parse -> compare; also to_text of the result is the same text. */
+static int roundtrips(kn_ctx *ctx, const kn_config *cfg, const char *what) {
+    char *text = kn_cfg_to_text(cfg);
+    CHECK(text != NULL, "%s: to_text", what);
+    if (!text) return 0;
+    kn_config *back = NULL;
+    int ok = 1;
+    if (kn_config_parse_string(ctx, "config.ini", text, &back) != KN_OK) {
+        CHECK(0, "%s: the written config does not parse: %s", what, kn_ctx_message(ctx));
+        ok = 0;
+    } else {
+        char why[512];
+        ok = same_config(cfg, back, why, sizeof why);
+        CHECK(ok, "%s: %s", what, why);
+        char *again = kn_cfg_to_text(back);
+        CHECK(again && strcmp(again, text) == 0, "%s: writing the read-back config gives other text", what);
+        free(again);
+        /* no written line is longer than inih reads */
+        int line = 1;
+        for (const char *p = text; *p; line++) {
+            size_t len = strcspn(p, "\n");
+            CHECK(len <= 198, "%s: written line %d has %zu characters", what, line, len);
+            p += len;
+            if (*p) p++;
+        }
+    }
+    kn_config_free(back);
+    free(text);
+    return ok;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A random value: printable characters with extra weight on the ones INI treats
+ * specially, sometimes blanks at either end, tabs, control and non-ASCII bytes. */
+static void random_value(uint64_t *r, char *v, size_t maxlen) {
+    static const char special[] = ";#=\"'\\[]: ,./\t";
+    size_t len;
+    uint64_t kind = rng_next(r) % 10;
+    if (kind == 0) len = 0;
+    else if (kind < 5) len = 1 + rng_next(r) % 40;
+    else if (kind < 8) len = 150 + rng_next(r) % 300;
+    else len = 1 + rng_next(r) % maxlen;
+    for (size_t i = 0; i < len; i++) {
+        uint64_t c = rng_next(r) % 100;
+        if (c < 30) v[i] = special[rng_next(r) % (sizeof special - 1)];
+        else if (c < 40) v[i] = ' ';
+        else if (c < 43) v[i] = (char)(1 + rng_next(r) % 31); /* control bytes, newline included */
+        else if (c < 47) v[i] = (char)(0x80 + rng_next(r) % 128);
+        else v[i] = (char)(0x20 + rng_next(r) % 95);
+    }
+    v[len] = 0;
+    if (kind == 9 && len > 2) { v[0] = ' '; v[len - 1] = ' '; }
+    if (kind == 8 && len > 1) { v[0] = ';'; }
+    if (kind == 7 && len > 1) { v[0] = '"'; }
+}
+
+static void test_roundtrip_property(kn_ctx *ctx) {
+    uint64_t r = 0x9E3779B97F4A7C15ULL;
+    static char v[4200];
+    int fails = 0;
+    for (int round = 0; round < 300 && fails < 5; round++) {
+        kn_config *cfg = NULL;
+        CHECK(kn_config_parse_string(ctx, "p.ini", "[data]\ndir = /x\n", &cfg) == KN_OK, "parse");
+        if (!cfg) return;
+        int nkeys = 1 + (int)(rng_next(&r) % 12);
+        for (int k = 0; k < nkeys; k++) {
+            char sec[40], key[140];
+            snprintf(sec, sizeof sec, "s%d", (int)(rng_next(&r) % 4));
+            if (rng_next(&r) % 8 == 0) { /* a long key name */
+                memset(key, 'k', 128);
+                key[128] = 0;
+                key[0] = (char)('a' + k);
+            } else {
+                snprintf(key, sizeof key, "key%d_%c'\"!", k, (char)('a' + rng_next(&r) % 26));
+            }
+            random_value(&r, v, 4096);
+            CHECK(kn_config_set_value(ctx, cfg, sec, key, v) == KN_OK, "set_value: %s", kn_ctx_message(ctx));
+        }
+        char what[64];
+        snprintf(what, sizeof what, "random config %d", round);
+        if (!roundtrips(ctx, cfg, what)) fails++;
+        kn_config_free(cfg);
+    }
+
+    /* what --set accepts (blanks around the value dropped, a quoted value unquoted) round-trips */
+    static char assign[4400];
+    for (int i = 0; i < 300 && fails < 10; i++) {
+        kn_config *cfg = NULL;
+        CHECK(kn_config_parse_string(ctx, "p.ini", "[data]\ndir = /x\n", &cfg) == KN_OK, "parse");
+        if (!cfg) return;
+        random_value(&r, v, 4096);
+        for (char *q = v; *q; q++)
+            if (*q == '\n' || *q == '\r') *q = 'n';
+        snprintf(assign, sizeof assign, "data.dir=%s", v);
+        if (kn_config_set(ctx, cfg, assign) == KN_OK) {
+            char what[64];
+            snprintf(what, sizeof what, "--set value %d", i);
+            if (!roundtrips(ctx, cfg, what)) fails++;
+        }
+        kn_config_free(cfg);
+    }
+
+    /* paths: 206 characters (the issue's case) and PATH_MAX = 4096 */
+    const int lens[] = {206, 4095, 4096};
+    for (int i = 0; i < 3; i++) {
+        kn_config *cfg = NULL;
+        CHECK(kn_config_parse_string(ctx, "p.ini", "[data]\nbatch_size = 8\n", &cfg) == KN_OK, "parse");
+        if (!cfg) return;
+        char *p = v;
+        p += sprintf(p, "data.dir=");
+        for (int k = 0; k < lens[i]; k++) *p++ = k % 16 == 0 ? '/' : (char)('a' + k % 26);
+        *p = 0;
+        CHECK(kn_config_set(ctx, cfg, v) == KN_OK, "--set of a %d-character path: %s", lens[i], kn_ctx_message(ctx));
+        char what[64];
+        snprintf(what, sizeof what, "data.dir of %d characters", lens[i]);
+        roundtrips(ctx, cfg, what);
+        const kn_cfg_kv *kv = kn_cfg_get(kn_cfg_find(cfg, "data"), "dir");
+        CHECK(kv && strlen(kv->value) == (size_t)lens[i], "dir length");
+        kn_config_free(cfg);
+    }
+}
+
+/* The reproducers of the issue (configs whose config.ini did not read back). */
+static void test_roundtrip_fixtures(kn_ctx *ctx) {
+    for (int i = 1; i <= 3; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "tests/fixtures/roundtrip_%d.ini", i);
+        kn_config *cfg = NULL;
+        int rc = kn_config_load(ctx, kn_test_src(rel), &cfg);
+        CHECK(rc == KN_OK, "%s: %s", rel, kn_ctx_message(ctx));
+        if (rc) continue;
+        roundtrips(ctx, cfg, rel);
+        kn_config_free(cfg);
+    }
+    /* roundtrip_2's last key: a value that starts with ';' right after '=' */
+    kn_config *cfg = NULL;
+    if (kn_config_load(ctx, kn_test_src("tests/fixtures/roundtrip_2.ini"), &cfg) == KN_OK) {
+        const kn_cfg_kv *kv = kn_cfg_get(kn_cfg_find(cfg, "train"), "init");
+        CHECK(kv && kv->value[0] == ';', "value starting with ';'");
+        kn_config_free(cfg);
+    }
+}
+
+/* The documented form users write: quotes, escapes, continuation lines. */
+static void test_quoted_values(kn_ctx *ctx) {
+    const char *text =
+        "[data]\n"                                          /* 1 */
+        "dir = \"/very/long/path/\n"                        /* 2 */
+        "       that/continues/\n"                          /* 3 */
+        "   ; a comment line inside\n"                      /* 4 */
+        "       here\"\n"                                   /* 5 */
+        "name = \"  padded \\; with \\; semicolons \\# \\\" \\\\ \\x41\"  ; comment\n" /* 6 */
+        "  plain = a \"b\" c\n"                             /* 7: indented key, as before */
+        "empty = \"\"\n"                                     /* 8 */
+        "spaces = \"a\n"                                    /* 9 */
+        "    \\x20b\"\n";                                   /* 10 */
+    kn_config *cfg = NULL;
+    CHECK(kn_config_parse_string(ctx, "q.ini", text, &cfg) == KN_OK, "quoted: %s", kn_ctx_message(ctx));
+    if (cfg) {
+        kn_cfg_section *d = kn_cfg_find(cfg, "data");
+        const kn_cfg_kv *kv = kn_cfg_get(d, "dir");
+        CHECK(kv && strcmp(kv->value, "/very/long/path/that/continues/here") == 0 && kv->line == 2, "dir: %s",
+              kv ? kv->value : "(none)");
+        kv = kn_cfg_get(d, "name");
+        CHECK(kv && strcmp(kv->value, "  padded ; with ; semicolons # \" \\ A") == 0 && kv->line == 6, "name: '%s'", kv ? kv->value : "(none)");
+        kv = kn_cfg_get(d, "plain");
+        CHECK(kv && strcmp(kv->value, "a \"b\" c") == 0 && kv->line == 7, "plain");
+        kv = kn_cfg_get(d, "empty");
+        CHECK(kv && strcmp(kv->value, "") == 0, "empty quoted");
+        kv = kn_cfg_get(d, "spaces");
+        CHECK(kv && strcmp(kv->value, "a b") == 0, "\\x20 at a line start: '%s'", kv ? kv->value : "(none)");
+        kn_config_free(cfg);
+    }
+    /* escapes inside quotes; the closing quote may not be followed by text */
+    /* ' ; q...' is an inline comment even inside quotes: the value is cut there and the quote is not closed */
+    expect_parse_error(ctx, "[a]\nx = \"p ; q\\; r\\# s\\\" t\\\\ u\\x3bv\"\n", KN_ERR_CONFIG,
+                       "t.ini:2: [a] x: the quoted value is not closed", "inside quotes ';' is written \\;");
+    cfg = NULL;
+    CHECK(kn_config_parse_string(ctx, "q.ini", "[a]\nx = \"p \\; q\\; r\\# s\\\" t\\\\ u\\x3bv\"\n", &cfg) == KN_OK,
+          "escapes: %s", kn_ctx_message(ctx));
+    if (cfg) {
+        const kn_cfg_kv *kv = kn_cfg_get(kn_cfg_find(cfg, "a"), "x");
+        CHECK(kv && strcmp(kv->value, "p ; q; r# s\" t\\ u;v") == 0, "escapes: '%s'", kv ? kv->value : "");
+        kn_config_free(cfg);
+    }
+    expect_parse_error(ctx, "[a]\nx = \"abc\" d\n", KN_ERR_CONFIG, "t.ini:2: [a] x: text ' d' after the closing", NULL);
+    expect_parse_error(ctx, "[a]\nx = \"a\\qb\"\n", KN_ERR_CONFIG, "t.ini:2: [a] x: unknown escape '\\q'", NULL);
+    expect_parse_error(ctx, "[a]\nx = \"a\\x0g\"\n", KN_ERR_CONFIG, "t.ini:2: [a] x: bad escape", NULL);
+    expect_parse_error(ctx, "[a]\nx = \"a\\x00\"\n", KN_ERR_CONFIG, "bad escape", NULL);
+    /* not closed: the next line is not indented, a blank line, or the end of the file */
+    expect_parse_error(ctx, "[a]\nx = \"abc\ny = 1\n", KN_ERR_CONFIG, "t.ini:2: [a] x: the quoted value is not closed",
+                       NULL);
+    expect_parse_error(ctx, "[a]\nx = \"abc\n\n  y\"\n", KN_ERR_CONFIG, "t.ini:2: [a] x: the quoted value is not closed",
+                       NULL);
+    expect_parse_error(ctx, "[a]\nx = 1\ny = \"abc\n   def", KN_ERR_CONFIG, "t.ini:3: [a] y: the quoted value is not closed",
+                       NULL);
+    /* --set reads a quoted value the same way */
+    cfg = NULL;
+    CHECK(kn_config_parse_string(ctx, "q.ini", "[a]\n", &cfg) == KN_OK, "parse");
+    if (cfg) {
+        CHECK(kn_config_set(ctx, cfg, "a.x=\"  two ; three \\\"\"") == KN_OK, "--set quoted: %s", kn_ctx_message(ctx));
+        const kn_cfg_kv *kv = kn_cfg_get(kn_cfg_find(cfg, "a"), "x");
+        CHECK(kv && strcmp(kv->value, "  two ; three \"") == 0, "--set quoted: '%s'", kv ? kv->value : "");
+        CHECK(kn_config_set(ctx, cfg, "a.y=\"open") == KN_ERR_INVALID, "--set unclosed quote");
+        HAS(ctx, "--set a.y: the quoted value has no closing");
+        CHECK(kn_config_set(ctx, cfg, "a.y=sem;i \\ \"colon") == KN_OK, "--set plain");
+        kv = kn_cfg_get(kn_cfg_find(cfg, "a"), "y");
+        CHECK(kv && strcmp(kv->value, "sem;i \\ \"colon") == 0, "--set plain value kept");
+        roundtrips(ctx, cfg, "--set quoted");
+        kn_config_free(cfg);
+    }
+}
+
+/* ---- item 9: a config saved as UTF-16 gets an error that says so ---- */
+static void test_encodings(kn_ctx *ctx) {
+    const char *ascii = "[data]\nbatch_size = 8\n";
+    size_t n = strlen(ascii);
+    static unsigned char buf[256];
+    const char *names[] = {"utf16le_bom.ini", "utf16be_bom.ini", "utf16le.ini"};
+    const char *want[] = {"is UTF-16 (little-endian) encoded", "is UTF-16 (big-endian) encoded",
+                          "is UTF-16 (little-endian) encoded"};
+    for (int kind = 0; kind < 3; kind++) {
+        size_t k = 0;
+        if (kind == 0) { buf[k++] = 0xFF; buf[k++] = 0xFE; }
+        if (kind == 1) { buf[k++] = 0xFE; buf[k++] = 0xFF; }
+        for (size_t i = 0; i < n; i++) {
+            if (kind == 1) { buf[k++] = 0; buf[k++] = (unsigned char)ascii[i]; }
+            else { buf[k++] = (unsigned char)ascii[i]; buf[k++] = 0; }
+        }
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", kn_test_tmpdir("test_config"), names[kind]);
+        FILE *f = fopen(path, "wb");
+        CHECK(f != NULL, "write %s", path);
+        if (!f) continue;
+        fwrite(buf, 1, k, f);
+        fclose(f);
+        kn_config *cfg = (kn_config *)&cfg;
+        CHECK(kn_config_load(ctx, path, &cfg) == KN_ERR_FORMAT && cfg == NULL, "%s accepted", names[kind]);
+        HAS(ctx, want[kind]);
+        HAS(ctx, "save it as UTF-8");
+        CHECK(strstr(kn_ctx_message(ctx), path) != NULL, "message names the file: %s", kn_ctx_message(ctx));
+    }
+    /* a stray NUL in a UTF-8 file: its line */
+    const char *path = write_file("nul.ini", "[a]\nx = 1\n");
+    FILE *f = fopen(path, "ab");
+    if (f) { fwrite("y = \0\n", 1, 6, f); fclose(f); }
+    kn_config *cfg = NULL;
+    CHECK(kn_config_load(ctx, path, &cfg) == KN_ERR_FORMAT, "NUL accepted");
+    HAS(ctx, ":3: contains a NUL byte");
+    /* a UTF-8 byte-order mark is fine */
+    path = write_file("bom8.ini", "\xEF\xBB\xBF[a]\nx = 1\n");
+    cfg = NULL;
+    CHECK(kn_config_load(ctx, path, &cfg) == KN_OK && cfg && kn_cfg_find(cfg, "a"), "UTF-8 BOM: %s", kn_ctx_message(ctx));
+    kn_config_free(cfg);
+}
+
 int main(void) {
     kn_ctx *ctx = kn_ctx_new();
     test_load_and_lines(ctx);
@@ -354,6 +648,10 @@ int main(void) {
     test_errors(ctx);
     test_set(ctx);
     test_roundtrip_clone(ctx);
+    test_roundtrip_property(ctx);
+    test_roundtrip_fixtures(ctx);
+    test_quoted_values(ctx);
+    test_encodings(ctx);
     kn_ctx_free(ctx);
     return kn_test_finish("test_config");
 }

@@ -13,8 +13,15 @@
 #include <string.h>
 #include <strings.h>
 
-/* inih is built with INI_MAX_LINE 200: the longest line it reads whole. */
-#define KN_CFG_MAX_LINE 199
+/* Debian's inih is built with INI_MAX_LINE 200: a buffer of 200 bytes holds a line
+ * of 198 characters, its '\n' and the NUL. The reader below hands inih one line at a
+ * time and refuses longer ones (inih would cut them and read the rest as a new line).
+ * Longer values are written in double quotes over indented continuation lines (see
+ * docs/CONFIG.md, "Long values and quoting"); the writer wraps at KN_CFG_WRAP. */
+#define KN_CFG_MAX_LINE 198
+#define KN_CFG_WRAP 120
+/* Longest section or key name --set accepts (a header or a key line must fit a line). */
+#define KN_CFG_MAX_NAME 128
 
 /* Every kn_config is allocated as the first member of this private struct (by
  * kn_config_load / kn_config_parse_string / kn_cfg_clone), so kn_cfg_list can keep
@@ -180,6 +187,71 @@ const kn_cfg_kv *kn_cfg_get(const kn_cfg_section *sec, const char *key) {
     return NULL;
 }
 
+/* ---------- quoted values ----------
+ * A value that starts with '"' is a quoted string: the text up to the closing '"',
+ * in which \\ \" \; \# and \xHH (two hex digits, any byte but 0) stand for one byte.
+ * It may continue on indented lines (the pieces are joined with nothing between
+ * them). A quoted value keeps leading and trailing blanks, ';' and '#', and any
+ * length; kn_cfg_to_text writes every value that needs it this way. */
+enum { UQ_ERROR = -1, UQ_OPEN = 0, UQ_CLOSED = 1 };
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* s starts with '"'. UQ_CLOSED: *out = the decoded value (malloc'ed); UQ_OPEN: the
+ * closing quote has not come yet; UQ_ERROR: why in err. */
+static int unquote(const char *s, char **out, char *err, size_t errn) {
+    size_t n = strlen(s);
+    char *o = malloc(n + 1);
+    if (!o) { snprintf(err, errn, "out of memory"); return UQ_ERROR; }
+    size_t k = 0;
+    for (size_t i = 1; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            if (i + 1 != n) {
+                snprintf(err, errn, "text '%.40s' after the closing '\"' of a quoted value", s + i + 1);
+                free(o);
+                return UQ_ERROR;
+            }
+            o[k] = 0;
+            *out = o;
+            return UQ_CLOSED;
+        }
+        if (c != '\\') { o[k++] = (char)c; continue; }
+        if (i + 1 >= n) break; /* the escape continues on the next line */
+        unsigned char e = (unsigned char)s[++i];
+        if (e == '\\' || e == '"' || e == ';' || e == '#') { o[k++] = (char)e; continue; }
+        if (e == 'x') {
+            if (i + 2 >= n) { /* may continue */
+                if (i + 1 < n && hexval(s[i + 1]) < 0) goto bad_hex;
+                break;
+            }
+            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            if (h < 0 || l < 0 || (h == 0 && l == 0)) goto bad_hex;
+            o[k++] = (char)(h * 16 + l);
+            i += 2;
+            continue;
+        bad_hex:
+            snprintf(err, errn, "bad escape '\\x%.2s' in a quoted value (write \\xHH with two hex digits, not 00)",
+                     s + i + 1);
+            free(o);
+            return UQ_ERROR;
+        }
+        snprintf(err, errn,
+                 "unknown escape '\\%c' in a quoted value (inside quotes write \\\\ for a backslash; "
+                 "\\\" \\; \\# and \\xHH are the others)",
+                 isprint(e) ? e : '?');
+        free(o);
+        return UQ_ERROR;
+    }
+    free(o);
+    return UQ_OPEN;
+}
+
 /* ---------- parsing ---------- */
 typedef struct {
     kn_ctx *ctx;
@@ -189,7 +261,40 @@ typedef struct {
     int cur;       /* index of the current section, -1 before the first header */
     int err;       /* first error of ours (kn_status), 0 if none */
     int err_line;
+    /* a quoted value whose closing '"' has not come yet */
+    int open;      /* 1 while open */
+    int open_sec, open_kv, open_line;
+    char *acc;     /* its raw text so far (quotes and escapes) */
+    int cont;      /* the line being parsed continues it */
 } parse_state;
+
+static void open_error(parse_state *st) {
+    const kn_cfg_section *sec = &st->cfg->sec[st->open_sec];
+    st->err = kn_err(st->ctx, KN_ERR_CONFIG,
+                     "%s:%d: [%s] %s: the quoted value is not closed (a '\"' is missing at its end; a "
+                     "quoted value continues only on indented lines, and inside quotes ';' is written \\;)",
+                     st->cfg->path, st->open_line, sec->name, sec->kv[st->open_kv].key);
+    st->err_line = st->open_line;
+}
+
+/* The raw value of the open quoted value grew: decode it once it is closed. */
+static void check_open(parse_state *st) {
+    char *dec = NULL, why[256];
+    int r = unquote(st->acc, &dec, why, sizeof why);
+    if (r == UQ_OPEN) return;
+    kn_cfg_section *sec = &st->cfg->sec[st->open_sec];
+    kn_cfg_kv *kv = &sec->kv[st->open_kv];
+    if (r == UQ_ERROR) {
+        st->err = kn_err(st->ctx, KN_ERR_CONFIG, "%s:%d: [%s] %s: %s", st->cfg->path, st->line, sec->name, kv->key, why);
+        st->err_line = st->line;
+    } else {
+        free(kv->value);
+        kv->value = dec;
+    }
+    st->open = 0;
+    free(st->acc);
+    st->acc = NULL;
+}
 
 /* A line starting with '[': record the section the way inih will read it. Lines
  * inih rejects (no ']' before an inline comment) are left to its syntax error. */
@@ -234,24 +339,49 @@ static void on_header(parse_state *st, const char *s) {
     if (st->err) st->err_line = st->line;
 }
 
-/* fgets-style reader over the in-memory text: one whole line per call, counting
- * lines. Leading blanks are dropped so that indented lines are never taken for
- * inih's multi-line continuations. */
+/* fgets-style reader over the in-memory text: one whole line per call (with its
+ * '\n', so inih never takes it for a cut one), counting lines. Leading blanks are
+ * dropped so that indented lines are never taken for inih's multi-line
+ * continuations, except while a quoted value is open: then an indented line is
+ * handed over as it is and inih passes it on as a continuation of that value. */
 static char *reader(char *str, int num, void *stream) {
     parse_state *st = stream;
-    if (st->err || !*st->p || num < 2) return NULL;
+    st->cont = 0;
+    if (st->err || !*st->p || num < 3) return NULL;
     const char *s = st->p;
     const char *nl = strchr(s, '\n');
     size_t len = nl ? (size_t)(nl - s) : strlen(s);
     st->p = nl ? nl + 1 : s + len;
     st->line++;
     if (st->line == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) { s += 3; len -= 3; }
-    while (len && isspace((unsigned char)*s)) { s++; len--; }
-    size_t n = len < (size_t)num - 1 ? len : (size_t)num - 1;
-    memcpy(str, s, n);
-    str[n] = 0;
+    if (len && s[len - 1] == '\r') len--;
+    int maxlen = num - 2 < KN_CFG_MAX_LINE ? num - 2 : KN_CFG_MAX_LINE;
+    if (len > (size_t)maxlen) {
+        st->err = kn_err(st->ctx, KN_ERR_CONFIG,
+                         "%s:%d: line too long (%zu characters, at most %d); write a long value in double "
+                         "quotes over indented continuation lines (docs/CONFIG.md, \"Long values and quoting\")",
+                         st->cfg->path, st->line, len, maxlen);
+        st->err_line = st->line;
+        return NULL;
+    }
+    int indented = len && isspace((unsigned char)*s);
+    if (st->open) {
+        size_t b = 0;
+        while (b < len && isspace((unsigned char)s[b])) b++;
+        if (!indented || b == len) {
+            open_error(st);
+            return NULL;
+        }
+        st->cont = 1;
+    } else {
+        while (len && isspace((unsigned char)*s)) { s++; len--; }
+    }
+    memcpy(str, s, len);
+    str[len] = 0;
     if (str[0] == '[') on_header(st, str);
     if (st->err) return NULL;
+    str[len] = '\n';
+    str[len + 1] = 0;
     return str;
 }
 
@@ -260,6 +390,16 @@ static int handler(void *user, const char *section, const char *name, const char
     (void)section; /* we track sections ourselves (with their header lines) */
     if (st->err) return 0;
     const char *path = st->cfg->path;
+    if (!value) value = "";
+    if (st->cont) { /* an indented line inside an open quoted value (name is inih's copy, cut at 50) */
+        size_t a = strlen(st->acc), b = strlen(value);
+        char *n = realloc(st->acc, a + b + 1);
+        if (!n) { st->err = oom(st->ctx); st->err_line = st->line; return 0; }
+        memcpy(n + a, value, b + 1);
+        st->acc = n;
+        check_open(st);
+        return st->err ? 0 : 1;
+    }
     if (st->cur < 0) {
         st->err = kn_err(st->ctx, KN_ERR_CONFIG, "%s:%d: key '%s' is outside any [section]", path,
                          st->line, name);
@@ -273,12 +413,45 @@ static int handler(void *user, const char *section, const char *name, const char
             st->err = kn_err(st->ctx, KN_ERR_CONFIG,
                              "%s:%d: [%s] key '%s' appears twice (first at line %d, again at line %d)",
                              path, st->line, sec->name, name, prev->line, st->line);
-        } else if (kv_add(sec, name, value ? value : "", st->line) != 0) {
+        } else if (kv_add(sec, name, value, st->line) != 0) {
             st->err = oom(st->ctx);
+        } else if (value[0] == '"') {
+            st->open = 1;
+            st->open_sec = st->cur;
+            st->open_kv = sec->nkv - 1;
+            st->open_line = st->line;
+            st->acc = strdup(value);
+            if (!st->acc) st->err = oom(st->ctx);
+            else check_open(st);
         }
     }
-    if (st->err) { st->err_line = st->line; return 0; }
+    if (st->err) { if (!st->err_line) st->err_line = st->line; return 0; }
     return 1;
+}
+
+/* A config saved as UTF-16 or UTF-32 (Windows editors offer it) reads as garbage with
+ * NUL bytes: say what it is. NULL when the text looks like a byte encoding. */
+static const char *wide_encoding(const unsigned char *b, size_t n) {
+    if (n >= 4 && b[0] == 0xFF && b[1] == 0xFE && b[2] == 0 && b[3] == 0) return "UTF-32 (little-endian)";
+    if (n >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0xFE && b[3] == 0xFF) return "UTF-32 (big-endian)";
+    if (n >= 2 && b[0] == 0xFF && b[1] == 0xFE) return "UTF-16 (little-endian)";
+    if (n >= 2 && b[0] == 0xFE && b[1] == 0xFF) return "UTF-16 (big-endian)";
+    /* no byte-order mark: ASCII text in UTF-16 has every other byte NUL */
+    if (n >= 2 && memchr(b, 0, n)) {
+        size_t even = 0, odd = 0, m = n < 4096 ? n : 4096;
+        for (size_t i = 0; i < m; i++)
+            if (!b[i]) { if (i % 2) odd++; else even++; }
+        if (odd * 2 >= m / 2 && even == 0) return "UTF-16 (little-endian)";
+        if (even * 2 >= m / 2 && odd == 0) return "UTF-16 (big-endian)";
+    }
+    return NULL;
+}
+
+static int encoding_error(kn_ctx *ctx, const char *name, const char *enc) {
+    return kn_err(ctx, KN_ERR_FORMAT,
+                  "config %s is %s encoded; kiln reads UTF-8 (or ASCII) configs: save it as UTF-8 "
+                  "(e.g. iconv -f %.6s -t UTF-8 %s > new.ini)",
+                  name, enc, enc, name);
 }
 
 int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_config **out) {
@@ -286,19 +459,8 @@ int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_c
     *out = NULL;
     if (!name) name = "<string>";
     if (!text) return kn_err(ctx, KN_ERR_INVALID, "%s: no config text given", name);
-
-    /* inih truncates long lines (and reads the rest as a new line): refuse them. */
-    int line = 1;
-    for (const char *p = text; *p; line++) {
-        size_t len = strcspn(p, "\n");
-        size_t vis = len;
-        if (vis && p[vis - 1] == '\r') vis--;
-        if (vis > KN_CFG_MAX_LINE)
-            return kn_err(ctx, KN_ERR_CONFIG, "%s:%d: line too long (%zu characters, at most %d)",
-                          name, line, vis, KN_CFG_MAX_LINE);
-        p += len;
-        if (*p) p++;
-    }
+    const char *enc = wide_encoding((const unsigned char *)text, strlen(text));
+    if (enc) return encoding_error(ctx, name, enc);
 
     kn_config *cfg = cfg_new();
     if (!cfg) return oom(ctx);
@@ -306,8 +468,15 @@ int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_c
     cfg->text = strdup(text);
     if (!cfg->path || !cfg->text) { kn_config_free(cfg); return oom(ctx); }
 
-    parse_state st = {ctx, cfg, cfg->text, 0, -1, 0, 0};
+    parse_state st;
+    memset(&st, 0, sizeof st);
+    st.ctx = ctx;
+    st.cfg = cfg;
+    st.p = cfg->text;
+    st.cur = -1;
     int rc = ini_parse_stream(reader, &st, handler, &st);
+    if (!st.err && rc == 0 && st.open) open_error(&st);
+    free(st.acc);
     if (rc > 0 && (!st.err || rc < st.err_line)) {
         char buf[128];
         line_text(cfg->text, rc, buf, sizeof buf);
@@ -351,24 +520,36 @@ int kn_config_load(kn_ctx *ctx, const char *path, kn_config **out) {
     }
     fclose(f);
     buf[n] = 0;
-    if (memchr(buf, 0, n))
-        { free(buf); return kn_err(ctx, KN_ERR_FORMAT, "%s: contains a NUL byte; is it a text file?", path); }
+    const char *enc = wide_encoding((const unsigned char *)buf, n);
+    if (enc) { free(buf); return encoding_error(ctx, path, enc); }
+    const char *nul = memchr(buf, 0, n);
+    if (nul) {
+        int line = 1;
+        for (const char *q = buf; q < nul; q++) line += *q == '\n';
+        free(buf);
+        return kn_err(ctx, KN_ERR_FORMAT, "%s:%d: contains a NUL byte; is it a text file? (kiln reads UTF-8 configs)",
+                      path, line);
+    }
     int rc = kn_config_parse_string(ctx, path, buf, out);
     free(buf);
     return rc;
 }
 
 /* ---------- overrides ---------- */
+/* A section or key name that a header or key line can hold and inih reads back:
+ * no blanks, none of [ ] = : ; # (inih splits a line at the first '=' or ':'). */
 static int name_ok(const char *s) {
-    if (!*s) return 0;
+    if (!*s || strlen(s) > KN_CFG_MAX_NAME) return 0;
     for (; *s; s++)
-        if (isspace((unsigned char)*s) || strchr("[]=;#", *s)) return 0;
+        if (isspace((unsigned char)*s) || strchr("[]=:;#", *s)) return 0;
     return 1;
 }
 
 static int set_malformed(kn_ctx *ctx, const char *assignment) {
-    return kn_err(ctx, KN_ERR_INVALID, "--set '%s': expected SECTION.KEY=VALUE (e.g. optimizer.lr=0.01)",
-                  assignment);
+    return kn_err(ctx, KN_ERR_INVALID,
+                  "--set '%.300s': expected SECTION.KEY=VALUE (e.g. optimizer.lr=0.01); section and key "
+                  "names have at most %d characters, no blanks and none of [ ] = : ; #",
+                  assignment, KN_CFG_MAX_NAME);
 }
 
 static int set_apply(kn_ctx *ctx, kn_config *cfg, const char *sn, const char *kn, const char *vn) {
@@ -391,6 +572,17 @@ static int set_apply(kn_ctx *ctx, kn_config *cfg, const char *sn, const char *kn
     return kv_add(sec, kn, vn, 0) == 0 ? KN_OK : oom(ctx);
 }
 
+int kn_config_set_value(kn_ctx *ctx, kn_config *cfg, const char *section, const char *key, const char *value) {
+    if (!cfg || !section || !key || !value)
+        return kn_err(ctx, KN_ERR_INVALID, "kn_config_set_value: missing argument");
+    if (!name_ok(section) || !name_ok(key) || strchr(section, '.')) {
+        char a[300];
+        snprintf(a, sizeof a, "%.140s.%.140s=...", section, key);
+        return set_malformed(ctx, a);
+    }
+    return set_apply(ctx, cfg, section, key, value);
+}
+
 int kn_config_set(kn_ctx *ctx, kn_config *cfg, const char *assignment) {
     if (!cfg || !assignment) return kn_err(ctx, KN_ERR_INVALID, "kn_config_set: no config or assignment");
     const char *eq = strchr(assignment, '=');
@@ -399,14 +591,29 @@ int kn_config_set(kn_ctx *ctx, kn_config *cfg, const char *assignment) {
     char *sbuf = strndup(assignment, (size_t)(dot - assignment));
     char *kbuf = strndup(dot + 1, (size_t)(eq - dot - 1));
     char *vbuf = strdup(eq + 1);
+    char *dec = NULL;
     int rc;
     if (!sbuf || !kbuf || !vbuf) {
         rc = oom(ctx);
     } else {
         char *sn = trim(sbuf), *kn = trim(kbuf), *vn = trim(vbuf);
-        if (!name_ok(sn) || !name_ok(kn)) rc = set_malformed(ctx, assignment);
-        else rc = set_apply(ctx, cfg, sn, kn, vn);
+        if (!name_ok(sn) || !name_ok(kn)) {
+            rc = set_malformed(ctx, assignment);
+        } else if (vn[0] == '"') { /* a quoted value, read as in a file */
+            char why[256];
+            int r = unquote(vn, &dec, why, sizeof why);
+            if (r == UQ_CLOSED) rc = set_apply(ctx, cfg, sn, kn, dec);
+            else if (r == UQ_OPEN)
+                rc = kn_err(ctx, KN_ERR_INVALID,
+                            "--set %s.%s: the quoted value has no closing '\"' (a value that starts with '\"' "
+                            "is a quoted string: write \\\" for a quote inside it)",
+                            sn, kn);
+            else rc = kn_err(ctx, KN_ERR_INVALID, "--set %s.%s: %s", sn, kn, why);
+        } else {
+            rc = set_apply(ctx, cfg, sn, kn, vn);
+        }
     }
+    free(dec);
     free(sbuf);
     free(kbuf);
     free(vbuf);
@@ -607,26 +814,99 @@ int kn_cfg_check_keys(kn_ctx *ctx, const kn_config *cfg, const kn_cfg_section *s
 }
 
 /* ---------- serialising and copying ---------- */
+/* A growing string for the writer. */
+typedef struct { char *p; size_t n, cap; int bad; } sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->bad) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        while (b->n + n + 1 > nc) nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) { b->bad = 1; return; }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* Does `v` need the quoted form to read back as itself on one plain line? */
+static int needs_quotes(const char *key, const char *v) {
+    size_t n = strlen(v);
+    if (!n) return 0;
+    if (v[0] == '"' || isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1])) return 1;
+    if (strlen(key) + 3 + n > KN_CFG_WRAP) return 1;
+    for (const unsigned char *q = (const unsigned char *)v; *q; q++)
+        if (*q == ';' || *q < 0x20 || *q == 0x7f) return 1;
+    return 0;
+}
+
+/* One byte of a quoted value as written: itself or an escape. Returns its width. */
+static size_t quoted_atom(unsigned char c, char atom[8]) {
+    if (c == '\\' || c == '"' || c == ';' || c == '#') snprintf(atom, 8, "\\%c", c);
+    else if (c < 0x20 || c == 0x7f) snprintf(atom, 8, "\\x%02X", c);
+    else { atom[0] = (char)c; atom[1] = 0; }
+    return strlen(atom);
+}
+
+/* `key = "..."`, escaped, wrapped onto lines indented by four blanks, no line longer
+ * than KN_CFG_WRAP. The pieces read back joined with nothing between them; a blank
+ * that starts or ends a piece (inih would drop it) is written as \x20. */
+static void put_quoted(sbuf *b, const char *key, const char *v) {
+    sb_str(b, key);
+    sb_str(b, " = \"");
+    size_t col = strlen(key) + 4;
+    const size_t room = KN_CFG_WRAP - 1; /* the closing quote may follow any atom */
+    for (const unsigned char *q = (const unsigned char *)v; *q; q++) {
+        char atom[8], next[8];
+        size_t w = quoted_atom(*q, atom);
+        if (*q == ' ') {
+            /* the next atom is at most 4 wide (a blank may become \x20) */
+            size_t wn = q[1] == ' ' ? 4 : q[1] ? quoted_atom(q[1], next) : 0;
+            int ends_line = q[1] && col + 1 + wn > room;
+            if (ends_line || col + 1 > room) { strcpy(atom, "\\x20"); w = 4; }
+        }
+        if (col + w > room) {
+            sb_str(b, "\n    ");
+            col = 4;
+            if (*q == ' ') { strcpy(atom, "\\x20"); w = 4; }
+        }
+        sb_str(b, atom);
+        col += w;
+    }
+    sb_str(b, "\"\n");
+}
+
 char *kn_cfg_to_text(const kn_config *cfg) {
     if (!cfg) return NULL;
-    size_t n = 1;
+    sbuf b = {0};
+    sb_str(&b, "");
     for (int i = 0; i < cfg->nsec; i++) {
         const kn_cfg_section *s = &cfg->sec[i];
-        n += strlen(s->name) + 4;
-        for (int j = 0; j < s->nkv; j++) n += strlen(s->kv[j].key) + strlen(s->kv[j].value) + 4;
-    }
-    char *out = malloc(n), *p = out;
-    if (!out) return NULL;
-    for (int i = 0; i < cfg->nsec; i++) {
-        const kn_cfg_section *s = &cfg->sec[i];
-        p += sprintf(p, "%s[%s]\n", i ? "\n" : "", s->name);
+        if (i) sb_str(&b, "\n");
+        sb_str(&b, "[");
+        sb_str(&b, s->name);
+        sb_str(&b, "]\n");
         for (int j = 0; j < s->nkv; j++) {
-            if (*s->kv[j].value) p += sprintf(p, "%s = %s\n", s->kv[j].key, s->kv[j].value);
-            else p += sprintf(p, "%s =\n", s->kv[j].key);
+            const char *k = s->kv[j].key, *v = s->kv[j].value;
+            if (needs_quotes(k, v)) {
+                put_quoted(&b, k, v);
+            } else if (*v) {
+                sb_str(&b, k);
+                sb_str(&b, " = ");
+                sb_str(&b, v);
+                sb_str(&b, "\n");
+            } else {
+                sb_str(&b, k);
+                sb_str(&b, " =\n");
+            }
         }
     }
-    *p = 0;
-    return out;
+    if (b.bad) { free(b.p); return NULL; }
+    return b.p;
 }
 
 kn_config *kn_cfg_clone(const kn_config *cfg) {

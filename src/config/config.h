@@ -65,7 +65,13 @@ int kn_cfg_check_keys(kn_ctx *ctx, const kn_config *cfg, const kn_cfg_section *s
  * "--set section.key" for overrides. Writes into buf. */
 const char *kn_cfg_where(const kn_config *cfg, const kn_cfg_section *sec, const char *key,
                          char *buf, size_t n);
-/* Serialise back to INI text (sections in order, overrides applied). malloc'ed. */
+/* Set [section] key to exactly `value` (no trimming or unquoting, unlike
+ * kn_config_set); section and key must be names --set accepts. */
+int kn_config_set_value(kn_ctx *ctx, kn_config *cfg, const char *section, const char *key, const char *value);
+/* Serialise back to INI text (sections in order, overrides applied). malloc'ed.
+ * Every value reads back as itself: one that would not survive a plain line
+ * (leading/trailing blanks, ';', a leading '"', control bytes, or too long) is
+ * written quoted and escaped, wrapped over indented continuation lines. */
 char *kn_cfg_to_text(const kn_config *cfg);
 /* Deep copy. */
 kn_config *kn_cfg_clone(const kn_config *cfg);
