@@ -7,6 +7,13 @@
 #include <omp.h>
 #include <stdlib.h>
 
+/* a*b + c rounded once where the CPU has FMA (as ATen's vectorised kernels do) */
+#ifdef __FMA__
+#define KN_FMA(a, b, c) fmaf((a), (b), (c))
+#else
+#define KN_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
 void kn_opt_defaults(kn_opt_config *c) {
     c->kind = KN_OPT_ADAM;
     c->lr = 1e-3;
@@ -129,35 +136,52 @@ void kn_opt_step(kn_optimizer *o, float *restrict param, const float *restrict g
         }
         return;
     }
-    const double b1 = c->beta1, b2 = c->beta2;
-    const float fb1 = (float)b1, fb2 = (float)b2, eps = (float)c->eps;
-    const float bc1 = (float)(1.0 - pow(b1, (double)o->t));
-    const float bc2s = (float)sqrt(1.0 - pow(b2, (double)o->t));
-    const float step = flr / bc1;
-    const float decay = 1.0f - flr * wd;
+    /* torch.optim.Adam/AdamW's default CPU implementation (_single_tensor_adam), op by
+     * op. Every scalar is a Python float (double) made from the double hyperparameters
+     * and rounded to float32 once, where the tensor op takes it:
+     *   AdamW:  param.mul_(1 - lr*wd)                       -> p * (float)(1 - lr*wd)
+     *   Adam:   grad = grad.add(param, alpha=wd)            -> fma(p, (float)wd, g)
+     *   exp_avg.lerp_(grad, 1 - beta1)                      -> fma(w, g - m, m)  (w < 0.5)
+     *   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+     *                                                       -> v*(float)b2 + ((float)(1-b2)*g)*g
+     *   bias_correction1 = 1 - beta1**step, bias_correction2 = 1 - beta2**step (double)
+     *   step_size = lr / bias_correction1; bias_correction2_sqrt = bias_correction2**0.5
+     *   denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+     *   param.addcdiv_(exp_avg, denom, value=-step_size)   -> p + ((float)-step_size*m)/denom
+     * ATen's vectorised lerp and add-with-alpha are fused multiply-adds; so are these
+     * where the CPU has FMA (elsewhere they round twice: one ulp, not a drift). */
+    const double b1 = c->beta1, b2 = c->beta2, t = (double)o->t;
+    const float w1 = (float)(1.0 - b1), w1c = 1.0f - w1; /* lerp weight and ATen's 1 - weight */
+    const int small = w1 < 0.5f;
+    const float fb2 = (float)b2, c2 = (float)(1.0 - b2), eps = (float)c->eps;
+    const double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
+    const float neg_step = (float)(-(lr / bc1));
+    const float bc2s = (float)sqrt(bc2);
+    const float decay = (float)(1.0 - lr * c->weight_decay);
+    const int adamw = c->kind == KN_OPT_ADAMW;
     /* one pass over the packed parameters; the two variants are separate loops so that
-     * each vectorises (the per-element arithmetic is the same as PyTorch's) */
-    if (c->kind == KN_OPT_ADAMW) {
+     * each vectorises */
+    if (adamw) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; i++) {
             const float gi = grad[i];
             const float p = param[i] * decay;
-            const float mi = fb1 * m[i] + (1.0f - fb1) * gi;
-            const float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+            const float mi = small ? KN_FMA(w1, gi - m[i], m[i]) : KN_FMA(-w1c, gi - m[i], gi);
+            const float vi = v[i] * fb2 + (c2 * gi) * gi;
             m[i] = mi;
             v[i] = vi;
-            param[i] = p - step * mi / (sqrtf(vi) / bc2s + eps);
+            param[i] = p + (neg_step * mi) / (sqrtf(vi) / bc2s + eps);
         }
     } else {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; i++) {
             const float p = param[i];
-            const float gi = grad[i] + wd * p;
-            const float mi = fb1 * m[i] + (1.0f - fb1) * gi;
-            const float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+            const float gi = wd != 0.0f ? KN_FMA(p, wd, grad[i]) : grad[i];
+            const float mi = small ? KN_FMA(w1, gi - m[i], m[i]) : KN_FMA(-w1c, gi - m[i], gi);
+            const float vi = v[i] * fb2 + (c2 * gi) * gi;
             m[i] = mi;
             v[i] = vi;
-            param[i] = p - step * mi / (sqrtf(vi) / bc2s + eps);
+            param[i] = p + (neg_step * mi) / (sqrtf(vi) / bc2s + eps);
         }
     }
 }
