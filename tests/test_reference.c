@@ -286,7 +286,7 @@ static void test_adam_arithmetic(kn_ctx *ctx) {
     if (!f) return;
     static char line[8192];
     static float init[ADAM_N], grads[ADAM_STEPS][ADAM_N], ref[3][ADAM_N];
-    int ngrad = 0, ncase = 0;
+    int ngrad = 0, ncase = 0, ncosine = 0;
     kn_opt_config oc;
     char name[64] = "";
     int have = 0; /* lines of the current case read */
@@ -307,6 +307,35 @@ static void test_adam_arithmetic(kn_ctx *ctx) {
             CHECK(got == 7, "bad case line: %s", line);
             oc.kind = !strcmp(kind, "adamw") ? KN_OPT_ADAMW : KN_OPT_ADAM;
             have = 0;
+        } else if (!strncmp(line, "cosine ", 7)) {
+            /* the cosine schedule against torch's CosineAnnealingLR(T_max = T - 1), alone and after a warm-up */
+            char *q = line + 7, *e;
+            int T = (int)strtol(q, &e, 10);
+            kn_opt_config sc;
+            kn_opt_defaults(&sc);
+            sc.schedule = KN_SCHED_COSINE;
+            sc.lr = strtod(e, &e);
+            sc.min_lr = strtod(e, &e);
+            for (int W = 0; W <= 4; W += 4) {
+                sc.warmup_steps = W;
+                sc.total_steps = T + W;
+                char *r = e;
+                double worst = 0;
+                for (int k = 0; k < T; k++) {
+                    double want = strtod(r, &r), got = kn_opt_lr(&sc, W + k);
+                    double err = fabs(got - want) / fmax(fabs(want), 1e-300);
+                    if (want == 0) err = fabs(got);
+                    if (err > worst) worst = err;
+                    CHECK(err <= 1e-12, "cosine T=%d warmup %d: step %d lr %.17g, torch %.17g", T, W, W + k, got, want);
+                }
+                CHECK(kn_opt_lr(&sc, W + T - 1) == sc.min_lr, "cosine T=%d: the last step's lr %.17g is not min_lr %.17g", T,
+                      kn_opt_lr(&sc, W + T - 1), sc.min_lr);
+                printf("cosine T=%-3d warm-up %d: worst relative difference to torch CosineAnnealingLR %.1e\n", T, W, worst);
+                /* warm-up: lr * (step + 1) / W, closed form */
+                for (int k = 0; k < W; k++)
+                    CHECK(kn_opt_lr(&sc, k) == sc.lr * (k + 1) / W, "warm-up step %d: %.17g", k, kn_opt_lr(&sc, k));
+            }
+            ncosine++;
         } else if (!read_floats(line, "param", ref[0], ADAM_N)) {
             have |= 1;
         } else if (!read_floats(line, "exp_avg", ref[1], ADAM_N)) {
@@ -339,6 +368,19 @@ static void test_adam_arithmetic(kn_ctx *ctx) {
     }
     fclose(f);
     CHECK(ncase >= 4, "%s: %d cases", path, ncase);
+    CHECK(ncosine >= 3, "%s: %d cosine schedules", path, ncosine);
+    /* the step schedule: torch StepLR's closed form, after a warm-up of 3 */
+    kn_opt_config sc;
+    kn_opt_defaults(&sc);
+    sc.schedule = KN_SCHED_STEP;
+    sc.lr = 0.1;
+    sc.gamma = 0.5;
+    sc.step_size = 4;
+    sc.warmup_steps = 3;
+    for (int k = 0; k < 20; k++) {
+        double want = k < 3 ? 0.1 * (k + 1) / 3 : 0.1 * pow(0.5, (double)((k - 3) / 4));
+        CHECK(fabs(kn_opt_lr(&sc, k) - want) <= 1e-15, "step schedule, step %d: %.17g, want %.17g", k, kn_opt_lr(&sc, k), want);
+    }
 }
 
 int main(void) {

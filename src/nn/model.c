@@ -42,12 +42,22 @@ int kn_is_reserved_section(const char *name) {
 static const char *const init_names[] = {"zeros", "ones", "constant", "kaiming_uniform", "kaiming_normal",
                                          "xavier_uniform", "xavier_normal", "uniform", "normal", NULL};
 
+/* A key that the layer's other settings make meaningless is an error, not a no-op. */
+static int unused_key(layer_ctx *L, const char *key, const char *why) {
+    if (!kn_cfg_get(L->sec, key)) return KN_OK;
+    char w[256];
+    return kn_err(L->ctx, KN_ERR_CONFIG, "%s: [%s] %s has no effect %s; remove it",
+                  kn_cfg_where(L->cfg, L->sec, key, w, sizeof w), L->name, key, why);
+}
+
 static int get_init(layer_ctx *L, const char *key, int def, int64_t fan_in, int64_t fan_out, kn_init *out) {
     int k;
     int rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, key, init_names, def, &k);
     if (rc) return rc;
-    char skey[64];
+    char skey[64], why[96];
     snprintf(skey, sizeof skey, "%s_scale", key);
+    snprintf(why, sizeof why, "with %s = %s (only constant, uniform and normal take a scale)", key, init_names[k]);
+    if (k != KN_INIT_CONST && k != KN_INIT_UNIFORM && k != KN_INIT_NORMAL && (rc = unused_key(L, skey, why))) return rc;
     double a = 0;
     double defa = (k == KN_INIT_UNIFORM || k == KN_INIT_NORMAL) ? 0.01 : 0.0;
     if ((rc = kn_cfg_float(L->ctx, L->cfg, L->sec, skey, defa, -3e38, 3e38, &a))) return rc;
@@ -107,20 +117,25 @@ static int fuse_relu(layer_ctx *L, int x, int *out) {
 }
 static const kn_op *const act_ops[] = {NULL, &kn_op_relu, &kn_op_leaky_relu, &kn_op_gelu, &kn_op_silu, &kn_op_tanh, &kn_op_sigmoid};
 
-/* optional `activation = relu` on layers that produce features */
+/* optional `activation = relu` on layers that produce features; `slope` sets a
+ * leaky_relu activation's negative slope (0.01, as the leaky_relu layer) */
 static int maybe_activation(layer_ctx *L, int *out) {
     int k, rc;
+    double slope = 0.01;
     if ((rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, "activation", act_names, 0, &k))) return rc;
+    if (act_ops[k] != &kn_op_leaky_relu && (rc = unused_key(L, "slope", "unless activation = leaky_relu"))) return rc;
+    if (act_ops[k] == &kn_op_leaky_relu && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope)))
+        return rc;
     if (k == 0) return KN_OK;
     if (act_ops[k] == &kn_op_relu && fuse_relu(L, *out, out)) return KN_OK;
     kn_attrs a = {0};
-    a.f[0] = 0.01;
+    a.f[0] = slope;
     int x = *out;
     return emit(L, act_ops[k], &x, 1, &a, out);
 }
 
 /* ---------- layers ---------- */
-static const char *const k_linear[] = {"out", "bias", "init", "init_scale", "bias_init", "bias_init_scale", "activation", NULL};
+static const char *const k_linear[] = {"out", "bias", "init", "init_scale", "bias_init", "bias_init_scale", "activation", "slope", NULL};
 static int build_linear(layer_ctx *L, int *out) {
     int rc;
     int64_t o;
@@ -137,6 +152,7 @@ static int build_linear(layer_ctx *L, int *out) {
     int64_t fan_in = xs->nd == 2 ? xs->d[1] : 1;
     kn_init wi, bi;
     if ((rc = get_init(L, "init", KN_INIT_KAIMING_UNIFORM, fan_in, o, &wi))) return rc;
+    if (!bias && ((rc = unused_key(L, "bias_init", "with bias = false")) || (rc = unused_key(L, "bias_init_scale", "with bias = false")))) return rc;
     if ((rc = get_init(L, "bias_init", KN_INIT_ZEROS, fan_in, o, &bi))) return rc;
     char nm[96];
     int in[3] = {L->in[0], -1, -1};
@@ -151,7 +167,7 @@ static int build_linear(layer_ctx *L, int *out) {
 }
 
 static const char *const k_conv[] = {"out_channels", "kernel", "stride", "padding", "groups", "bias", "init", "init_scale",
-                                     "bias_init", "bias_init_scale", "activation", "algorithm", NULL};
+                                     "bias_init", "bias_init_scale", "activation", "algorithm", "slope", NULL};
 static const char *const conv_algorithms[] = {"auto", "direct", "winograd", NULL};
 static int build_conv2d(layer_ctx *L, int *out) {
     int rc, algo;
@@ -186,6 +202,7 @@ static int build_conv2d(layer_ctx *L, int *out) {
     int64_t fan_in = cin / gr * k * k, fan_out = oc / gr * k * k;
     kn_init wi, bi;
     if ((rc = get_init(L, "init", KN_INIT_KAIMING_UNIFORM, fan_in, fan_out, &wi))) return rc;
+    if (!bias && ((rc = unused_key(L, "bias_init", "with bias = false")) || (rc = unused_key(L, "bias_init_scale", "with bias = false")))) return rc;
     if ((rc = get_init(L, "bias_init", KN_INIT_ZEROS, fan_in, fan_out, &bi))) return rc;
     char nm[96];
     int in[3] = {L->in[0], -1, -1};
@@ -214,6 +231,7 @@ static int build_pool(layer_ctx *L, int *out, const kn_op *op) {
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "stride", k, 1, 1024, &s))) return rc;
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "padding", 0, 0, 1024, &p))) return rc;
     if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "count_include_pad", 1, &cip))) return rc;
+    if (op == &kn_op_maxpool2d && (rc = unused_key(L, "count_include_pad", "on a maxpool2d layer (it is avgpool2d's)"))) return rc;
     kn_attrs a = {0};
     a.i[0] = a.i[1] = k;
     a.i[2] = a.i[3] = s;
@@ -231,7 +249,7 @@ static int build_gap(layer_ctx *L, int *out) {
     return emit(L, &kn_op_global_avgpool, L->in, 1, NULL, out);
 }
 
-static const char *const k_bn[] = {"momentum", "eps", "activation", NULL};
+static const char *const k_bn[] = {"momentum", "eps", "activation", "slope", NULL};
 static int build_batchnorm(layer_ctx *L, int *out) {
     int rc;
     double mom, eps;

@@ -49,19 +49,29 @@ void kn_opt_free(kn_optimizer *o) {
     o->m = o->v = NULL;
 }
 
+/* Warm-up: lr * (step + 1) / W for the first W steps (0-based step < W), so the first
+ * update uses lr / W and update W - 1 the full lr. After it, s = step - W counts the
+ * schedule's steps:
+ *   step:   lr * gamma^floor(s / step_size)                       (torch StepLR)
+ *   cosine: min_lr + (lr - min_lr) * (1 + cos(pi * s / (T - 1))) / 2 over the T =
+ *           total_steps - W steps after warm-up: lr at the first, min_lr exactly at the
+ *           last (torch CosineAnnealingLR with T_max = T - 1, stepped after every update);
+ *           min_lr after it; a schedule of one step keeps lr. */
 double kn_opt_lr(const kn_opt_config *c, int64_t step) {
     double lr = c->lr;
-    if (c->warmup_steps > 0 && step < c->warmup_steps) return lr * (double)(step + 1) / (double)c->warmup_steps;
-    int64_t s = step - (c->warmup_steps > 0 ? c->warmup_steps : 0);
+    const int64_t W = c->warmup_steps > 0 ? c->warmup_steps : 0;
+    if (step < W) return lr * (double)(step + 1) / (double)W;
+    int64_t s = step - W;
     switch (c->schedule) {
     case KN_SCHED_CONSTANT: break;
     case KN_SCHED_STEP:
         if (c->step_size > 0) lr *= pow(c->gamma, (double)(s / c->step_size));
         break;
     case KN_SCHED_COSINE: {
-        int64_t T = c->total_steps - (c->warmup_steps > 0 ? c->warmup_steps : 0);
-        if (T <= 0) break;
-        double p = (double)(s < T ? s : T) / (double)T;
+        int64_t T = c->total_steps - W;
+        if (T <= 1) break;
+        if (s >= T - 1) return c->min_lr;
+        double p = (double)s / (double)(T - 1);
         lr = c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(3.14159265358979323846 * p));
         break;
     }

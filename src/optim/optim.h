@@ -19,7 +19,7 @@ typedef struct {
     double clip_norm;    /* > 0: clip gradients to this global L2 norm */
     /* schedule */
     kn_sched_kind schedule;
-    int64_t warmup_steps;   /* linear warm-up from lr/warmup... to lr over these steps */
+    int64_t warmup_steps;   /* linear warm-up: lr * (step + 1) / warmup_steps for step < warmup_steps */
     int64_t step_size;      /* STEP: multiply by gamma every step_size steps */
     double gamma;
     double min_lr;          /* COSINE: floor */
@@ -36,7 +36,8 @@ typedef struct {
 void kn_opt_defaults(kn_opt_config *c);
 int kn_opt_init(kn_ctx *ctx, kn_optimizer *o, const kn_opt_config *c, int64_t n);
 void kn_opt_free(kn_optimizer *o);
-/* Learning rate for update number `step` (0-based). */
+/* Learning rate for update number `step` (0-based); the formulas are in optim.c and
+ * docs/CONFIG.md (warm-up, step, cosine reaching min_lr at the last step). */
 double kn_opt_lr(const kn_opt_config *c, int64_t step);
 /* Global L2 norm of g (deterministic for a fixed thread count). */
 double kn_global_norm(const float *g, int64_t n);

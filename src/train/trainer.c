@@ -73,28 +73,54 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     static const char *const on_err[] = {"stop", "continue", NULL};
     if ((rc = kn_cfg_enum(ctx, cfg, c, "on_error", on_err, 0, &st->ckpt_on_error))) return rc;
     static const char *const datasets[] = {"fashion-mnist", "mnist", "idx", NULL};
-    int ds;
-    if ((rc = kn_cfg_enum(ctx, cfg, d, "dataset", datasets, 0, &ds))) return rc;
-    const char *dir;
-    if ((rc = kn_cfg_str(ctx, cfg, d, "dir", KN_DEFAULT_DATA_DIR, &dir))) return rc;
+    /* absent: IDX files of any shape, by default Debian's Fashion-MNIST; named: checked */
+    st->dataset = -1;
+    if (kn_cfg_get(d, "dataset") && (rc = kn_cfg_enum(ctx, cfg, d, "dataset", datasets, 0, &st->dataset))) return rc;
     const char *names[4] = {"train_images", "train_labels", "test_images", "test_labels"};
     const char *files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                             "t10k-labels-idx1-ubyte.gz"};
     char *dst[4] = {st->train_images, st->train_labels, st->test_images, st->test_labels};
+    int nexplicit = 0;
+    for (int i = 0; i < 4; i++) nexplicit += kn_cfg_get(d, names[i]) != NULL;
+    char w[4300];
+    if (nexplicit == 4 && kn_cfg_get(d, "dir"))
+        return kn_err(ctx, KN_ERR_CONFIG,
+                      "%s: [data] dir has no effect: train_images, train_labels, test_images and test_labels are all "
+                      "given; remove dir (or one of them)",
+                      kn_cfg_where(cfg, d, "dir", w, sizeof w));
+    if (st->dataset > 0 && nexplicit < 4 && !kn_cfg_get(d, "dir"))
+        return kn_err(ctx, KN_ERR_CONFIG,
+                      "%s: [data] dataset = %s needs dir = DIRECTORY (with %s, %s, %s and %s) or the four paths "
+                      "train_images, train_labels, test_images, test_labels: the default directory, %s, holds "
+                      "Fashion-MNIST",
+                      kn_cfg_where(cfg, d, "dataset", w, sizeof w), datasets[st->dataset], files[0], files[1], files[2],
+                      files[3], KN_DEFAULT_DATA_DIR);
+    const char *dir;
+    if ((rc = kn_cfg_str(ctx, cfg, d, "dir", KN_DEFAULT_DATA_DIR, &dir))) return rc;
     for (int i = 0; i < 4; i++) {
         const char *v;
         if ((rc = kn_cfg_str(ctx, cfg, d, names[i], NULL, &v))) return rc;
+        int too_long = v ? strlen(v) >= sizeof st->train_images || strlen(v) > 4096
+                         : path_join(dst[i], sizeof st->train_images, dir, files[i]) || strlen(dir) > 4096;
+        if (too_long)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [data] %s is too long (%zu characters; paths have at most 4096)",
+                          kn_cfg_where(cfg, d, v ? names[i] : "dir", w, sizeof w), v ? names[i] : "dir",
+                          strlen(v ? v : dir));
         if (v) kn_strlcpy(dst[i], v, sizeof st->train_images);
-        else if (path_join(dst[i], sizeof st->train_images, dir, files[i]))
-            return kn_err(ctx, KN_ERR_CONFIG, "data.dir is too long");
     }
     int64_t iv;
     double fv;
     if ((rc = kn_cfg_int(ctx, cfg, d, "batch_size", 64, 1, 1 << 20, &st->batch))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, d, "eval_batch_size", 500, 1, 1 << 20, &st->eval_batch))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.0, 0.0, 0.9, &st->val_split))) return rc;
-    if ((rc = kn_cfg_float(ctx, cfg, d, "mean", -1.0, -1.0, 1.0, &st->mean))) return rc;
-    if ((rc = kn_cfg_float(ctx, cfg, d, "std", -1.0, -1.0, 10.0, &st->std))) return rc;
+    /* normalisation: any finite mean; a positive standard deviation; absent: from the data */
+    if ((rc = kn_cfg_float(ctx, cfg, d, "mean", NAN, -INFINITY, INFINITY, &st->mean))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, d, "std", NAN, -INFINITY, INFINITY, &st->std))) return rc;
+    if (kn_cfg_get(d, "std") && !(st->std > 0))
+        return kn_err(ctx, KN_ERR_CONFIG,
+                      "%s: [data] std = '%s': expected a positive number (pixels are normalised as (pixel/255 - mean) "
+                      "/ std; leave std out to take the training set's)",
+                      kn_cfg_where(cfg, d, "std", w, sizeof w), kn_cfg_get(d, "std")->value);
     if ((rc = kn_cfg_int(ctx, cfg, d, "prefetch", 2, 0, 64, &iv))) return rc;
     st->prefetch = (int)iv;
     if ((rc = kn_cfg_bool(ctx, cfg, d, "shuffle", 1, &st->shuffle))) return rc;
@@ -110,6 +136,9 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_int(ctx, cfg, t, "max_steps", 0, 0, INT64_MAX / 2, &st->max_steps))) return rc;
     const char *rd;
     if ((rc = kn_cfg_str(ctx, cfg, t, "run_dir", NULL, &rd))) return rc;
+    if (rd && strlen(rd) >= sizeof st->run_dir)
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] run_dir is too long (%zu characters, at most %zu)",
+                      kn_cfg_where(cfg, t, "run_dir", w, sizeof w), strlen(rd), sizeof st->run_dir - 1);
     if (rd) kn_strlcpy(st->run_dir, rd, sizeof st->run_dir);
 
     kn_opt_config *oc = &st->opt;
@@ -134,8 +163,25 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_float(ctx, cfg, o, "gamma", 0.1, 0.0, 1.0, &oc->gamma))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, o, "min_lr", 0.0, 0.0, 1e6, &fv))) return rc;
     oc->min_lr = fv;
+    /* a key the chosen optimizer or schedule does not use is an error, not a silent no-op */
+    static const char *const sgd_only[] = {"momentum", "nesterov", NULL}, *const adam_only[] = {"beta1", "beta2", "eps", NULL};
+    const char *const *unused = oc->kind == KN_OPT_SGD ? adam_only : sgd_only;
+    for (int i = 0; unused[i]; i++)
+        if (kn_cfg_get(o, unused[i])) {
+            char w2[300];
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [optimizer] %s has no effect with type = %s (%s): it applies to %s; remove it",
+                          kn_cfg_where(cfg, o, unused[i], w, sizeof w), unused[i], opt_names[oc->kind],
+                          kn_cfg_get(o, "type") ? kn_cfg_where(cfg, o, "type", w2, sizeof w2) : "the default",
+                          oc->kind == KN_OPT_SGD ? "type = adam or adamw" : "type = sgd");
+        }
+    static const char *const sched_keys[] = {"step_size", "gamma", "min_lr", NULL};
+    static const int sched_of[] = {KN_SCHED_STEP, KN_SCHED_STEP, KN_SCHED_COSINE};
+    for (int i = 0; sched_keys[i]; i++)
+        if (kn_cfg_get(o, sched_keys[i]) && (int)oc->schedule != sched_of[i])
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [optimizer] %s has no effect with schedule = %s: it applies to schedule = %s; remove it",
+                          kn_cfg_where(cfg, o, sched_keys[i], w, sizeof w), sched_keys[i], sched_names[oc->schedule],
+                          sched_names[sched_of[i]]);
     if (oc->kind == KN_OPT_SGD && oc->nesterov && oc->momentum <= 0) {
-        char w[256];
         return kn_err(ctx, KN_ERR_CONFIG, "%s: nesterov = true needs momentum > 0", kn_cfg_where(cfg, o, "nesterov", w, sizeof w));
     }
     if ((rc = kn_plan_read_settings(ctx, cfg, st))) return rc;
@@ -205,17 +251,28 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
     if ((rc = kn_dataset_load(ctx, st->test_images, st->test_labels, &j->test_ds))) return rc;
     if (st->limit_test > 0 && st->limit_test < j->test_ds.n) j->test_ds.n = st->limit_test;
     const kn_dataset *ref = want_train ? &j->train_ds : &j->test_ds;
+    if (st->dataset == 0 || st->dataset == 1) { /* fashion-mnist, mnist: 28x28 grayscale, 10 classes */
+        const kn_dataset *sets[2] = {ref, &j->test_ds};
+        const char *paths[2] = {want_train ? st->train_images : st->test_images, st->test_images};
+        for (int i = 0; i < 2; i++)
+            if (sets[i]->rows != 28 || sets[i]->cols != 28 || sets[i]->channels != 1 || sets[i]->nclasses > 10)
+                return kn_err(ctx, KN_ERR_CONFIG,
+                              "data.dataset = %s, but %s holds %dx%dx%d images with %d classes (%s has 28x28x1 images "
+                              "and 10 classes); set data.dataset = idx for other IDX data",
+                              st->dataset ? "mnist" : "fashion-mnist", paths[i], sets[i]->channels, sets[i]->rows,
+                              sets[i]->cols, sets[i]->nclasses, st->dataset ? "MNIST" : "Fashion-MNIST");
+    }
     if (want_train && (j->test_ds.rows != ref->rows || j->test_ds.cols != ref->cols || j->test_ds.channels != ref->channels))
         return kn_err(ctx, KN_ERR_FORMAT, "%s: images are %dx%dx%d but the training images (%s) are %dx%dx%d",
                       st->test_images, j->test_ds.channels, j->test_ds.rows, j->test_ds.cols, st->train_images,
                       ref->channels, ref->rows, ref->cols);
     int nclasses = ref->nclasses > j->test_ds.nclasses ? ref->nclasses : j->test_ds.nclasses;
-    double mean = st->mean, sd = st->std;
-    if (mean < 0 || sd <= 0) {
+    double mean = st->mean, sd = st->std; /* NAN: not given, take the training set's */
+    if (isnan(mean) || isnan(sd)) {
         double m0, s0;
         kn_dataset_stats(ref, &m0, &s0);
-        if (mean < 0) mean = m0;
-        if (sd <= 0) sd = s0 > 0 ? s0 : 1.0;
+        if (isnan(mean)) mean = m0;
+        if (isnan(sd)) sd = s0 > 0 ? s0 : 1.0;
     }
     j->mean = (float)mean;
     j->std = (float)sd;

@@ -8,9 +8,11 @@
 
 /* Everything read from [data], [train], [optimizer]. */
 typedef struct {
-    char train_images[1024], train_labels[1024], test_images[1024], test_labels[1024];
+    /* paths up to PATH_MAX (4096) and a file name */
+    char train_images[4160], train_labels[4160], test_images[4160], test_labels[4160];
+    int dataset; /* data.dataset: -1 not given, 0 fashion-mnist, 1 mnist, 2 idx */
     int64_t batch, eval_batch, limit_train, limit_test;
-    double val_split, mean, std;
+    double val_split, mean, std; /* mean, std: NAN = from the training set */
     int prefetch, shuffle;
     int64_t epochs, log_every, max_steps;
     uint64_t seed;
