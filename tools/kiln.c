@@ -70,6 +70,108 @@ static const char *const USAGE =
     "Exit status: 0 success, 1 error (message on stderr), 2 bad command line,\n"
     "130 stopped by SIGINT, 143 stopped by SIGTERM (a checkpoint was written).\n";
 
+static const char *const USAGE_VERBS =
+    "\nRun 'kiln VERB --help' or 'kiln help VERB' for one command's usage, options and examples.\n";
+
+/* ---- per-command help: `kiln VERB --help` (-h anywhere among its arguments) and
+ * `kiln help VERB`. tests/test_help.c checks that every option a command's parser
+ * below accepts is listed here, and every option listed here is accepted. ---- */
+typedef struct {
+    const char *verb, *usage, *what, *options, *examples;
+} verb_help;
+
+static const verb_help HELP[] = {
+    {"train", "kiln train CONFIG [options]",
+     "Train the model described by CONFIG (an INI file: docs/CONFIG.md) and write a run directory:\n"
+     "config.ini (the effective config), metrics.jsonl, model.safetensors and checkpoints/. If the run\n"
+     "directory already holds checkpoints, train resumes from the newest good one. Ctrl-C or SIGTERM\n"
+     "finishes the step, writes a checkpoint and exits with 130 or 143.",
+     "  --set SECTION.KEY=VALUE   override a config value (repeatable; also --set=S.K=V); a value that\n"
+     "                            starts with '\"' is a quoted string (docs/CONFIG.md)\n"
+     "  --run-dir DIR             the run directory (default: train.run_dir, else runs/<config name>)\n"
+     "  --threads N               worker threads, 1 to 1024 (default: train.threads, else all cores)\n"
+     "  --seed S                  random seed, a non-negative integer (default: train.seed, else 1)\n"
+     "  --budget SIZE             memory budget, e.g. 512M or 2G (sets train.budget)\n"
+     "  --fit                     largest micro-batch that fits the budget (sets train.fit = true)\n"
+     "  --init-from RUN_DIR[:first|best|last|STEP]\n"
+     "                            start from the weights of an earlier run (or a checkpoint file)\n"
+     "  --allow-config-change     resume even if the config differs from the checkpoint's\n"
+     "  --progress                always draw the progress bar (default: only on a terminal)\n"
+     "  --no-progress             plain periodic lines (every train.log_every steps)\n"
+     "  --quiet                   print nothing but errors\n"
+     "  -h, --help                show this help\n",
+     "  kiln train examples/fashion_mnist_cnn.ini\n"
+     "  kiln train examples/fashion_mnist_cnn.ini --set optimizer.lr=3e-4 --set train.epochs=10 --threads 4\n"
+     "  kiln train examples/fashion_mnist_mlp.ini --run-dir runs/mlp-seed7 --seed 7\n"
+     "  kiln train examples/fashion_mnist_cnn.ini --set data.batch_size=512 --budget 200M --fit\n"},
+    {"resume", "kiln resume RUN_DIR [options]",
+     "Continue the run in RUN_DIR from its newest good checkpoint, with the config.ini stored there.",
+     "  --threads N               worker threads, 1 to 1024 (default: the run's)\n"
+     "  --allow-config-change     resume even if config.ini differs from the checkpoint's config\n"
+     "  --progress                always draw the progress bar (default: only on a terminal)\n"
+     "  --no-progress             plain periodic lines\n"
+     "  --quiet                   print nothing but errors\n"
+     "  -h, --help                show this help\n",
+     "  kiln resume runs/fashion_mnist_cnn\n"
+     "  kiln resume runs/fashion_mnist_cnn --threads 2 --no-progress\n"},
+    {"eval", "kiln eval RUN_DIR|CHECKPOINT [options]",
+     "Evaluate a trained model on its test set (the config and normalisation come from the checkpoint)\n"
+     "and print the test loss and accuracy.",
+     "  --threads N               worker threads, 1 to 1024 (default: the config's train.threads)\n"
+     "  -h, --help                show this help\n",
+     "  kiln eval runs/fashion_mnist_cnn\n"
+     "  kiln eval runs/fashion_mnist_cnn/checkpoints/best.safetensors --threads 1\n"},
+    {"plan", "kiln plan CONFIG [options]",
+     "Before anything is allocated: per layer the output shape, parameters, FLOPs and the bytes of\n"
+     "parameters, gradients, optimizer state, saved activations and scratch; the arena peak, the naive\n"
+     "total and the predicted peak resident memory, against the budget.",
+     "  --batch N                 batch size, 1 to 1048576 (sets data.batch_size)\n"
+     "  --budget SIZE             memory budget, e.g. 512M or 2G (sets train.budget)\n"
+     "  --fit                     plan the largest micro-batch that fits (sets train.fit = true)\n"
+     "  --threads N               worker threads, 1 to 1024 (sets train.threads)\n"
+     "  --set SECTION.KEY=VALUE   override a config value (repeatable; also --set=S.K=V)\n"
+     "  --json                    print the plan as JSON\n"
+     "  -h, --help                show this help\n",
+     "  kiln plan examples/fashion_mnist_cnn.ini\n"
+     "  kiln plan examples/fashion_mnist_cnn.ini --batch 512 --budget 200M --fit\n"
+     "  kiln plan examples/fashion_mnist_mlp.ini --json\n"},
+    {"inspect", "kiln inspect CHECKPOINT [options]",
+     "List the tensors, shapes and metadata of a checkpoint (.safetensors) and verify its checksum.",
+     "  --dump TENSOR             also print every value of one tensor\n"
+     "  -h, --help                show this help\n",
+     "  kiln inspect runs/fashion_mnist_cnn/model.safetensors\n"
+     "  kiln inspect runs/fashion_mnist_cnn/checkpoints/best.safetensors --dump fc1.bias\n"},
+    {"health", "kiln health RUN_DIR",
+     "Per-layer health table of a run (activations, gradients, update ratios, drift), its warnings,\n"
+     "guard events and the train/validation gap, read from RUN_DIR/metrics.jsonl.",
+     "  -h, --help                show this help\n",
+     "  kiln health runs/fashion_mnist_cnn\n"},
+};
+#define NHELP ((int)(sizeof HELP / sizeof HELP[0]))
+
+static const verb_help *find_help(const char *verb) {
+    for (int i = 0; i < NHELP; i++)
+        if (!strcmp(HELP[i].verb, verb)) return &HELP[i];
+    return NULL;
+}
+
+static int print_help(const verb_help *h) {
+    printf("Usage: %s\n\n%s\n\nOptions:\n%s\nExamples:\n%s", h->usage, h->what, h->options, h->examples);
+    return 0;
+}
+
+/* -h or --help among a command's arguments (not as the value of an option) */
+static int wants_help(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--run-dir") || !strcmp(argv[i], "--threads") ||
+            !strcmp(argv[i], "--seed") || !strcmp(argv[i], "--budget") || !strcmp(argv[i], "--init-from") ||
+            !strcmp(argv[i], "--batch") || !strcmp(argv[i], "--dump"))
+            i++;
+    }
+    return 0;
+}
+
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "kiln: ");
     fprintf(stderr, fmt, arg);
@@ -356,10 +458,17 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") && argc >= 3) {
+        const verb_help *h = find_help(argv[2]);
+        if (!h) return usage_error("unknown command '%s' (commands: train, plan, resume, eval, inspect, health)", argv[2]);
+        return print_help(h);
+    }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(USAGE, stdout);
+        fputs(USAGE_VERBS, stdout);
         return 0;
     }
+    if (find_help(cmd) && wants_help(argc - 2, argv + 2)) return print_help(find_help(cmd));
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("kiln %s\n", KILN_VERSION);
         return 0;
