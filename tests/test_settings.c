@@ -221,6 +221,38 @@ static void test_long_paths(void) {
     settings_error("long train_images", "[data]\n", SETS(set), NEEDLES("--set data.train_images", "too long"));
 }
 
+/* Item 6 end to end: a data.dir of 300+ characters with blanks, ';' and '#' given with
+ * --set is written into the run's config.ini and read back by resume and eval. */
+static void test_run_dir_roundtrip(void) {
+    char sub[600] = "long";
+    for (int i = 0; i < 6; i++) {
+        size_t n = strlen(sub);
+        snprintf(sub + n, sizeof sub - n, "/segment %d ; with # and \"quote\" and = signs ;%.20s", i, "xxxxxxxxxxxxxxxxxxxx");
+    }
+    kn_test_make_images(D, sub, 64, 12, 12);
+    char dir[1400];
+    snprintf(dir, sizeof dir, "%s/%s", D, sub);
+    CHECK(strlen(dir) > 206, "path of %zu characters", strlen(dir));
+    kn_test_write(D, "rt.ini",
+                  "[data]\nbatch_size = 16\n[train]\nepochs = 1\n[checkpoint]\nevery_seconds = 0\n[health]\nleakage_check = false\n"
+                  "[f]\ntype = flatten\n[fc]\ntype = linear\nout = 10\n");
+    static char out[1 << 16], err[1 << 16], args[4096];
+    snprintf(args, sizeof args, "train rt.ini --run-dir rt_run --threads 1 --quiet --set 'data.dir=%s'", dir);
+    int st = kn_test_run_kiln(D, "rm -rf rt_run &&", args, out, sizeof out, err, sizeof err);
+    CHECK(st == 0, "train with a long data.dir: exit %d: %s", st, err);
+    char p[1400];
+    snprintf(p, sizeof p, "%s/rt_run/config.ini", D);
+    kn_config *cfg = NULL;
+    CHECK(kn_config_load(ctx, p, &cfg) == KN_OK, "config.ini: %s", kn_ctx_message(ctx));
+    const kn_cfg_kv *kv = cfg ? kn_cfg_get(kn_cfg_find(cfg, "data"), "dir") : NULL;
+    CHECK(kv && strcmp(kv->value, dir) == 0, "config.ini's data.dir reads back as '%s'", kv ? kv->value : "(none)");
+    kn_config_free(cfg);
+    st = kn_test_run_kiln(D, NULL, "resume rt_run --threads 1 --quiet", out, sizeof out, err, sizeof err);
+    CHECK(st == 0, "resume: exit %d: %s", st, err);
+    st = kn_test_run_kiln(D, NULL, "eval rt_run --threads 1", out, sizeof out, err, sizeof err);
+    CHECK(st == 0 && strstr(out, "test: loss"), "eval: exit %d: %s%s", st, out, err);
+}
+
 int main(void) {
     ctx = kn_ctx_new();
     snprintf(D, sizeof D, "%s", kn_test_tmpdir("test_settings"));
@@ -230,6 +262,7 @@ int main(void) {
     test_layer_keys();
     test_leaky_slope();
     test_long_paths();
+    test_run_dir_roundtrip();
     kn_ctx_free(ctx);
     return kn_test_finish("test_settings");
 }
