@@ -112,6 +112,9 @@ static void test_optimizer_keys(void) {
                    NEEDLES("[optimizer] min_lr has no effect with schedule = step", "schedule = cosine"));
     settings_error("step_size with cosine", "[optimizer]\nschedule = cosine\nstep_size = 10\n", NULL,
                    NEEDLES("[optimizer] step_size has no effect with schedule = cosine"));
+    settings_error("guard key with the guard off", "[guard]\npolicy = skip\n", SETS("guard.enabled=false"),
+                   NEEDLES("t.ini:2: [guard] policy has no effect with enabled = false"));
+    CHECK(settings_ok("guard off", "[guard]\nenabled = false\n", NULL), "guard off");
     CHECK(settings_ok("sgd keys", "[optimizer]\ntype = sgd\nmomentum = 0.5\nnesterov = true\nschedule = step\ngamma = 0.5\n", NULL),
           "sgd");
     CHECK(settings_ok("adam keys", "[optimizer]\ntype = adamw\nbeta1 = 0.8\nbeta2 = 0.99999\neps = 1e-6\nschedule = cosine\nmin_lr = 1e-5\n",

@@ -58,6 +58,12 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_float(ctx, cfg, gs, "spike_factor", 10.0, 1.0, 1e9, &st->guard_spike_factor))) return rc;
     if ((rc = kn_cfg_bool(ctx, cfg, gs, "auto_clip", 0, &st->guard_auto_clip))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, gs, "explode_factor", 0.0, 0.0, 1e30, &st->guard_explode_factor))) return rc;
+    for (int i = 0; !st->guard_enabled && gs && i < gs->nkv; i++)
+        if (strcmp(gs->kv[i].key, "enabled") != 0) {
+            char w[512];
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [guard] %s has no effect with enabled = false; remove it",
+                          kn_cfg_where(cfg, gs, gs->kv[i].key, w, sizeof w), gs->kv[i].key);
+        }
     if ((rc = kn_cfg_int(ctx, cfg, hs, "every", 100, 0, INT64_MAX / 2, &st->health_every))) return rc;
     if ((rc = kn_cfg_bool(ctx, cfg, hs, "leakage_check", 1, &st->leakage_check))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, t, "early_stopping", 0, 0, 1000000, &st->early_stopping))) return rc;
