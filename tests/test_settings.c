@@ -169,10 +169,11 @@ static void test_layer_keys(void) {
         kn_config *cfg = load(cases[i][0], NULL);
         if (!cfg) continue;
         kn_model m;
+        memset(&m, 0, sizeof m);
         kn_ctx_clear(ctx);
         int rc = kn_model_build(ctx, cfg, 4, 4, 1, 8, 8, 10, &m);
         CHECK(rc == KN_ERR_CONFIG, "case %zu accepted", i);
-        if (rc == KN_OK) kn_model_free(&m);
+        kn_model_free(&m); /* the caller frees a model whose build failed, too */
         CHECK(has(cases[i][1]) && has(cases[i][2]), "case %zu: %s", i, kn_ctx_message(ctx));
         kn_config_free(cfg);
     }
@@ -189,9 +190,10 @@ static void test_leaky_slope(void) {
     kn_config *cfg = load(ini, NULL);
     if (!cfg) return;
     kn_model m;
+    memset(&m, 0, sizeof m);
     int rc = kn_model_build(ctx, cfg, 4, 4, 1, 3, 3, 10, &m);
     CHECK(rc == KN_OK, "build: %s", kn_ctx_message(ctx));
-    if (rc) { kn_config_free(cfg); return; }
+    if (rc) { kn_model_free(&m); kn_config_free(cfg); return; }
     const double want[] = {0.3, -0.25, 0.2, 0.01};
     for (int gi = 0; gi < 2; gi++) {
         kn_graph *g = gi ? m.eval : m.train;
