@@ -1021,7 +1021,12 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     if (!resumed) {
         /* the model before the first update: version "first" */
         snprintf(path, sizeof path, "%s/first.safetensors", R.ckpt_dir);
-        if ((rc = save_state(ctx, &R, path, &S))) goto done;
+        if ((rc = save_state(ctx, &R, path, &S))) {
+            size_t l = strlen(ctx->msg);
+            snprintf(ctx->msg + l, sizeof ctx->msg - l, "; nothing is lost (no step was trained yet): free space and run 'kiln resume %s'",
+                     run_dir);
+            goto done;
+        }
     }
 
     /* the loader fills a whole batch: the graph input, or with micro-batches a buffer
@@ -1343,7 +1348,9 @@ int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_
     if (!file_exists(p)) {
         struct stat sb;
         if (stat(run_dir, &sb) != 0) return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': %s", run_dir, strerror(errno));
-        return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': it holds no config.ini (is it a kiln run directory?)", run_dir);
+        return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': it holds no config.ini (is it a kiln run directory? A run stopped before "
+                                      "it wrote config.ini had not begun: start it again with kiln train CONFIG --run-dir %s)",
+                      run_dir, run_dir);
     }
     kn_config *cfg = NULL;
     int rc = kn_config_load(ctx, p, &cfg);
