@@ -364,6 +364,30 @@ static void test_seed_threads(void) {
     CHECK(st == 0 && same_bytes("ref7/model.safetensors", "rs/model.safetensors"), "train --seed 7 again: %d %s", st, g_err);
 }
 
+/* the convolution algorithm of the run is used by its resume: trained where auto means
+ * direct (oneDNN capped to AVX2: no Winograd), resumed where auto means Winograd */
+static void test_algorithm_resume(void) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("no AVX-512: auto is direct with and without the cap; the algorithm resume test does not apply\n");
+        return;
+    }
+    kn_test_write(D, "alg.ini",
+                  "[data]\ndir = data\nbatch_size = 16\n\n[train]\nmax_steps = 6\nlog_every = 1\n\n[checkpoint]\nevery_steps = 2\n\n"
+                  "[optimizer]\ntype = adam\nlr = 0.002\n\n[conv1]\ntype = conv2d\nout_channels = 32\nkernel = 3\npadding = 1\n"
+                  "activation = relu\n\n[conv1b]\ntype = conv2d\nout_channels = 32\nkernel = 3\npadding = 1\n\n"
+                  "[pool]\ntype = global_avgpool\n\n[fc]\ntype = linear\nout = 10\n");
+    sh("rm -rf %s", "ra");
+    int st = run("DNNL_MAX_CPU_ISA=AVX2 KILN_TEST_HOOK=step:3:kill", "train alg.ini --run-dir ra --no-progress");
+    CHECK(st == 137, "algorithm: not killed: %d %s", st, g_err);
+    CHECK(strstr(meta("ra/checkpoints/step-000000002.safetensors", "algorithms"), "conv1b=direct") != NULL,
+          "the capped run did not record conv1b=direct: %s", meta("ra/checkpoints/step-000000002.safetensors", "algorithms"));
+    st = run(NULL, "resume ra --no-progress");
+    CHECK(st == 0 && !strstr(g_err, "winograd"), "resume on a CPU where auto is Winograd: %d %s", st, g_err);
+    CHECK(strstr(meta("ra/checkpoints/step-000000004.safetensors", "algorithms"), "conv1b=direct") != NULL,
+          "the resume did not keep the run's algorithm: %s", meta("ra/checkpoints/step-000000004.safetensors", "algorithms"));
+}
+
 /* ---------------- the lock ---------------- */
 static void test_lock(void) {
     sh("rm -rf %s", "rl");
@@ -527,6 +551,7 @@ int main(int argc, char **argv) {
     kill_suite("ref", "");
     kill_suite("ref7", "--seed 7 --threads 1");
     test_seed_threads();
+    test_algorithm_resume();
     test_lock();
     test_versions();
     test_eval_fallback();

@@ -681,9 +681,14 @@ typedef struct {
     uint64_t seed;
     int threads;        /* 0: not recorded */
     int64_t micro;      /* 0: not recorded */
+    char *algorithms;   /* "LAYER=ALGORITHM;..." (malloc'ed) or NULL */
 } run_peek;
 
-static void peek_free(run_peek *pk) { free(pk->config); memset(pk, 0, sizeof *pk); }
+static void peek_free(run_peek *pk) {
+    free(pk->config);
+    free(pk->algorithms);
+    memset(pk, 0, sizeof *pk);
+}
 
 static void peek_run(const char *run_dir, run_peek *pk) {
     memset(pk, 0, sizeof *pk);
@@ -709,6 +714,7 @@ static void peek_run(const char *run_dir, run_peek *pk) {
             if ((s = kn_ckpt_meta_get(c, "seed")) && *s) { pk->have_seed = 1; pk->seed = strtoull(s, NULL, 10); }
             if ((s = kn_ckpt_meta_get(c, "threads"))) pk->threads = (int)strtol(s, NULL, 10);
             if ((s = kn_ckpt_meta_get(c, "micro_batch"))) pk->micro = strtoll(s, NULL, 10);
+            if ((s = kn_ckpt_meta_get(c, "algorithms"))) pk->algorithms = strdup(s);
         }
         kn_ckpt_close(c);
     }
@@ -798,6 +804,44 @@ static void repair_best(run_ctx *R, const train_state *S, FILE *out) {
     if (out)
         fprintf(out, "repaired %s: it %s; it is now step %lld (the best validation loss)\n", bp,
                 was >= 0 ? "was at an older step" : "was missing", (long long)S->best_step);
+}
+
+/* The config to build the job of a resumed run from: where both the checkpoint's config
+ * and this one leave a convolution's algorithm to kiln (auto), the algorithm the run
+ * used (recorded in the checkpoint), so that another kiln version or CPU that would
+ * choose another one still continues bit-identically. NULL: nothing to force. */
+static kn_config *config_with_algorithms(const kn_config *cfg, const run_peek *pk) {
+    if (!pk->found || !pk->algorithms || !*pk->algorithms) return NULL;
+    kn_ctx *c2 = kn_ctx_new();
+    char *text = kn_cfg_to_text(cfg);
+    kn_config *copy = NULL, *then = NULL;
+    int nset = 0;
+    if (!c2 || !text || kn_config_parse_string(c2, cfg->path, text, &copy) != KN_OK ||
+        kn_config_parse_string(c2, "checkpoint config", pk->config, &then) != KN_OK)
+        goto out;
+    for (const char *p = pk->algorithms; *p;) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[300];
+        snprintf(item, sizeof item, "%.*s", (int)(len < sizeof item ? len : sizeof item - 1), p);
+        char *eq = strchr(item, '=');
+        p += len + (end ? 1 : 0);
+        if (!eq) continue;
+        *eq = 0;
+        const kn_cfg_section *now_sec = kn_cfg_find(copy, item), *then_sec = kn_cfg_find(then, item);
+        const kn_cfg_kv *now_kv = now_sec ? kn_cfg_get(now_sec, "algorithm") : NULL;
+        const kn_cfg_kv *then_kv = then_sec ? kn_cfg_get(then_sec, "algorithm") : NULL;
+        if (!now_sec || (now_kv && strcmp(now_kv->value, "auto")) || (then_kv && strcmp(then_kv->value, "auto"))) continue;
+        char a[400];
+        snprintf(a, sizeof a, "%s.algorithm=%s", item, eq + 1);
+        if (kn_config_set(c2, copy, a) == KN_OK) nset++;
+    }
+out:
+    free(text);
+    kn_config_free(then);
+    kn_ctx_free(c2);
+    if (!nset) { kn_config_free(copy); copy = NULL; }
+    return copy;
 }
 
 /* runs/NAME, runs/NAME-2, ...: the v-th version of a default run directory */
@@ -922,7 +966,17 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                     (long long)forced_micro, (long long)st.micro_batch);
     }
     if (rc) goto done;
-    if ((rc = kn_job_open(ctx, cfg, &st, 1, &job))) goto done;
+    {
+        kn_config *jcfg = config_with_algorithms(cfg, &pk);
+        rc = kn_job_open(ctx, jcfg ? jcfg : cfg, &st, 1, &job);
+        if (rc && jcfg) { /* the run's algorithm does not run here: this CPU's choice (warned about below) */
+            kn_ctx_clear(ctx);
+            kn_job_close(&job);
+            rc = kn_job_open(ctx, cfg, &st, 1, &job);
+        }
+        kn_config_free(jcfg);
+        if (rc) goto done;
+    }
     kn_model *m = &job.model;
 
     int64_t steps_per_epoch = kn_loader_batches(job.train_loader);
