@@ -904,7 +904,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     for (int v = 1;; v++) {
         versioned(run_dir, sizeof run_dir, base, v);
         if (v > 9999) { rc = kn_err(ctx, KN_ERR_IO, "%s: too many versions of this run directory", base); goto done; }
-        if (!opt->resume_only && (rc = mkdirs(ctx, run_dir))) goto done;
+        struct stat sb;
+        if (!opt->resume_only && stat(run_dir, &sb) != 0) break; /* a new directory: made after the plan (a refused run makes none) */
         if ((rc = lock_run_dir(ctx, run_dir, opt->resume_only ? "resume" : "train", &lock_fd))) goto done;
         peek_free(&pk);
         peek_run(run_dir, &pk);
@@ -966,6 +967,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                     (long long)forced_micro, (long long)st.micro_batch);
     }
     if (rc) goto done;
+    if (lock_fd < 0 && ((rc = mkdirs(ctx, run_dir)) || (rc = lock_run_dir(ctx, run_dir, "train", &lock_fd)))) goto done;
     {
         kn_config *jcfg = config_with_algorithms(cfg, &pk);
         rc = kn_job_open(ctx, jcfg ? jcfg : cfg, &st, 1, &job);
