@@ -1,13 +1,16 @@
 /* kiln — a training run: the step loop with crash-safe checkpoints, bit-exact resume,
  * stop on request (SIGINT/SIGTERM via kn_request_stop), versions kept for rollback.
  *
- * Run directory:  config.ini  metrics.jsonl  model.safetensors
+ * Run directory:  .lock (flock: one process at a time)  config.ini  metrics.jsonl  model.safetensors
  *                 checkpoints/step-<N>.safetensors (last K)  first.safetensors
  *                 best.safetensors  epoch-<E>.safetensors (optional)
  * A training checkpoint holds parameters, BatchNorm statistics, optimizer moments and,
  * in its metadata, the position (step, epoch, batch in epoch), the seed from which every
  * random stream is derived (data order: seed+epoch; dropout: seed+step), the epoch's
- * running loss, the best validation loss, the length of metrics.jsonl, and the config. */
+ * running loss, the best validation loss, the length of metrics.jsonl, and the config;
+ * and what else decides the bits: threads, micro-batch, each convolution's algorithm.
+ * A resume takes those from the checkpoint (from first.safetensors before the first step
+ * checkpoint; from config.ini, which holds --seed/--threads, before first). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
