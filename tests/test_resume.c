@@ -388,6 +388,27 @@ static void test_algorithm_resume(void) {
           "the resume did not keep the run's algorithm: %s", meta("ra/checkpoints/step-000000004.safetensors", "algorithms"));
 }
 
+/* the micro-batch split chosen by --fit is kept by a resume under another budget */
+static void test_micro_batch(void) {
+    int st = run(NULL, "plan cfg.ini --json");
+    const char *p = strstr(g_out, "\"predicted_peak_rss_bytes\":");
+    long long need = p ? atoll(p + strlen("\"predicted_peak_rss_bytes\":")) : 0;
+    CHECK(st == 0 && need > 0, "plan --json: no predicted_peak_rss_bytes: %s", g_out);
+    if (need <= 0) return;
+    char args[512];
+    sh("rm -rf %s", "rm rmref");
+    /* one byte short of the unsplit batch: --fit splits it */
+    snprintf(args, sizeof args, "train cfg.ini --run-dir rmref --budget %lld --fit --no-progress", need - 1);
+    st = run(NULL, args);
+    CHECK(st == 0 && strstr(g_out, "micro-batches of 8"), "--fit did not split the batch into micro-batches of 8: %d %s%s", st, g_out, g_err);
+    snprintf(args, sizeof args, "train cfg.ini --run-dir rm --budget %lld --fit --no-progress", need - 1);
+    st = run("KILN_TEST_HOOK=step:30:kill", args);
+    CHECK(st == 137, "micro-batch: not killed: %d", st);
+    st = run(NULL, "resume rm --budget 4G --no-progress");
+    CHECK(st == 0 && strstr(g_out, "micro-batches of 8"), "resume --budget 4G did not keep the micro-batches of 8: %d %s", st, g_out);
+    CHECK(same_tensors("rmref/model.safetensors", "rm/model.safetensors"), "resume under another budget differs from the uninterrupted fitted run");
+}
+
 /* ---------------- the lock ---------------- */
 static void test_lock(void) {
     sh("rm -rf %s", "rl");
@@ -552,6 +573,7 @@ int main(int argc, char **argv) {
     kill_suite("ref7", "--seed 7 --threads 1");
     test_seed_threads();
     test_algorithm_resume();
+    test_micro_batch();
     test_lock();
     test_versions();
     test_eval_fallback();
