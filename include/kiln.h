@@ -56,6 +56,14 @@ typedef struct {
     int resume_only;     /* 1: the run directory must hold a checkpoint to continue from */
     int allow_config_change; /* 1: resume even if the config differs from the checkpoint's */
     const char *init_from;   /* "RUN_DIR[:first|best|last|STEP]" or a checkpoint file: start from its weights */
+    const char *budget;      /* kn_resume: memory budget ("512M"), as train.budget; NULL: the run's config */
+    int fit;                 /* kn_resume: 1: train.fit = true */
+    /* Test hook (for kill tests; NULL in normal use): called at fixed points of the run
+     * with where = "step" (after each update, before the checkpoint decision; step = steps
+     * done), "eval" / "eval_done" (around each validation pass), "test" (before the final
+     * test pass) and "model" (before model.safetensors is written). */
+    void (*hook)(void *arg, const char *where, int64_t step);
+    void *hook_arg;
 } kn_train_options;
 
 typedef struct {

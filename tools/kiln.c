@@ -20,10 +20,10 @@ static const char *const USAGE =
     "                                   per layer: output shape, parameters, FLOPs, bytes of parameters,\n"
     "                                   gradients, optimizer state, saved activations and scratch; the\n"
     "                                   arena peak, the naive total and the predicted peak resident memory\n"
-    "  kiln resume RUN_DIR [--threads N] [--allow-config-change] [--progress|--no-progress|--quiet]\n"
-    "                                   continue a run from its newest good checkpoint\n"
+    "  kiln resume RUN_DIR [--threads N] [--budget SIZE] [--fit] [--allow-config-change] [--quiet]\n"
+    "                                   continue a run, bit-exactly, from its newest good checkpoint\n"
     "  kiln eval RUN_DIR|CHECKPOINT [--threads N]\n"
-    "                                   evaluate a trained model on its test set\n"
+    "                                   evaluate a trained model (else best, else newest) on the test set\n"
     "  kiln health RUN_DIR              per-layer health table (activations, gradients, update ratios,\n"
     "                                   drift), warnings, guard events and the train/validation gap\n"
     "  kiln inspect CHECKPOINT [--dump TENSOR]\n"
@@ -231,6 +231,29 @@ static void install_handlers(void) {
     signal(SIGXFSZ, SIG_IGN);
 }
 
+/* Test hook for the kill tests (tests/test_resume.c), not for normal use:
+ * KILN_TEST_HOOK = "WHERE:STEP:ACTION[,...]" sends this process ACTION (kill: SIGKILL,
+ * int: SIGINT, term: SIGTERM) at the trainer's hook point WHERE (step, eval, eval_done,
+ * test, model; see kn_train_options.hook) when STEP steps are done. */
+static void test_hook(void *arg, const char *where, int64_t step) {
+    const char *p = arg;
+    while (p && *p) {
+        char w[32], act[16];
+        long long at;
+        if (sscanf(p, "%31[^:]:%lld:%15[a-z]", w, &at, act) == 3 && !strcmp(w, where) && at == step)
+            raise(!strcmp(act, "int") ? SIGINT : !strcmp(act, "term") ? SIGTERM : SIGKILL);
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+}
+static void set_test_hook(kn_train_options *o) {
+    const char *h = getenv("KILN_TEST_HOOK");
+    if (h && *h) {
+        o->hook = test_hook;
+        o->hook_arg = (void *)h;
+    }
+}
+
 static int cmd_resume(int argc, char **argv) {
     const char *dir = NULL;
     kn_train_options o;
@@ -242,6 +265,11 @@ static int cmd_resume(int argc, char **argv) {
             if (i + 1 >= argc) return usage_error("option %s needs a value", a);
             if (parse_threads(argv[++i], &v)) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
             o.threads = (int)v;
+        } else if (!strcmp(a, "--budget")) {
+            if (i + 1 >= argc) return usage_error("option %s needs a value", a);
+            o.budget = argv[++i];
+        } else if (!strcmp(a, "--fit")) {
+            o.fit = 1;
         } else if (!strcmp(a, "--allow-config-change")) {
             o.allow_config_change = 1;
         } else if (!strcmp(a, "--progress")) {
@@ -259,6 +287,7 @@ static int cmd_resume(int argc, char **argv) {
         }
     }
     if (!dir) return usage_error("%s", "resume needs a run directory, e.g. kiln resume runs/fashion_mnist_cnn");
+    set_test_hook(&o);
     kn_ctx *ctx = kn_ctx_new();
     kn_train_result r;
     memset(&r, 0, sizeof r);
@@ -412,6 +441,7 @@ static int cmd_train(int argc, char **argv) {
         }
     }
     if (!config) return usage_error("%s", "train needs a CONFIG file, e.g. kiln train examples/fashion_mnist_cnn.ini");
+    set_test_hook(&o);
     kn_ctx *ctx = kn_ctx_new();
     kn_config *cfg = NULL;
     int rc = load_config(ctx, config, sets, nsets, &cfg);

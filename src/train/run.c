@@ -1,22 +1,28 @@
 /* kiln — a training run: the step loop with crash-safe checkpoints, bit-exact resume,
  * stop on request (SIGINT/SIGTERM via kn_request_stop), versions kept for rollback.
  *
- * Run directory:  config.ini  metrics.jsonl  model.safetensors
+ * Run directory:  .lock (flock: one process at a time)  config.ini  metrics.jsonl  model.safetensors
  *                 checkpoints/step-<N>.safetensors (last K)  first.safetensors
  *                 best.safetensors  epoch-<E>.safetensors (optional)
  * A training checkpoint holds parameters, BatchNorm statistics, optimizer moments and,
  * in its metadata, the position (step, epoch, batch in epoch), the seed from which every
  * random stream is derived (data order: seed+epoch; dropout: seed+step), the epoch's
- * running loss, the best validation loss, the length of metrics.jsonl, and the config. */
+ * running loss, the best validation loss, the length of metrics.jsonl, and the config;
+ * and what else decides the bits: threads, micro-batch, each convolution's algorithm.
+ * A resume takes those from the checkpoint (from first.safetensors before the first step
+ * checkpoint; from config.ini, which holds --seed/--threads, before first). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -54,7 +60,7 @@ static int mkdirs(kn_ctx *ctx, const char *path) {
 
 static int write_text(kn_ctx *ctx, const char *path, const char *text) {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
     int bad = fputs(text, f) < 0;
@@ -147,30 +153,33 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
     }
     char algos[4096];
     algorithms_of(R->job->model.train, algos, sizeof algos);
-    char v[17][64];
+    char v[19][64];
     snprintf(v[0], 64, "%lld", (long long)s->step);
     snprintf(v[1], 64, "%lld", (long long)s->epoch);
     snprintf(v[2], 64, "%lld", (long long)s->batch_in_epoch);
     snprintf(v[3], 64, "%llu", (unsigned long long)R->st->seed);
     snprintf(v[4], 64, "%lld", (long long)o->t);
-    snprintf(v[5], 64, "%a", s->ep_loss_sum);
+    snprintf(v[5], 64, "%.17g", s->ep_loss_sum);
     snprintf(v[6], 64, "%lld", (long long)s->ep_steps);
-    snprintf(v[7], 64, "%a", s->best_val);
+    snprintf(v[7], 64, "%.17g", s->best_val);
     snprintf(v[8], 64, "%lld", (long long)s->best_step);
     snprintf(v[9], 64, "%ld", s->metrics_bytes);
     snprintf(v[10], 64, "%016llx", (unsigned long long)fnv1a(R->cfg_text));
     snprintf(v[11], 64, "%d", (int)o->c.kind);
-    snprintf(v[12], 64, "%a", s->lr_scale);
+    snprintf(v[12], 64, "%.17g", s->lr_scale);
     snprintf(v[13], 64, "%lld", (long long)s->guard_events);
     snprintf(v[14], 64, "%lld", (long long)s->bad_epochs);
-    snprintf(v[15], 64, "%a", (double)R->job->mean);
-    snprintf(v[16], 64, "%a", (double)R->job->std);
+    snprintf(v[15], 64, "%.17g", (double)R->job->mean);
+    snprintf(v[16], 64, "%.17g", (double)R->job->std);
+    snprintf(v[17], 64, "%d", kn_get_threads());
+    snprintf(v[18], 64, "%lld", (long long)R->job->model.batch);
     kn_ckpt_meta meta[] = {{"kind", "train"},      {"step", v[0]},          {"epoch", v[1]},
                            {"batch_in_epoch", v[2]}, {"seed", v[3]},         {"optimizer_t", v[4]},
                            {"epoch_loss_sum", v[5]}, {"epoch_steps", v[6]},  {"best_val_loss", v[7]},
                            {"best_step", v[8]},     {"metrics_bytes", v[9]}, {"config_hash", v[10]},
                            {"optimizer_kind", v[11]}, {"guard_lr_scale", v[12]}, {"guard_events", v[13]},
                            {"bad_epochs", v[14]},   {"data_mean", v[15]},    {"data_std", v[16]},
+                           {"threads", v[17]},      {"micro_batch", v[18]},
                            {"algorithms", algos},   {"config", R->cfg_text}};
     double t0 = kn_now_seconds();
     int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, (int)(sizeof meta / sizeof meta[0]));
@@ -217,6 +226,8 @@ static int config_diff(kn_ctx *ctx, const char *old_text, const char *new_text, 
             const kn_cfg_section *sx = &x->sec[i], *sy = kn_cfg_find(y, sx->name);
             for (int j = 0; j < sx->nkv; j++) {
                 const kn_cfg_kv *kx = &sx->kv[j], *ky = kn_cfg_get(sy, kx->key);
+                if (!strcmp(sx->name, "train") && (!strcmp(kx->key, "budget") || !strcmp(kx->key, "fit") || !strcmp(kx->key, "threads")))
+                    continue; /* not a change of the run: the memory budget, fitting, threads (warned about) */
                 if (ky && strcmp(kx->value, ky->value) == 0) continue;
                 if (pass == 1 && ky) continue; /* already reported in pass 0 */
                 const char *ov = pass ? "(absent)" : kx->value, *nv = pass ? kx->value : (ky ? ky->value : "(absent)");
@@ -518,6 +529,8 @@ static int list_step_ckpts(const char *dir, ck_entry **out) {
     return n;
 }
 
+static void remove_dead_temps(const char *dir);
+
 static void prune(run_ctx *R) {
     ck_entry *v;
     int n = list_step_ckpts(R->ckpt_dir, &v);
@@ -527,17 +540,7 @@ static void prune(run_ctx *R) {
         unlink(p);
     }
     free(v);
-    /* temporaries left by a process killed while writing */
-    DIR *d = opendir(R->ckpt_dir);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (strstr(de->d_name, ".safetensors.tmp.")) {
-            char p[2600];
-            snprintf(p, sizeof p, "%s/%s", R->ckpt_dir, de->d_name);
-            unlink(p);
-        }
-    closedir(d);
+    remove_dead_temps(R->ckpt_dir); /* temporaries of a process killed while writing */
 }
 
 /* Save step checkpoint (and prune). Returns rc; on failure with on_error=continue,
@@ -614,6 +617,242 @@ static int resolve_init_from(kn_ctx *ctx, const char *spec, char *out, size_t n)
     return KN_OK;
 }
 
+/* ---------------- the run directory: lock, temporaries, what it holds ---------------- */
+
+/* An exclusive lock on RUN/.lock (flock: the kernel releases it when its holder exits or
+ * dies, so a killed run never blocks its resume). The file names the holder. */
+static int lock_run_dir(kn_ctx *ctx, const char *run_dir, const char *verb, int *fd_out) {
+    char p[2200];
+    snprintf(p, sizeof p, "%s/.lock", run_dir);
+    *fd_out = -1;
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return kn_err(ctx, KN_ERR_IO, "cannot create the lock file '%s': %s", p, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char holder[512] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        holder[strcspn(holder, "\n")] = 0;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return kn_err(ctx, KN_ERR_IO, "run directory '%s' is in use by another kiln process (%s); wait for it to finish, "
+                                          "stop it, or choose another --run-dir",
+                          run_dir, holder[0] ? holder : "holder unknown");
+        return kn_err(ctx, KN_ERR_IO, "cannot lock '%s': %s", p, strerror(e));
+    }
+    char host[256] = "?", when[64] = "?", text[700];
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
+    host[sizeof host - 1] = 0;
+    time_t now = time(NULL);
+    struct tm tmv;
+    if (gmtime_r(&now, &tmv)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tmv);
+    int len = snprintf(text, sizeof text, "PID %ld on host %s, kiln %s, started %s\n", (long)getpid(), host, verb, when);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)len, 0) != len) { /* the lock holds without the note */ }
+    *fd_out = fd;
+    return KN_OK;
+}
+
+/* Remove NAME.tmp.PID files left in dir by processes that are gone (never another live
+ * process's, and the caller holds the run directory's lock). */
+static void remove_dead_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *t = strstr(de->d_name, ".tmp.");
+        if (!t) continue;
+        char *end;
+        long pid = strtol(t + 5, &end, 10);
+        if (*end || pid <= 0) continue;
+        if (pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue; /* alive */
+        char p[2600];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+/* What a run directory holds, read before the job is built: the newest training
+ * checkpoint that opens (step-N, else first), its config text and what decides its bits. */
+typedef struct {
+    int found;          /* a training checkpoint opened */
+    int nckpt;          /* step-N files present (good or not) */
+    int has_first;
+    char *config;       /* the checkpoint's config text, else config.ini's (malloc'ed), or NULL */
+    int64_t step;
+    int have_seed;
+    uint64_t seed;
+    int threads;        /* 0: not recorded */
+    int64_t micro;      /* 0: not recorded */
+    char *algorithms;   /* "LAYER=ALGORITHM;..." (malloc'ed) or NULL */
+} run_peek;
+
+static void peek_free(run_peek *pk) {
+    free(pk->config);
+    free(pk->algorithms);
+    memset(pk, 0, sizeof *pk);
+}
+
+static void peek_run(const char *run_dir, run_peek *pk) {
+    memset(pk, 0, sizeof *pk);
+    char cdir[2300], p[2600];
+    snprintf(cdir, sizeof cdir, "%s/checkpoints", run_dir);
+    ck_entry *v;
+    int n = list_step_ckpts(cdir, &v);
+    pk->nckpt = n;
+    snprintf(p, sizeof p, "%s/first.safetensors", cdir);
+    pk->has_first = file_exists(p);
+    kn_ctx *c2 = kn_ctx_new();
+    for (int i = 0; c2 && i <= n && !pk->found; i++) {
+        if (i < n) snprintf(p, sizeof p, "%s/%s", cdir, v[i].name);
+        else snprintf(p, sizeof p, "%s/first.safetensors", cdir);
+        kn_ckpt *c = NULL;
+        if (kn_ckpt_open(c2, p, &c) != KN_OK) { kn_ctx_clear(c2); continue; }
+        const char *kind = kn_ckpt_meta_get(c, "kind"), *text = kn_ckpt_meta_get(c, "config");
+        if (kind && !strcmp(kind, "train") && text) {
+            pk->found = 1;
+            pk->config = strdup(text);
+            const char *s;
+            if ((s = kn_ckpt_meta_get(c, "step"))) pk->step = strtoll(s, NULL, 10);
+            if ((s = kn_ckpt_meta_get(c, "seed")) && *s) { pk->have_seed = 1; pk->seed = strtoull(s, NULL, 10); }
+            if ((s = kn_ckpt_meta_get(c, "threads"))) pk->threads = (int)strtol(s, NULL, 10);
+            if ((s = kn_ckpt_meta_get(c, "micro_batch"))) pk->micro = strtoll(s, NULL, 10);
+            if ((s = kn_ckpt_meta_get(c, "algorithms"))) pk->algorithms = strdup(s);
+        }
+        kn_ckpt_close(c);
+    }
+    free(v);
+    kn_ctx_free(c2);
+    if (!pk->found) {
+        /* killed before its first checkpoint: the config it was started with */
+        snprintf(p, sizeof p, "%s/config.ini", run_dir);
+        FILE *f = fopen(p, "rb");
+        if (f) {
+            char *buf = NULL;
+            size_t len = 0, cap = 0, r;
+            char chunk[4096];
+            while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+                if (len + r + 1 > cap) {
+                    cap = 2 * (len + r + 1);
+                    char *nb = realloc(buf, cap);
+                    if (!nb) { free(buf); buf = NULL; break; }
+                    buf = nb;
+                }
+                memcpy(buf + len, chunk, r);
+                len += r;
+            }
+            fclose(f);
+            if (buf) { buf[len] = 0; pk->config = buf; }
+        }
+    }
+}
+
+/* The config text recorded in config.ini and every checkpoint: the config with the
+ * command line's --seed and --threads written into [train], so that a resume, even of a
+ * run killed before its first checkpoint, runs with the values that decide its bits. */
+static char *effective_config_text(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, const kn_train_options *opt) {
+    char *text = kn_cfg_to_text(cfg);
+    if (!text) { kn_err(ctx, KN_ERR_NOMEM, "out of memory"); return NULL; }
+    int set_seed = opt->seed >= 0 && (uint64_t)opt->seed != st->seed, set_threads = opt->threads > 0 && opt->threads != st->threads;
+    if (!set_seed && !set_threads) return text;
+    kn_config *c = NULL;
+    if (kn_config_parse_string(ctx, cfg->path, text, &c) != KN_OK) { free(text); return NULL; }
+    char a[64];
+    int rc = KN_OK;
+    if (set_seed) { snprintf(a, sizeof a, "train.seed=%lld", (long long)opt->seed); rc = kn_config_set(ctx, c, a); }
+    if (!rc && set_threads) { snprintf(a, sizeof a, "train.threads=%d", opt->threads); rc = kn_config_set(ctx, c, a); }
+    free(text);
+    text = rc ? NULL : kn_cfg_to_text(c);
+    if (!rc && !text) kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    kn_config_free(c);
+    return text;
+}
+
+/* best.safetensors is a hard link to the step checkpoint of the lowest validation loss;
+ * a kill between writing that checkpoint (which records best_step) and linking leaves it
+ * at an older step. Repair it from the resumed state: relink to step-<best_step>. */
+static void repair_best(run_ctx *R, const train_state *S, FILE *out) {
+    if (S->best_step < 0) return;
+    char bp[2600], sp[2600];
+    snprintf(bp, sizeof bp, "%s/best.safetensors", R->ckpt_dir);
+    snprintf(sp, sizeof sp, "%s/step-%09lld.safetensors", R->ckpt_dir, (long long)S->best_step);
+    struct stat bs, ss;
+    int have_b = stat(bp, &bs) == 0, have_s = stat(sp, &ss) == 0;
+    if (have_b && have_s && bs.st_ino == ss.st_ino && bs.st_dev == ss.st_dev) return;
+    long long was = -1;
+    if (have_b) {
+        kn_ctx *c2 = kn_ctx_new();
+        kn_ckpt *c = NULL;
+        if (c2 && kn_ckpt_open(c2, bp, &c) == KN_OK) {
+            const char *s = kn_ckpt_meta_get(c, "step");
+            if (s) was = strtoll(s, NULL, 10);
+            kn_ckpt_close(c);
+        }
+        kn_ctx_free(c2);
+        if (was == S->best_step) return; /* a copy (the link failed when it was made) */
+    }
+    if (!have_s) {
+        fprintf(stderr, "kiln: warning: %s is %s, but the run's best is step %lld, whose checkpoint is no longer kept; "
+                        "it stays as it is\n", bp, have_b ? "from another step" : "missing", (long long)S->best_step);
+        return;
+    }
+    char t[2700];
+    snprintf(t, sizeof t, "%s.tmp.%ld", bp, (long)getpid());
+    unlink(t);
+    if (link(sp, t) != 0 || rename(t, bp) != 0) {
+        fprintf(stderr, "kiln: warning: cannot repair %s (link %s: %s)\n", bp, sp, strerror(errno));
+        unlink(t);
+        return;
+    }
+    if (out)
+        fprintf(out, "repaired %s: it %s; it is now step %lld (the best validation loss)\n", bp,
+                was >= 0 ? "was at an older step" : "was missing", (long long)S->best_step);
+}
+
+/* The config to build the job of a resumed run from: where both the checkpoint's config
+ * and this one leave a convolution's algorithm to kiln (auto), the algorithm the run
+ * used (recorded in the checkpoint), so that another kiln version or CPU that would
+ * choose another one still continues bit-identically. NULL: nothing to force. */
+static kn_config *config_with_algorithms(const kn_config *cfg, const run_peek *pk) {
+    if (!pk->found || !pk->algorithms || !*pk->algorithms) return NULL;
+    kn_ctx *c2 = kn_ctx_new();
+    char *text = kn_cfg_to_text(cfg);
+    kn_config *copy = NULL, *then = NULL;
+    int nset = 0;
+    if (!c2 || !text || kn_config_parse_string(c2, cfg->path, text, &copy) != KN_OK ||
+        kn_config_parse_string(c2, "checkpoint config", pk->config, &then) != KN_OK)
+        goto out;
+    for (const char *p = pk->algorithms; *p;) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[300];
+        snprintf(item, sizeof item, "%.*s", (int)(len < sizeof item ? len : sizeof item - 1), p);
+        char *eq = strchr(item, '=');
+        p += len + (end ? 1 : 0);
+        if (!eq) continue;
+        *eq = 0;
+        const kn_cfg_section *now_sec = kn_cfg_find(copy, item), *then_sec = kn_cfg_find(then, item);
+        const kn_cfg_kv *now_kv = now_sec ? kn_cfg_get(now_sec, "algorithm") : NULL;
+        const kn_cfg_kv *then_kv = then_sec ? kn_cfg_get(then_sec, "algorithm") : NULL;
+        if (!now_sec || (now_kv && strcmp(now_kv->value, "auto")) || (then_kv && strcmp(then_kv->value, "auto"))) continue;
+        char a[400];
+        snprintf(a, sizeof a, "%s.algorithm=%s", item, eq + 1);
+        if (kn_config_set(c2, copy, a) == KN_OK) nset++;
+    }
+out:
+    free(text);
+    kn_config_free(then);
+    kn_ctx_free(c2);
+    if (!nset) { kn_config_free(copy); copy = NULL; }
+    return copy;
+}
+
+/* runs/NAME, runs/NAME-2, ...: the v-th version of a default run directory */
+static void versioned(char *dst, size_t n, const char *base, int v) {
+    if (v <= 1) kn_strlcpy(dst, base, n);
+    else snprintf(dst, n, "%s-%d", base, v);
+}
+
 /* ---------------- the run ---------------- */
 int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res) {
     kn_train_options defopt;
@@ -624,45 +863,126 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     kn_settings st;
     int rc = kn_settings_read(ctx, cfg, &st);
     if (rc) return rc;
-    if (opt->seed >= 0) st.seed = (uint64_t)opt->seed;
-    if (opt->threads > 0) st.threads = opt->threads;
-    kn_set_threads(st.threads);
     FILE *out = opt->quiet ? NULL : stdout;
     int bar = opt->progress >= 0 ? opt->progress : isatty(fileno(stdout));
-
-    char run_dir[2048];
-    if (opt->run_dir) kn_strlcpy(run_dir, opt->run_dir, sizeof run_dir);
-    else if (st.run_dir[0]) kn_strlcpy(run_dir, st.run_dir, sizeof run_dir);
-    else {
-        const char *base = strrchr(cfg->path, '/');
-        base = base ? base + 1 : cfg->path;
-        char stem[256];
-        kn_strlcpy(stem, base, sizeof stem);
-        char *dot = strrchr(stem, '.');
-        if (dot && dot != stem) *dot = 0;
-        snprintf(run_dir, sizeof run_dir, "runs/%s", stem);
-    }
-
-    /* the memory plan, before anything big is allocated: print its summary, refuse a
-     * run whose predicted peak exceeds the budget, or (train.fit) choose the micro-batch */
-    if ((rc = kn_plan_for_training(ctx, cfg, &st, out, NULL))) return rc;
     kn_job job;
     memset(&job, 0, sizeof job);
     kn_accum acc;
     memset(&acc, 0, sizeof acc);
     kn_optimizer o = {0};
     FILE *mf = NULL;
-    char *cfg_text = NULL;
     int32_t *y = NULL;
     run_ctx R = {0};
     guard_buf G = {0};
     kn_health *H = NULL;
-    int early_stopped = 0;
+    int early_stopped = 0, lock_fd = -1;
     char path[2600];
-    if ((rc = kn_job_open(ctx, cfg, &st, 1, &job))) goto done;
+    run_peek pk;
+    memset(&pk, 0, sizeof pk);
+    /* the config text this run records: with --seed / --threads written in */
+    char *cfg_text = effective_config_text(ctx, cfg, &st, opt);
+    if (!cfg_text) return kn_ctx_code(ctx) ? kn_ctx_code(ctx) : KN_ERR_NOMEM;
+    if (opt->seed >= 0) st.seed = (uint64_t)opt->seed;
+    if (opt->threads > 0) st.threads = opt->threads;
+
+    char base[2048], run_dir[2100];
+    int explicit_dir = opt->run_dir || st.run_dir[0];
+    if (opt->run_dir) kn_strlcpy(base, opt->run_dir, sizeof base);
+    else if (st.run_dir[0]) kn_strlcpy(base, st.run_dir, sizeof base);
+    else {
+        const char *b = strrchr(cfg->path, '/');
+        b = b ? b + 1 : cfg->path;
+        char stem[256];
+        kn_strlcpy(stem, b, sizeof stem);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem) *dot = 0;
+        snprintf(base, sizeof base, "runs/%s", stem);
+    }
+
+    /* The run directory: locked for the whole run. A default directory (runs/NAME) that
+     * holds a run of another config, or checkpoints that --init-from would be ignored
+     * for, is left alone: the new run goes to runs/NAME-2 (-3, ...). An explicit one is
+     * refused instead (or, with --allow-config-change, continued with the new config). */
+    char moved[1800] = "";
+    for (int v = 1;; v++) {
+        versioned(run_dir, sizeof run_dir, base, v);
+        if (v > 9999) { rc = kn_err(ctx, KN_ERR_IO, "%s: too many versions of this run directory", base); goto done; }
+        struct stat sb;
+        if (!opt->resume_only && stat(run_dir, &sb) != 0) break; /* a new directory: made after the plan (a refused run makes none) */
+        if ((rc = lock_run_dir(ctx, run_dir, opt->resume_only ? "resume" : "train", &lock_fd))) goto done;
+        peek_free(&pk);
+        peek_run(run_dir, &pk);
+        if (opt->resume_only || !pk.config) break; /* resume, or a new directory */
+        char diff[1500];
+        int nd = config_diff(ctx, pk.config, cfg_text, diff, sizeof diff);
+        if (nd == 0 && pk.found && pk.have_seed && pk.seed != st.seed) {
+            snprintf(diff, sizeof diff, "train.seed: '%llu' -> '%llu'", (unsigned long long)pk.seed, (unsigned long long)st.seed);
+            nd = 1;
+        }
+        int init_conflict = opt->init_from && (pk.found || pk.nckpt > 0);
+        if ((nd == 0 || opt->allow_config_change) && !init_conflict) break;
+        if (explicit_dir) {
+            if (init_conflict)
+                rc = kn_err(ctx, KN_ERR_INVALID, "--init-from %s: the run directory %s already holds checkpoints of a run (step %lld), "
+                                                 "which train would continue instead of starting from those weights; choose a new "
+                                                 "--run-dir for the new run (or leave --run-dir out: kiln then starts runs/NAME-2)",
+                            opt->init_from, run_dir, (long long)pk.step);
+            else
+                rc = kn_err(ctx, KN_ERR_CONFIG, "the config differs from the one the run in %s was started with: %s. Resume with the "
+                                                "original config, pass --allow-config-change to continue this run with the new one, "
+                                                "or choose another --run-dir for a new run",
+                            run_dir, diff);
+            goto done;
+        }
+        if (!moved[0]) {
+            if (init_conflict) snprintf(moved, sizeof moved, "%.500s holds checkpoints of a run (--init-from starts a new one)", base);
+            else snprintf(moved, sizeof moved, "%.500s holds a run of another config (%.1200s)", base, diff);
+        }
+        close(lock_fd);
+        lock_fd = -1;
+    }
+    if (moved[0]) fprintf(stderr, "kiln: %s: this run goes to %s (pass --run-dir to choose the directory)\n", moved, run_dir);
+
+    /* what decides the bits comes from the checkpoint: seed, threads, micro-batch split */
+    int64_t forced_micro = 0;
+    if (pk.found) {
+        if (opt->resume_only && pk.have_seed) st.seed = pk.seed;
+        if (pk.threads > 0 && opt->threads > 0 && opt->threads != pk.threads)
+            fprintf(stderr, "kiln: warning: --threads %d differs from the %d thread(s) the run was trained with: training "
+                            "continues correctly but not bit-identically to an uninterrupted run (kiln gives the same bits "
+                            "for the same thread count); leave --threads out to keep %d\n",
+                    opt->threads, pk.threads, pk.threads);
+        else if (pk.threads > 0) st.threads = pk.threads;
+        if (pk.micro > 0 && st.micro_batch == 0 && pk.micro <= st.batch && st.batch % pk.micro == 0) forced_micro = st.micro_batch = pk.micro;
+    }
+    kn_set_threads(st.threads);
+
+    /* the memory plan, before anything big is allocated: print its summary, refuse a
+     * run whose predicted peak exceeds the budget, or (train.fit) choose the micro-batch */
+    rc = kn_plan_for_training(ctx, cfg, &st, out, NULL);
+    if (rc == KN_ERR_NOMEM && forced_micro && st.mem_fit) {
+        kn_ctx_clear(ctx);
+        st.micro_batch = 0;
+        rc = kn_plan_for_training(ctx, cfg, &st, out, NULL);
+        if (!rc && st.micro_batch != forced_micro)
+            fprintf(stderr, "kiln: warning: the run's micro-batch of %lld does not fit this budget; continuing with micro-batches of %lld: "
+                            "correct, but not bit-identical to an uninterrupted run\n",
+                    (long long)forced_micro, (long long)st.micro_batch);
+    }
+    if (rc) goto done;
+    if (lock_fd < 0 && ((rc = mkdirs(ctx, run_dir)) || (rc = lock_run_dir(ctx, run_dir, "train", &lock_fd)))) goto done;
+    {
+        kn_config *jcfg = config_with_algorithms(cfg, &pk);
+        rc = kn_job_open(ctx, jcfg ? jcfg : cfg, &st, 1, &job);
+        if (rc && jcfg) { /* the run's algorithm does not run here: this CPU's choice (warned about below) */
+            kn_ctx_clear(ctx);
+            kn_job_close(&job);
+            rc = kn_job_open(ctx, cfg, &st, 1, &job);
+        }
+        kn_config_free(jcfg);
+        if (rc) goto done;
+    }
     kn_model *m = &job.model;
-    cfg_text = kn_cfg_to_text(cfg);
-    if (!cfg_text) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory"); goto done; }
 
     int64_t steps_per_epoch = kn_loader_batches(job.train_loader);
     int64_t total_steps = steps_per_epoch * st.epochs;
@@ -677,6 +997,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     R.cfg_text = cfg_text;
     snprintf(R.ckpt_dir, sizeof R.ckpt_dir, "%s/checkpoints", run_dir);
     if ((rc = mkdirs(ctx, R.ckpt_dir))) goto done;
+    remove_dead_temps(R.ckpt_dir); /* left by a killed run (we hold the lock) */
+    remove_dead_temps(run_dir);
 
     /* resume from the newest good checkpoint, if any */
     train_state S = {.best_val = INFINITY, .best_step = -1, .lr_scale = 1.0};
@@ -684,14 +1006,21 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     {
         ck_entry *v;
         int n = list_step_ckpts(R.ckpt_dir, &v), nbad = 0;
-        for (int i = 0; i < n && !resumed; i++) {
-            snprintf(path, sizeof path, "%s/%s", R.ckpt_dir, v[i].name);
+        for (int i = 0; i <= n && !resumed; i++) {
+            /* no step checkpoint yet: the state before the first update */
+            if (i == n) {
+                snprintf(path, sizeof path, "%s/first.safetensors", R.ckpt_dir);
+                if (n > 0 || !file_exists(path)) break;
+            } else {
+                snprintf(path, sizeof path, "%s/%s", R.ckpt_dir, v[i].name);
+            }
             int cfg_err = 0;
             train_state T;
             if (load_state(ctx, &R, path, &T, opt->allow_config_change, &cfg_err) == KN_OK) {
                 S = T;
                 resumed = 1;
-                if (out) fprintf(out, "resuming from %s (step %lld, epoch %lld)\n", path, (long long)S.step, (long long)S.epoch + 1);
+                if (out && i == n) fprintf(out, "resuming from %s (step 0: no step checkpoint had been written yet)\n", path);
+                else if (out) fprintf(out, "resuming from %s (step %lld, epoch %lld)\n", path, (long long)S.step, (long long)S.epoch + 1);
             } else if (cfg_err) {
                 free(v);
                 rc = KN_ERR_CONFIG;
@@ -699,7 +1028,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             } else {
                 fprintf(stderr, "kiln: warning: skipping unusable checkpoint: %s\n", kn_ctx_message(ctx));
                 kn_ctx_clear(ctx);
-                nbad++;
+                nbad += i < n;
             }
         }
         free(v);
@@ -708,11 +1037,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                         R.ckpt_dir, nbad);
             goto done;
         }
-        if (!resumed && opt->resume_only) {
-            rc = kn_err(ctx, KN_ERR_IO, "nothing to resume: %s holds no checkpoint", R.ckpt_dir);
-            goto done;
-        }
+        if (!resumed && opt->resume_only && out)
+            fprintf(out, "no checkpoint in %s yet (the run stopped before its first): starting from step 0 with the run's "
+                         "config.ini, which gives the same bits as an uninterrupted run\n", R.ckpt_dir);
     }
+    if (resumed) repair_best(&R, &S, out);
     if (!resumed && opt->init_from) {
         char ip[2600];
         kn_ckpt *c = NULL;
@@ -740,20 +1069,23 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     if (!mf) { rc = kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); goto done; }
 
     if (out) {
-        fprintf(out, "kiln %s: %s — %lld parameters, batch %lld, %lld steps/epoch, %lld epochs, %d threads\n",
-                KILN_VERSION, cfg->path, (long long)m->store.nparam, (long long)st.batch, (long long)steps_per_epoch,
-                (long long)st.epochs, kn_get_threads());
-        fprintf(out, "data: %lld training samples, %lld %s samples; memory plan: arena %.1f MiB, parameters %.1f MiB\n",
-                (long long)job.ntrain, (long long)(job.val_loader ? job.nval : job.test_ds.n),
-                job.val_loader ? "validation" : "test (used for validation)",
-                (double)m->arena_bytes / 1048576.0, (double)m->store.nparam * 4.0 / 1048576.0);
+        /* parameters, batch, threads and memory are in the plan summary above: once */
+        fprintf(out, "kiln %s: %s — %lld steps/epoch, %lld epochs\n", KILN_VERSION, cfg->path, (long long)steps_per_epoch,
+                (long long)st.epochs);
+        fprintf(out, "data: %lld training samples, %lld %s samples\n", (long long)job.ntrain,
+                (long long)(job.val_loader ? job.nval : job.test_ds.n), job.val_loader ? "validation" : "test (used for validation)");
         fprintf(out, "run directory: %s\n", run_dir);
         fflush(out);
     }
     if (!resumed) {
         /* the model before the first update: version "first" */
         snprintf(path, sizeof path, "%s/first.safetensors", R.ckpt_dir);
-        if ((rc = save_state(ctx, &R, path, &S))) goto done;
+        if ((rc = save_state(ctx, &R, path, &S))) {
+            size_t l = strlen(ctx->msg);
+            snprintf(ctx->msg + l, sizeof ctx->msg - l, "; nothing is lost (no step was trained yet): free space and run 'kiln resume %s'",
+                     run_dir);
+            goto done;
+        }
     }
 
     /* the loader fills a whole batch: the graph input, or with micro-batches a buffer
@@ -773,7 +1105,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     rt.seed = st.seed;
     double t0 = kn_now_seconds(), last_ckpt_t = t0;
     double vloss = NAN, vacc = NAN, last_loss = NAN;
-    int64_t start_step = S.step, retries = 0, spikes_since_snapshot = 0;
+    int64_t start_step = S.step, retries = 0, spikes_since_snapshot = 0, rate_s0 = -1;
+    double rate_t0 = 0;
     if (G.x) { fflush(mf); S.metrics_bytes = ftell(mf); snapshot_take(&G, &G.anchor, m, &o, &S); }
     while (S.epoch < st.epochs && S.step < total_steps) {
         kn_loader_start_epoch(job.train_loader, S.epoch, S.batch_in_epoch);
@@ -907,10 +1240,13 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             int log_now = S.step % st.log_every == 0;
             if (log_now) fprintf(mf, "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
                                  (long long)S.step, (long long)S.epoch, (double)loss, lr);
+            if (rate_s0 < 0) { rate_t0 = kn_now_seconds(); rate_s0 = S.step; }
             if (out && (bar || log_now)) {
                 double now = kn_now_seconds();
                 double sps = (double)(win_steps * st.batch) / (now - win_t0 + 1e-9);
-                double eta = (double)(total_steps - S.step) * (double)st.batch / (sps > 0 ? sps : 1);
+                /* the ETA from the steps after this process's first (which pays the one-time
+                 * set-up of kernels and memory), once a few are measured; --:-- before */
+                double eta = S.step - rate_s0 >= 3 ? (double)(total_steps - S.step) * (now - rate_t0) / (double)(S.step - rate_s0) : -1;
                 char etas[32];
                 fmt_time(eta, etas, sizeof etas);
                 if (bar) {
@@ -939,6 +1275,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 S.metrics_bytes = ftell(mf);
                 snapshot_take(&G, &G.recent, m, &o, &S);
             }
+            if (opt->hook) opt->hook(opt->hook_arg, "step", S.step);
             int stop = kn_stop_requested();
             int end_of_epoch = S.batch_in_epoch == steps_per_epoch;
             double now = kn_now_seconds();
@@ -966,7 +1303,9 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         if (restart) continue;
         if (S.batch_in_epoch < steps_per_epoch) break; /* max_steps reached mid-epoch */
         if (bar && out) fprintf(out, "\n");
+        if (opt->hook) opt->hook(opt->hook_arg, "eval", S.step);
         kn_evaluate(m, job.val_loader ? job.val_loader : job.test_loader, st.seed, &vloss, &vacc);
+        if (opt->hook) opt->hook(opt->hook_arg, "eval_done", S.step);
         double secs = kn_now_seconds() - ep_t0;
         double tl = S.ep_steps ? S.ep_loss_sum / (double)S.ep_steps : NAN;
         fprintf(mf, "{\"event\":\"epoch\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,\"val_accuracy\":%.6f,\"gap\":%.9g,\"seconds\":%.3f}\n",
@@ -1025,6 +1364,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     res->final_train_loss = last_loss;
     res->val_loss = vloss;
     res->val_accuracy = vacc;
+    if (opt->hook) opt->hook(opt->hook_arg, "test", S.step);
     kn_evaluate(m, job.test_loader, st.seed, &res->test_loss, &res->test_accuracy);
     fprintf(mf, "{\"event\":\"test\",\"step\":%lld,\"test_loss\":%.9g,\"test_accuracy\":%.6f}\n", (long long)S.step,
             res->test_loss, res->test_accuracy);
@@ -1034,10 +1374,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         char steps_s[32];
         snprintf(steps_s, sizeof steps_s, "%lld", (long long)S.step);
         char mean_s[64], std_s[64];
-        snprintf(mean_s, sizeof mean_s, "%a", (double)job.mean);
-        snprintf(std_s, sizeof std_s, "%a", (double)job.std);
+        snprintf(mean_s, sizeof mean_s, "%.17g", (double)job.mean);
+        snprintf(std_s, sizeof std_s, "%.17g", (double)job.std);
         kn_ckpt_meta meta[5] = {{"config", cfg_text}, {"step", steps_s}, {"kind", "model"}, {"data_mean", mean_s}, {"data_std", std_s}};
         snprintf(path, sizeof path, "%s/model.safetensors", run_dir);
+        if (opt->hook) opt->hook(opt->hook_arg, "model", S.step);
         if ((rc = kn_ckpt_save(ctx, path, &m->store, NULL, 0, meta, 5))) goto done;
     }
     if (out) {
@@ -1048,6 +1389,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     }
 done:
     if (mf) fclose(mf);
+    if (lock_fd >= 0) close(lock_fd); /* releases the run directory */
+    peek_free(&pk);
     free(y);
     kn_accum_free(&acc);
     free(cfg_text);
@@ -1064,7 +1407,9 @@ int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_
     if (!file_exists(p)) {
         struct stat sb;
         if (stat(run_dir, &sb) != 0) return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': %s", run_dir, strerror(errno));
-        return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': it holds no config.ini (is it a kiln run directory?)", run_dir);
+        return kn_err(ctx, KN_ERR_IO, "cannot resume '%s': it holds no config.ini (is it a kiln run directory? A run stopped before "
+                                      "it wrote config.ini had not begun: start it again with kiln train CONFIG --run-dir %s)",
+                      run_dir, run_dir);
     }
     kn_config *cfg = NULL;
     int rc = kn_config_load(ctx, p, &cfg);
@@ -1072,6 +1417,14 @@ int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_
     kn_train_options o;
     if (opt) o = *opt;
     else kn_train_options_init(&o);
+    /* a memory budget is not a change of the run (its micro-batch split is kept) */
+    char a[1100];
+    if (!rc && o.budget) {
+        snprintf(a, sizeof a, "train.budget=%s", o.budget);
+        rc = kn_config_set(ctx, cfg, a);
+    }
+    if (!rc && o.fit) rc = kn_config_set(ctx, cfg, "train.fit=true");
+    if (rc) { kn_config_free(cfg); return rc; }
     o.run_dir = run_dir;
     o.resume_only = 1;
     rc = kn_train(ctx, cfg, &o, res);

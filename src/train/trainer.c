@@ -1,6 +1,7 @@
 /* kiln — the trainer: data → step → metrics → checkpoint. It sees a compiled model
  * (inputs, targets, loss, logits, parameter store), never a layer type. */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -345,8 +346,37 @@ int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_resu
     if (stat(run_dir_or_ckpt, &sb) != 0)
         return kn_err(ctx, KN_ERR_IO, "'%s': %s (expected a run directory or a .safetensors checkpoint)", run_dir_or_ckpt,
                       strerror(errno));
-    if (S_ISDIR(sb.st_mode)) snprintf(path, sizeof path, "%s/model.safetensors", run_dir_or_ckpt);
-    else kn_strlcpy(path, run_dir_or_ckpt, sizeof path);
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(path, sizeof path, "%s/model.safetensors", run_dir_or_ckpt);
+        /* a run that did not finish: its best checkpoint, else its newest step checkpoint */
+        if (stat(path, &sb) != 0) {
+            const char *why = "the best validation loss";
+            snprintf(path, sizeof path, "%s/checkpoints/best.safetensors", run_dir_or_ckpt);
+            if (stat(path, &sb) != 0) {
+                why = "the newest checkpoint";
+                long long newest = -1;
+                char cdir[4096];
+                snprintf(cdir, sizeof cdir, "%s/checkpoints", run_dir_or_ckpt);
+                DIR *d = opendir(cdir);
+                struct dirent *de;
+                while (d && (de = readdir(d))) {
+                    long long st;
+                    char tail[32];
+                    if (sscanf(de->d_name, "step-%lld.safetens%31s", &st, tail) == 2 && !strcmp(tail, "ors") && st > newest) newest = st;
+                }
+                if (d) closedir(d);
+                if (newest < 0)
+                    return kn_err(ctx, KN_ERR_IO, "%s holds no model.safetensors, best.safetensors or step checkpoint: nothing to evaluate "
+                                                  "(finish the run with 'kiln resume %s')",
+                                  run_dir_or_ckpt, run_dir_or_ckpt);
+                snprintf(path, sizeof path, "%.4000s/step-%09lld.safetensors", cdir, newest);
+            }
+            fprintf(stderr, "kiln: %s has no model.safetensors (the run did not finish): evaluating %s (%s)\n", run_dir_or_ckpt,
+                    path, why);
+        }
+    } else {
+        kn_strlcpy(path, run_dir_or_ckpt, sizeof path);
+    }
     kn_ckpt *ck = NULL;
     int rc = kn_ckpt_open(ctx, path, &ck);
     if (rc) return rc;
