@@ -106,7 +106,11 @@ static const verb_help HELP[] = {
      "  kiln train examples/fashion_mnist_cnn.ini --set data.batch_size=512 --budget 200M --fit\n"},
     {"resume", "kiln resume RUN_DIR [options]",
      "Continue the run in RUN_DIR from its newest good checkpoint, with the config.ini stored there.",
-     "  --threads N               worker threads, 1 to 1024 (default: the run's)\n"
+     "  --threads N               worker threads, 1 to 1024 (default: the run's; another count resumes,\n"
+     "                            with a warning that the bits will differ from an uninterrupted run)\n"
+     "  --budget SIZE             memory budget, e.g. 512M or 2G (not a config change)\n"
+     "  --fit                     largest micro-batch that fits the budget (the run's split is kept\n"
+     "                            while it fits)\n"
      "  --allow-config-change     resume even if config.ini differs from the checkpoint's config\n"
      "  --progress                always draw the progress bar (default: only on a terminal)\n"
      "  --no-progress             plain periodic lines\n"
