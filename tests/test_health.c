@@ -586,6 +586,14 @@ static void test_leakage(void) {
     free(a.images);
     free(b.images);
 
+    /* The README's sentence about Fashion-MNIST's duplicates states the count above
+     * (it once said the sets shared some images; byte for byte they share none) */
+    static char readme[1 << 17];
+    kn_test_slurp(kn_test_src("README.md"), readme, sizeof readme);
+    CHECK(*readme && !strstr(readme, "Fashion-MNIST has some") &&
+              strstr(readme, FMNIST_DUPLICATES == 0 ? "Fashion-MNIST has none" : "Fashion-MNIST has some"),
+          "README.md must say that Fashion-MNIST's training and test sets share %s image", FMNIST_DUPLICATES ? "some" : "no");
+
     /* Fashion-MNIST, when installed: train vs t10k */
     const char *dir = "/usr/share/datasets/fashion-mnist";
     char p1[256], p2[256], p3[256], p4[256];
@@ -929,6 +937,31 @@ static void test_collapse_rule(void) {
     CHECK(!kn_collapse_check(&c, h, 3, chance, msg, sizeof msg) && c.streak == 1, "need 2: the first check");
     one_check(h, &m, &r, 4, NULL, NULL);
     CHECK(kn_collapse_check(&c, h, 4, chance, msg, sizeof msg) && c.first_step == 3 && c.last_healthy == -1, "need 2: the second check");
+    kn_health_free(h);
+    kn_model_free(&m);
+    /* nearly dead and stuck: 19 of 20 units dead, the gradient still flows through the
+     * last one; a collapse only after 5 checks at chance in a row */
+    snprintf(ini, sizeof ini, "[flat]\ntype = flatten\n[fc]\ntype = linear\nout = 20\nactivation = relu\n[out]\ntype = linear\nout = %d\n", NCLS);
+    if (build("stuck.ini", ini, 16, 1, 1, FEAT, NCLS, 4, &m)) return;
+    if (kn_health_create(ctx, &m, 1, &h)) { CHECK(0, "%s", kn_ctx_message(ctx)); kn_model_free(&m); return; }
+    W = kn_store_data(&m.store, kn_store_find(&m.store, "fc.weight"));
+    B = kn_store_data(&m.store, kn_store_find(&m.store, "fc.bias"));
+    for (int u = 0; u < 20; u++) B[u] = u ? -100.0f : 100.0f;
+    memset(W + FEAT, 0, (size_t)19 * FEAT * sizeof(float));
+    kn_collapse_init(&c, chance, 1);
+    int fired = 0, at = -1;
+    for (int k = 0; k < 6 && !fired; k++) {
+        one_check(h, &m, &r, k, NULL, NULL);
+        fired = kn_collapse_check(&c, h, k, chance, msg, sizeof msg);
+        at = k;
+    }
+    CHECK(fired && at == KN_COLLAPSE_STUCK - 1 && strstr(msg, "95.0% of the ReLU units of layer 'fc' are dead") && c.last_healthy == -1,
+          "nearly dead and stuck: fired %d at check %d: '%s'", fired, at, msg);
+    kn_collapse_init(&c, chance, 1);
+    for (int k = 0; k < 8; k++) {
+        one_check(h, &m, &r, k, NULL, NULL);
+        CHECK(!kn_collapse_check(&c, h, k, 0.8 * chance, msg, sizeof msg), "nearly dead but learning (loss below chance): %s", msg);
+    }
     kn_health_free(h);
     kn_model_free(&m);
     uint8_t lab[10] = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1};

@@ -56,12 +56,19 @@ double kn_spike_median(const kn_spike *s); /* NAN when empty */
  *       a) a ReLU layer is entirely dead (every unit 0 for every sample of the batch)
  *          and every such layer before it has a vanished gradient, or
  *       b) every such layer except the last one (the head, whose bias always learns)
- *          has a vanished gradient;
+ *          has a vanished gradient, or
+ *       c) the loss has been at chance level for KN_COLLAPSE_STUCK (5) checks in a row
+ *          and a ReLU layer has at least 90% of its units dead (on the batch, or
+ *          sustained over the last checks): a network nearly dead and stuck;
  *     vanished: gradient norm <= KN_COLLAPSE_VANISH (1e-7) x the layer's weight norm.
  * A branch that a learned gate switched off (its gradient ~0 while the rest learns) and
  * a layer without gradient by design never make a check collapsed: the loss is not at
  * chance, or the gradient still reaches the other layers. The run has collapsed after
- * `need` consecutive collapsed checks (guard.collapse_checks). */
+ * `need` consecutive collapsed checks (guard.collapse_checks). A check is healthy unless
+ * its loss is at chance and a), b) or a layer >= 90% dead holds; the rollback target
+ * must be no later than the last healthy check. */
+#define KN_COLLAPSE_STUCK 5
+#define KN_COLLAPSE_DEAD 0.9
 #define KN_COLLAPSE_CHANCE 0.98
 #define KN_COLLAPSE_VANISH 1e-7
 typedef struct {
@@ -72,6 +79,7 @@ typedef struct {
     int64_t last_healthy; /* step of the latest check that was not collapsed; -1: none */
     double loss_sum;      /* losses of the steps since the last check */
     int64_t loss_n;
+    int64_t chance_streak; /* consecutive checks with the loss at chance */
 } kn_collapse;
 void kn_collapse_init(kn_collapse *c, double chance, int64_t need);
 /* Every step that updated the model (not the health steps: kn_collapse_check takes theirs). */
