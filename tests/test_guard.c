@@ -2,12 +2,23 @@
  *  - a model built to fail at a known op (BatchNorm with eps = 0 after a layer whose
  *    output is constant: 0/0 in layer 'bn3') is reported with that op, layer and tensor,
  *    under each policy (stop; rollback up to the retry limit; skip);
- *  - an unstable deep plain MLP (12 layers, 10x the stable learning rate) goes NaN without the guard, and
- *    with the default guard (rollback, halve the learning rate) completes, reaching an
- *    accuracy within 2 points of the same network with a stable learning rate;
+ *  - an unstable deep plain MLP (12 layers, 50x the stable learning rate) goes NaN without
+ *    the guard within its first steps (at 10x it diverged or died depending on the data
+ *    order and the CPU's rounding), and with the guard (rollback, learning rate x0.1)
+ *    completes, reaching an accuracy within 2 points of the same network with a stable
+ *    learning rate;
  *  - guard events are recorded in metrics.jsonl;
  *  - early stopping restores the best checkpoint of a run built to overfit;
- *  - the train/test leakage check counts constructed duplicates. */
+ *  - the train/test leakage check counts constructed duplicates;
+ *  - a collapsed run (a learning rate that warms up to far too much: every ReLU of a
+ *    layer dies, the loss stays at chance) is detected, explained and recovered from by
+ *    a rollback with a smaller learning rate — without the collapse check it ends at
+ *    chance; a network dead from its initialisation is explained and stopped;
+ *  - the default jobs (examples/fashion_mnist_cnn.ini, fashion_mnist_mlp.ini), scaled
+ *    down to a synthetic 28x28 set, raise no guard event, no dead-ReLU warning and no
+ *    collapse, and validate on a split of the training set;
+ *  - an overfitting run is warned about a few times, not at every epoch;
+ *  - `kiln health` prints the leakage line once after a run resumed twice. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,11 +113,11 @@ static void test_unstable(void) {
     double acc_stable = test_acc();
     CHECK(st == 0 && acc_stable > 60, "stable deep MLP: exit %d, accuracy %.2f: %s", st, acc_stable, g_err);
     /* too large a learning rate, no guard: NaN */
-    st = run("train deep.ini --run-dir deep_noguard --threads 2 --no-progress --set optimizer.lr=0.1 --set guard.enabled=false");
+    st = run("train deep.ini --run-dir deep_noguard --threads 2 --no-progress --set optimizer.lr=0.5 --set guard.enabled=false");
     CHECK(strstr(metrics("deep_noguard"), "\"loss\":nan") || strstr(metrics("deep_noguard"), "\"loss\":-nan"),
           "the unstable run did not produce NaN without the guard");
     /* the same with the default guard: completes, close to the stable run */
-    st = run("train deep.ini --run-dir deep_guard --threads 2 --no-progress --set optimizer.lr=0.1");
+    st = run("train deep.ini --run-dir deep_guard --threads 2 --no-progress --set optimizer.lr=0.5 --set guard.lr_factor=0.1");
     double acc_guard = test_acc();
     CHECK(st == 0, "guarded unstable run failed: %s", g_err);
     CHECK(strstr(g_err, "rolled back") != NULL, "the guard never acted: %s", g_err);
@@ -147,8 +158,9 @@ static void test_early_stopping(void) {
 }
 
 static void test_leakage(void) {
-    /* evaluate on the training file itself: its first 80 samples are all duplicates */
-    int st = run("train over.ini --run-dir leakrun --threads 2 --no-progress --set train.epochs=1 "
+    /* evaluate on the training file itself: its first 80 samples are all duplicates (of
+     * training samples: no validation split here) */
+    int st = run("train over.ini --run-dir leakrun --threads 2 --no-progress --set train.epochs=1 --set data.validation_split=0 "
                  "--set data.test_images=small/train-images-idx3-ubyte.gz --set data.test_labels=small/train-labels-idx1-ubyte.gz "
                  "--set data.limit_test=80");
     CHECK(st == 0 && strstr(g_out, "leakage: 80 test sample(s)"), "leakage not reported: %s %s", g_out, g_err);
@@ -158,10 +170,94 @@ static void test_leakage(void) {
     CHECK(st == 0 && strstr(g_out, "leakage: no test sample"), "noleak run: %s %s", g_out, g_err);
 }
 
+/* SGD with momentum whose learning rate warms up to 10 over 200 steps: the first health
+ * checks are healthy, then a layer dies (every unit 0 for every sample) and the loss
+ * stays at chance. Without the collapse check this ends at chance level with exit 0. */
+static const char *COLLAPSE_CFG =
+    "[data]\ndir = data\nbatch_size = 32\n\n"
+    "[train]\nepochs = 8\nlog_every = 10\n\n"
+    "[optimizer]\ntype = sgd\nmomentum = 0.9\nlr = 10\nwarmup_steps = 200\n\n"
+    "[guard]\nsnapshot_every = 10\nlr_factor = 0.1\n\n"
+    "[health]\nevery = 10\n\n"
+    "[flat]\ntype = flatten\n\n"
+    "[fc1]\ntype = linear\nout = 64\nactivation = relu\n\n"
+    "[fc2]\ntype = linear\nout = 64\nactivation = relu\n\n"
+    "[out]\ntype = linear\nout = 10\n";
+
+static void test_collapse(void) {
+    write_file("collapse.ini", COLLAPSE_CFG);
+    /* the old behaviour: no collapse check */
+    int st = run("train collapse.ini --run-dir col_off --threads 2 --no-progress --set guard.collapse_checks=0");
+    double acc_off = test_acc();
+    CHECK(st == 0 && acc_off >= 0 && acc_off < 20, "without the collapse check the run should end at chance: exit %d, accuracy %.2f: %s", st, acc_off, g_err);
+    CHECK(!strstr(metrics("col_off"), "\"kind\":\"collapse\""), "collapse event with the check off");
+    /* the default: detected, explained, rolled back with a smaller learning rate */
+    st = run("train collapse.ini --run-dir col_on --threads 2 --no-progress");
+    double acc_on = test_acc();
+    CHECK(st == 0, "collapse run: exit %d: %s", st, g_err);
+    CHECK(strstr(g_err, "kiln: guard: step ") && strstr(g_err, "the run has collapsed") && strstr(g_err, "no better than chance") &&
+              (strstr(g_err, "is entirely dead") || strstr(g_err, "gradient has vanished in every layer")) &&
+              strstr(g_err, "smaller learning rate"),
+          "no explanation of the collapse: %s", g_err);
+    CHECK(strstr(g_err, "rolled back from step") && strstr(g_err, "learning rate x0.1"), "no rollback: %s", g_err);
+    const char *mj = metrics("col_on");
+    CHECK(strstr(mj, "\"kind\":\"collapse\",\"action\":\"rollback\""), "no collapse event in metrics.jsonl");
+    CHECK(acc_on > 90, "recovered run: accuracy %.2f%% (without the check %.2f%%)", acc_on, acc_off);
+    printf("collapse: without the check %.2f%%, with it %.2f%%\n", acc_off, acc_on);
+    /* dead from the start (fc1's weights and bias 0: every unit gives 0): nothing healthy
+     * to return to, a smaller learning rate cannot help: explained and stopped */
+    st = run("train collapse.ini --run-dir col_init --threads 2 --no-progress --set optimizer.warmup_steps=0 --set optimizer.lr=0.01 "
+             "--set fc1.init=zeros --set fc1.bias_init=zeros");
+    CHECK(st == 1 && strstr(g_err, "the run has collapsed") && strstr(g_err, "is entirely dead") &&
+              strstr(g_err, "no health check of this run was healthy") && strstr(g_err, "leaky_relu"),
+          "collapse from the start: exit %d: %s", st, g_err);
+    CHECK(strstr(metrics("col_init"), "\"kind\":\"collapse\",\"action\":\"stop\""), "no stop event");
+}
+
+/* The default jobs on a synthetic 28x28 set, health checks every 5 steps. */
+static void test_defaults_quiet(void) {
+    kn_test_make_images(D, "data28", 1600, 28, 28);
+    static const char *const ex[2][2] = {{"examples/fashion_mnist_cnn.ini", "2"}, {"examples/fashion_mnist_mlp.ini", "4"}};
+    for (int k = 0; k < 2; k++) {
+        char args[2048];
+        snprintf(args, sizeof args, "train '%s' --run-dir def%d --threads 2 --no-progress --set data.dir=data28 --set train.epochs=%s --set health.every=5",
+                 kn_test_src(ex[k][0]), k, ex[k][1]);
+        int st = run(args);
+        char rd[16];
+        snprintf(rd, sizeof rd, "def%d", k);
+        const char *mj = metrics(rd);
+        CHECK(st == 0, "%s: exit %d: %s", ex[k][0], st, g_err);
+        CHECK(count(mj, "\"event\":\"health\"") >= 8, "%s: %d health checks", ex[k][0], count(mj, "\"event\":\"health\""));
+        CHECK(!strstr(mj, "\"event\":\"guard\"") && !strstr(g_err, "kiln: guard"), "%s: guard event: %s", ex[k][0], g_err);
+        CHECK(!strstr(g_err, "dead ReLUs") && !strstr(mj, "\"kind\":\"dead_relu\""), "%s: dead-ReLU warning: %s", ex[k][0], g_err);
+        CHECK(strstr(g_out, "data: 1440 training samples, 160 validation samples"), "%s: no validation split: %s", ex[k][0], g_out);
+    }
+}
+
+static void test_overfit_warnings(void) {
+    /* over.ini without early stopping for 20 epochs: the old rule warned at 16 of them */
+    int st = run("train over.ini --run-dir overlong --threads 2 --no-progress --set train.early_stopping=0 --set train.epochs=20");
+    int n = count(metrics("overlong"), "\"kind\":\"overfitting\"");
+    CHECK(st == 0 && n >= 1 && n <= 3 && count(g_err, "the model is overfitting") == n, "overfitting warnings: %d (want 1..3): %s", n, g_err);
+}
+
+static void test_health_leakage_once(void) {
+    int st = run("train over.ini --run-dir resumed --threads 2 --no-progress --set train.early_stopping=0 --set train.max_steps=5");
+    CHECK(st == 0, "first part: %s", g_err);
+    for (int k = 0; k < 2; k++) {
+        st = run("resume resumed --threads 2 --no-progress");
+        CHECK(st == 0, "resume %d: exit %d: %s", k, st, g_err);
+    }
+    CHECK(count(metrics("resumed"), "\"event\":\"leakage\",\"set\":\"test\"") >= 2, "the run did not resume (one start recorded)");
+    st = run("health resumed");
+    CHECK(st == 0 && count(g_out, "leakage: 0 test sample(s)") == 1 && count(g_out, "leakage: 0 validation sample(s)") == 1,
+          "kiln health: %s", g_out);
+}
+
 int main(void) {
     snprintf(D, sizeof D, "%s", kn_test_tmpdir("guard"));
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cd '%s' && rm -rf nan_* healthy deep_* over leak* noleak", D);
+    snprintf(cmd, sizeof cmd, "cd '%s' && rm -rf nan_* healthy deep_* over leak* noleak col_* def? overlong resumed", D);
     kn_test_system(cmd);
     kn_test_make_images(D, "data", 1600, 12, 12);
     kn_test_make_images_noisy(D, "small", 100, 12, 12, 0.6);
@@ -169,5 +265,9 @@ int main(void) {
     test_unstable();
     test_early_stopping();
     test_leakage();
+    test_collapse();
+    test_defaults_quiet();
+    test_overfit_warnings();
+    test_health_leakage_once();
     return kn_test_finish("test_guard");
 }

@@ -12,7 +12,17 @@
  *  5. leakage: duplicates between constructed datasets (count and index pairs, subsets,
  *     near-duplicates not counted); Fashion-MNIST train vs t10k when installed;
  *  6. kn_health_print on a hand-written metrics.jsonl (table, warnings, guard messages,
- *     leakage, epochs) and on the file written by 4; clear errors for a missing dir / file. */
+ *     leakage, epochs) and on the file written by 4; clear errors for a missing dir / file;
+ *     the leakage line once per evaluation set however often the run was resumed;
+ *  7. warnings that mean something: a stable 60% of silent ReLU units is not warned about,
+ *     units that keep dying are (once, again only when worse); the units of a 4-D output
+ *     are channels (either memory layout); a layer with no path to the loss gets no
+ *     gradient warning; the overfitting rule (kn_overfit) on constructed and measured
+ *     loss curves, and its replay from metrics.jsonl;
+ *  8. collapse (guard.h): a gated-off branch at chance-level loss is not a collapse, a
+ *     dead layer that cuts the gradient is; the entropy of the labels;
+ *  9. the default validation split: 10% of the TRAINING set, seeded by the run seed,
+ *     disjoint from the training indices, reproducible. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -21,11 +31,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/cpu/layout.h"
 #include "config/config.h"
 #include "nn/model.h"
 #include "optim/optim.h"
 #include "testutil.h"
+#include "train/guard.h"
 #include "train/health.h"
+#include "train/trainer.h"
 
 /* Exact duplicates of t10k images in the training set of Debian's dataset-fashion-mnist
  * (0.0~git20200523): none (also checked with a Python script: no image is repeated
@@ -122,7 +135,21 @@ static int manual_stats(kn_model *m, kn_rt *rt, char names[][64], double *mean, 
         mean[li] = s1 / cnt;
         sd[li] = sqrt(s2 / cnt);
         dead[li] = NAN;
-        if (n->op == &kn_op_relu || !strcmp(n->op->name, "batchnorm_relu")) {
+        const kn_shape *sh = kn_shp(g, n->out[0]);
+        if ((n->op == &kn_op_relu || !strcmp(n->op->name, "batchnorm_relu")) && sh->nd == 4) {
+            /* units are channels; element (i, c, p) of a channel-blocked value lies at
+             * ((i * C/B + c/B) * HW + p) * B + c%B */
+            int64_t C = sh->d[1], HW = sh->d[2] * sh->d[3], nd = 0;
+            int B = kn_layout(g, n->out[0]);
+            for (int64_t c = 0; c < C; c++) {
+                int z = 1;
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t p = 0; p < HW; p++)
+                        z &= x[B ? ((i * (C / B) + c / B) * HW + p) * B + c % B : (i * C + c) * HW + p] == 0.0f;
+                nd += z;
+            }
+            dead[li] = (double)nd / (double)C;
+        } else if (n->op == &kn_op_relu || !strcmp(n->op->name, "batchnorm_relu")) {
             int64_t nd = 0;
             for (int64_t j = 0; j < U; j++) {
                 int z = 1;
@@ -559,6 +586,14 @@ static void test_leakage(void) {
     free(a.images);
     free(b.images);
 
+    /* The README's sentence about Fashion-MNIST's duplicates states the count above
+     * (it once said the sets shared some images; byte for byte they share none) */
+    static char readme[1 << 17];
+    kn_test_slurp(kn_test_src("README.md"), readme, sizeof readme);
+    CHECK(*readme && !strstr(readme, "Fashion-MNIST has some") &&
+              strstr(readme, FMNIST_DUPLICATES == 0 ? "Fashion-MNIST has none" : "Fashion-MNIST has some"),
+          "README.md must say that Fashion-MNIST's training and test sets share %s image", FMNIST_DUPLICATES ? "some" : "no");
+
     /* Fashion-MNIST, when installed: train vs t10k */
     const char *dir = "/usr/share/datasets/fashion-mnist";
     char p1[256], p2[256], p3[256], p4[256];
@@ -612,6 +647,10 @@ static void test_print(const char *base) {
           "not json at all\n"
           "{\"event\":\"epoch\",\"epoch\":1,\"step\":20,\"train_loss\":0.5,\"val_loss\":0.625,\"val_accuracy\":0.8125,\"seconds\":1}\n"
           "{\"event\":\"leakage\",\"set\":\"test\",\"duplicates\":3,\"examples\":[[5,2],[13,7],[21,9]]}\n"
+          "{\"event\":\"leakage\",\"set\":\"validation\",\"duplicates\":0,\"examples\":[]}\n"
+          "{\"event\":\"leakage\",\"set\":\"test\",\"duplicates\":3,\"examples\":[[5,2],[13,7],[21,9]]}\n"
+          "{\"event\":\"leakage\",\"set\":\"validation\",\"duplicates\":0,\"examples\":[]}\n"
+          "{\"event\":\"leakage\",\"set\":\"test\",\"duplicates\":3,\"examples\":[[5,2],[13,7],[21,9]]}\n"
           "{\"event\":\"epoch\",\"epoch\":2,\"step\":40,\"train_loss\":0.25,\"val_loss\":0.5,\"val_accuracy\":0.875,\"gap\":0.25,\"seconds\":1}\n"
           "{\"event\":\"health\",\"step\":20,\"layers\":[{\"layer\":\"fc1\",\"act_mean\":0.25,\"act_std\":0.5,\"dead_relu\":0.125,\"grad_norm\":0.0123,\"weight_norm\":4.5,\"update_ratio\":0.00125,\"drift\":0.0625},"
           "{\"layer\":\"fc2\",\"act_mean\":-0.5,\"act_std\":2,\"dead_relu\":null,\"grad_norm\":null,\"weight_norm\":null,\"update_ratio\":null,\"drift\":null}]}\n"
@@ -641,6 +680,10 @@ static void test_print(const char *base) {
                           "1 unreadable lines"};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) CHECK(strstr(s, want[i]) != NULL, "print: no '%s' in:\n%s", want[i], s);
     CHECK(strstr(s, "old") == NULL, "only the latest health event is shown:\n%s", s);
+    /* the run was started and resumed twice: each time the check was recorded again */
+    CHECK(count_str(s, "leakage: 3 test sample(s)") == 1 && count_str(s, "leakage: 0 validation sample(s)") == 1 &&
+              count_str(s, "leakage: ") == 2,
+          "one leakage line per set:\n%s", s);
     free(s);
 
     /* the file written by test 4 */
@@ -667,6 +710,305 @@ static void test_print(const char *base) {
     free(s);
 }
 
+/* ---------------- 7. warnings that mean something ---------------- */
+/* One health check on the current parameters (SGD lr 0: nothing moves unless the test
+ * moves it); warnings go to wf. */
+static void one_check(kn_health *h, kn_model *m, kn_rng *r, int64_t step, FILE *mf, FILE *wf) {
+    fill_normal(kn_ptr(m->train, m->x_train), kn_numel(m->train, m->x_train), r);
+    int32_t lab[64];
+    int64_t nb = kn_shp(m->train, m->x_train)->d[0];
+    for (int64_t i = 0; i < nb && i < 64; i++) lab[i] = (int32_t)kn_rng_below(r, NCLS);
+    kn_model_set_targets(m, lab);
+    kn_rt rt = {0};
+    rt.step = step;
+    kn_health_forward_backward(h, m, &rt);
+    kn_health_after_update(h, m, step + 1, mf, wf);
+}
+
+static void test_dead_rule(void) {
+    enum { U = 20 };
+    char ini[512];
+    snprintf(ini, sizeof ini, "[flat]\ntype = flatten\n[fc]\ntype = linear\nout = %d\nactivation = relu\n[out]\ntype = linear\nout = %d\n", U, NCLS);
+    kn_model m;
+    if (build("dead.ini", ini, 16, 1, 1, FEAT, NCLS, 5, &m)) return;
+    kn_health *h = NULL;
+    if (kn_health_create(ctx, &m, 1, &h)) { CHECK(0, "%s", kn_ctx_message(ctx)); kn_model_free(&m); return; }
+    float *W = kn_store_data(&m.store, kn_store_find(&m.store, "fc.weight"));
+    float *B = kn_store_data(&m.store, kn_store_find(&m.store, "fc.bias"));
+    /* units 0..11 (60%) never fire: weights 0, bias -100; the others always fire on some sample */
+    for (int u = 0; u < U; u++) B[u] = u < 12 ? -100.0f : 1.0f;
+    for (int u = 0; u < 12; u++) memset(W + u * FEAT, 0, FEAT * sizeof(float));
+    FILE *wf = tmpfile();
+    kn_rng r;
+    kn_rng_seed(&r, 3);
+    int64_t step = 0;
+    for (int k = 0; k < 20; k++) one_check(h, &m, &r, step++, NULL, wf);
+    const kn_health_layer *fc = NULL;
+    for (int i = 0; i < kn_health_nlayers(h); i++)
+        if (!strcmp(kn_health_get_layer(h, i)->layer, "fc")) fc = kn_health_get_layer(h, i);
+    char *w = slurp(wf);
+    CHECK(fc && fc->dead_relu == 0.6 && fc->dead_sustained == 0.6, "setup: fc dead %.3f sustained %.3f", fc ? fc->dead_relu : -1,
+          fc ? fc->dead_sustained : -1);
+    /* the old rule (more than half dead on a batch) warned at checks 1 and 11 */
+    CHECK(count_str(w, "dead ReLUs") == 0, "a stable 60%% of silent units is no warning:\n%s", w);
+    free(w);
+    /* now one more unit dies at every check until all are dead, then they stay dead */
+    long at = ftell(wf);
+    for (int u = 12; u < U; u++) {
+        B[u] = -100.0f;
+        memset(W + u * FEAT, 0, FEAT * sizeof(float));
+        one_check(h, &m, &r, step++, NULL, wf);
+    }
+    for (int k = 0; k < 4; k++) one_check(h, &m, &r, step++, NULL, wf);
+    w = slurp(wf);
+    int nd = count_str(w + at, "dead ReLUs");
+    CHECK(nd >= 2 && nd <= 5 && strstr(w + at, "layer 'fc': 100.0% of its 20 units"), "dying units: %d warnings (want 2..5, the last at 100%%):\n%s", nd, w + at);
+    free(w);
+    at = ftell(wf);
+    for (int k = 0; k < 20; k++) one_check(h, &m, &r, step++, NULL, wf);
+    w = slurp(wf);
+    CHECK(count_str(w + at, "dead ReLUs") == 0, "an unchanged dead layer is warned about once:\n%s", w + at);
+    free(w);
+    fclose(wf);
+    kn_health_free(h);
+    kn_model_free(&m);
+}
+
+/* A 4-D ReLU output: a unit is a channel (0 at every position for every sample). */
+static void test_dead_channels(void) {
+    enum { C = 16, HH = 4, WW = 4, NB = 8 };
+    char ini[512];
+    snprintf(ini, sizeof ini, "[conv]\ntype = conv2d\nout_channels = %d\nkernel = 1\nactivation = relu\n[flat]\ntype = flatten\n[out]\ntype = linear\nout = %d\n", C, NCLS);
+    kn_model m;
+    if (build("conv.ini", ini, NB, 1, HH, WW, NCLS, 5, &m)) return;
+    kn_health *h = NULL;
+    if (kn_health_create(ctx, &m, 1, &h)) { CHECK(0, "%s", kn_ctx_message(ctx)); kn_model_free(&m); return; }
+    float *W = kn_store_data(&m.store, kn_store_find(&m.store, "conv.weight"));
+    const kn_store_entry *be = kn_store_find(&m.store, "conv.bias");
+    float *B = be ? kn_store_data(&m.store, be) : NULL;
+    for (int c = 0; c < C; c++) {
+        W[c] = c == 3 ? 0.0f : 1.0f;
+        if (B) B[c] = c == 3 ? -1.0f : 0.0f;
+    }
+    /* the left half of every image is negative: half of every channel's positions are 0
+     * for every sample, but only channel 3 is dead */
+    float *x = kn_ptr(m.train, m.x_train);
+    kn_rng r;
+    kn_rng_seed(&r, 9);
+    for (int n = 0; n < NB; n++)
+        for (int p = 0; p < HH * WW; p++) {
+            float v = (float)fabs(kn_rng_normal(&r)) + 0.01f;
+            x[n * HH * WW + p] = p % WW < WW / 2 ? -v : v;
+        }
+    int32_t lab[NB] = {0};
+    kn_model_set_targets(&m, lab);
+    kn_rt rt = {0};
+    kn_health_forward_backward(h, &m, &rt);
+    kn_health_after_update(h, &m, 1, NULL, NULL);
+    const kn_health_layer *cl = kn_health_get_layer(h, 0);
+    CHECK(cl && !strcmp(cl->layer, "conv") && cl->dead_relu == 1.0 / C, "conv: dead fraction %.4f, want 1/16 (channel 3 only)",
+          cl ? cl->dead_relu : -1);
+    kn_health_free(h);
+    kn_model_free(&m);
+}
+
+/* A layer with no path to the loss receives no gradient by design: no warning. */
+static void test_no_flow(const char *dir) {
+    char d[1100];
+    snprintf(d, sizeof d, "%s/noflow", dir);
+    mkdir(d, 0755);
+    char ini[512];
+    snprintf(ini, sizeof ini, "[flat]\ntype = flatten\n[side]\ntype = linear\nout = 8\nactivation = relu\n[fc]\ntype = linear\ninput = flat\nout = %d\n", NCLS);
+    char *w = run_warnings("side.ini", ini, 12, d);
+    if (w) {
+        CHECK(strstr(w, "layer 'side'") == NULL, "a layer that does not lead to the loss is no vanishing gradient:\n%s", w);
+        free(w);
+    }
+    kn_model m;
+    if (build("side.ini", ini, 16, 1, 1, FEAT, NCLS, 3, &m)) return;
+    kn_health *h = NULL;
+    if (!kn_health_create(ctx, &m, 1, &h)) {
+        for (int i = 0; i < kn_health_nlayers(h); i++) {
+            const kn_health_layer *p = kn_health_get_layer(h, i);
+            CHECK(p->no_flow == !strcmp(p->layer, "side"), "layer %s: no_flow %d", p->layer, p->no_flow);
+        }
+    }
+    kn_health_free(h);
+    kn_model_free(&m);
+}
+
+static int overfit_count(const double *t, const double *v, int n, int64_t patience, int *first) {
+    kn_overfit o;
+    kn_overfit_init(&o, patience);
+    int c = 0;
+    *first = 0;
+    char msg[768];
+    for (int e = 0; e < n; e++)
+        if (kn_overfit_epoch(&o, t[e], v[e], msg, sizeof msg)) {
+            if (!c) *first = e + 1;
+            c++;
+        }
+    return c;
+}
+
+static void test_overfit(const char *dir) {
+    int first;
+    /* examples/fashion_mnist_mlp.ini, measured (validation split 0.1, seed 1): one warning, at epoch 7 */
+    static const double mt[10] = {0.4562, 0.3476, 0.3101, 0.2852, 0.2639, 0.2461, 0.2354, 0.2217, 0.2090, 0.1966};
+    static const double mv[10] = {0.3676, 0.3474, 0.3459, 0.3363, 0.3097, 0.3269, 0.3206, 0.3204, 0.3167, 0.3247};
+    int c = overfit_count(mt, mv, 10, 2, &first);
+    CHECK(c == 1 && first == 7, "the MLP's curve: %d warnings (first at epoch %d), want 1 at epoch 7", c, first);
+    /* a noisy plateau within 2% of the best: none */
+    double t[20], v[20];
+    for (int e = 0; e < 20; e++) { t[e] = 0.5 - 0.01 * e; v[e] = 0.5 + (e % 2 ? 0.004 : -0.002) + (e == 3 ? -0.004 : 0); }
+    c = overfit_count(t, v, 20, 2, &first);
+    CHECK(c == 0, "a plateau: %d warnings", c);
+    /* a steady rise from epoch 3 on (+0.04 per epoch): warned when the excess reaches 0.08, 0.16, 0.32, 0.64 */
+    for (int e = 0; e < 20; e++) { t[e] = 0.5 - 0.01 * e; v[e] = e < 3 ? 1.0 - 0.1 * e : 0.8 + 0.04 * (e - 2); }
+    c = overfit_count(t, v, 20, 2, &first);
+    CHECK(c == 4 && first == 5, "a steady rise: %d warnings (first at epoch %d), want 4 from epoch 5", c, first);
+    /* training loss rising as much as validation: no growing gap, no overfitting */
+    double t2[20];
+    for (int e = 0; e < 20; e++) t2[e] = v[e] - 0.1;
+    c = overfit_count(t2, v, 20, 2, &first);
+    CHECK(c == 0, "both losses rising (no gap growth): %d warnings", c);
+    /* patience 0: off */
+    c = overfit_count(t, v, 20, 0, &first);
+    CHECK(c == 0, "warn_worse_epochs = 0: %d warnings", c);
+    /* replay: the state after epochs 1..8 read back from metrics.jsonl continues as if uninterrupted */
+    char path[1200];
+    snprintf(path, sizeof path, "%s/overfit-metrics.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    for (int e = 0; e < 8; e++)
+        fprintf(f, "{\"event\":\"step\",\"step\":%d,\"loss\":1}\n{\"event\":\"epoch\",\"epoch\":%d,\"step\":%d,\"train_loss\":%.17g,\"val_loss\":%.17g,\"val_accuracy\":0.5}\n",
+                e, e + 1, e, t[e], v[e]);
+    fclose(f);
+    kn_overfit a, b;
+    kn_overfit_init(&a, 2);
+    kn_overfit_init(&b, 2);
+    for (int e = 0; e < 8; e++) kn_overfit_epoch(&a, t[e], v[e], NULL, 0);
+    CHECK(kn_overfit_replay(&b, path) == 8, "replay fed %lld epochs", (long long)b.epochs);
+    int same = 1;
+    for (int e = 8; e < 20; e++) same &= kn_overfit_epoch(&a, t[e], v[e], NULL, 0) == kn_overfit_epoch(&b, t[e], v[e], NULL, 0);
+    CHECK(same && a.best == b.best && a.warned_excess == b.warned_excess, "the replayed state differs");
+}
+
+/* ---------------- 8. collapse ---------------- */
+static void test_collapse_rule(void) {
+    char ini[1024];
+    snprintf(ini, sizeof ini,
+             "[flat]\ntype = flatten\n"
+             "[br]\ntype = linear\nout = 8\nactivation = relu\n"
+             "[gate]\ntype = linear\nout = %d\ninit = zeros\n"
+             "[fc1]\ntype = linear\ninput = flat\nout = 16\nactivation = relu\n"
+             "[head]\ntype = linear\nout = %d\n"
+             "[sum]\ntype = add\ninput = gate, head\n",
+             NCLS, NCLS);
+    kn_model m;
+    if (build("gate.ini", ini, 16, 1, 1, FEAT, NCLS, 4, &m)) return;
+    kn_health *h = NULL;
+    if (kn_health_create(ctx, &m, 1, &h)) { CHECK(0, "%s", kn_ctx_message(ctx)); kn_model_free(&m); return; }
+    kn_rng r;
+    kn_rng_seed(&r, 5);
+    double chance = log((double)NCLS);
+    kn_collapse c;
+    kn_collapse_init(&c, chance, 1);
+    char msg[1024];
+    /* the gate is closed (weights 0): no gradient reaches 'br', the rest learns; even at a
+     * loss forced to chance level this is no collapse */
+    one_check(h, &m, &r, 0, NULL, NULL);
+    const kn_health_layer *br = kn_health_get_layer(h, 1);
+    CHECK(br && !strcmp(br->layer, "br") && br->grad_norm == 0 && br->weight_norm > 0, "setup: br gets no gradient (%g)", br ? br->grad_norm : -1);
+    CHECK(!kn_collapse_check(&c, h, 0, chance, msg, sizeof msg), "a gated-off branch is no collapse: %s", msg);
+    /* the main path dies (fc1: weights 0, bias -1): nothing but the head's bias learns */
+    float *W = kn_store_data(&m.store, kn_store_find(&m.store, "fc1.weight"));
+    float *B = kn_store_data(&m.store, kn_store_find(&m.store, "fc1.bias"));
+    memset(W, 0, (size_t)16 * FEAT * sizeof(float));
+    for (int u = 0; u < 16; u++) B[u] = -1.0f;
+    one_check(h, &m, &r, 1, NULL, NULL);
+    CHECK(kn_collapse_check(&c, h, 1, chance, msg, sizeof msg) && strstr(msg, "layer 'fc1' is entirely dead"),
+          "a dead main path at chance-level loss is a collapse: '%s'", msg);
+    /* the same with a loss well below chance: the run still learns */
+    one_check(h, &m, &r, 2, NULL, NULL);
+    CHECK(!kn_collapse_check(&c, h, 2, 0.5 * chance, msg, sizeof msg), "a loss below chance is no collapse: %s", msg);
+    /* need = 2: one collapsed check is not yet a collapse */
+    kn_collapse_init(&c, chance, 2);
+    one_check(h, &m, &r, 3, NULL, NULL);
+    CHECK(!kn_collapse_check(&c, h, 3, chance, msg, sizeof msg) && c.streak == 1, "need 2: the first check");
+    one_check(h, &m, &r, 4, NULL, NULL);
+    CHECK(kn_collapse_check(&c, h, 4, chance, msg, sizeof msg) && c.first_step == 3 && c.last_healthy == -1, "need 2: the second check");
+    kn_health_free(h);
+    kn_model_free(&m);
+    /* nearly dead and stuck: 19 of 20 units dead, the gradient still flows through the
+     * last one; a collapse only after 5 checks at chance in a row */
+    snprintf(ini, sizeof ini, "[flat]\ntype = flatten\n[fc]\ntype = linear\nout = 20\nactivation = relu\n[out]\ntype = linear\nout = %d\n", NCLS);
+    if (build("stuck.ini", ini, 16, 1, 1, FEAT, NCLS, 4, &m)) return;
+    if (kn_health_create(ctx, &m, 1, &h)) { CHECK(0, "%s", kn_ctx_message(ctx)); kn_model_free(&m); return; }
+    W = kn_store_data(&m.store, kn_store_find(&m.store, "fc.weight"));
+    B = kn_store_data(&m.store, kn_store_find(&m.store, "fc.bias"));
+    for (int u = 0; u < 20; u++) B[u] = u ? -100.0f : 100.0f;
+    memset(W + FEAT, 0, (size_t)19 * FEAT * sizeof(float));
+    kn_collapse_init(&c, chance, 1);
+    int fired = 0, at = -1;
+    for (int k = 0; k < 6 && !fired; k++) {
+        one_check(h, &m, &r, k, NULL, NULL);
+        fired = kn_collapse_check(&c, h, k, chance, msg, sizeof msg);
+        at = k;
+    }
+    CHECK(fired && at == KN_COLLAPSE_STUCK - 1 && strstr(msg, "95.0% of the ReLU units of layer 'fc' are dead") && c.last_healthy == -1,
+          "nearly dead and stuck: fired %d at check %d: '%s'", fired, at, msg);
+    kn_collapse_init(&c, chance, 1);
+    for (int k = 0; k < 8; k++) {
+        one_check(h, &m, &r, k, NULL, NULL);
+        CHECK(!kn_collapse_check(&c, h, k, 0.8 * chance, msg, sizeof msg), "nearly dead but learning (loss below chance): %s", msg);
+    }
+    kn_health_free(h);
+    kn_model_free(&m);
+    uint8_t lab[10] = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1};
+    CHECK(fabs(kn_label_entropy(lab, NULL, 10, 10) - log(2.0)) < 1e-12, "entropy of two balanced classes");
+    int64_t idx[2] = {0, 2};
+    CHECK(kn_label_entropy(lab, idx, 2, 10) == 0, "entropy of one class");
+}
+
+/* ---------------- 9. the default validation split ---------------- */
+static void test_val_split(const char *dir) {
+    /* the default job, examples/fashion_mnist_cnn.ini (seed 1), on a synthetic 28x28 set */
+    kn_test_make_images(dir, "vdata", 500, 28, 28);
+    char dset[1200];
+    snprintf(dset, sizeof dset, "data.dir=%s/vdata", dir);
+    kn_config *cfg = NULL;
+    kn_settings st;
+    kn_job a, b, c2;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    memset(&c2, 0, sizeof c2);
+    int rc = kn_config_load(ctx, kn_test_src("examples/fashion_mnist_cnn.ini"), &cfg);
+    rc = rc ? rc : kn_config_set(ctx, cfg, dset);
+    rc = rc ? rc : kn_settings_read(ctx, cfg, &st);
+    CHECK(rc == KN_OK && st.val_split == 0.1, "default validation_split %.3f: %s", rc ? -1 : st.val_split, kn_ctx_message(ctx));
+    if (!rc) rc = kn_job_open(ctx, cfg, &st, 1, &a);
+    if (!rc) rc = kn_job_open(ctx, cfg, &st, 1, &b);
+    CHECK(rc == KN_OK, "job: %s", kn_ctx_message(ctx));
+    if (!rc) {
+        CHECK(a.val_loader && a.nval == 50 && a.ntrain == 450, "validation %lld, training %lld of 500", (long long)a.nval, (long long)a.ntrain);
+        unsigned char seen[500] = {0};
+        int ok = 1;
+        for (int64_t i = 0; i < a.ntrain; i++) { ok &= a.train_idx[i] >= 0 && a.train_idx[i] < 500 && !seen[a.train_idx[i]]; seen[a.train_idx[i]] = 1; }
+        for (int64_t i = 0; i < a.nval; i++) { ok &= a.val_idx[i] >= 0 && a.val_idx[i] < 500 && !seen[a.val_idx[i]]; seen[a.val_idx[i]] = 2; }
+        CHECK(ok, "training and validation indices overlap or repeat");
+        CHECK(b.nval == a.nval && !memcmp(a.val_idx, b.val_idx, (size_t)a.nval * sizeof *a.val_idx), "the split is not reproducible");
+        st.seed = 2;
+        if (kn_job_open(ctx, cfg, &st, 1, &c2) == KN_OK)
+            CHECK(memcmp(a.val_idx, c2.val_idx, (size_t)a.nval * sizeof *a.val_idx) != 0, "another seed, the same split");
+        /* the test set is another file: the validation samples are training samples */
+        CHECK(a.test_ds.n == 500 && a.test_ds.images != a.train_ds.images, "test set");
+    }
+    kn_job_close(&a);
+    kn_job_close(&b);
+    kn_job_close(&c2);
+    kn_config_free(cfg);
+}
+
 int main(void) {
     ctx = kn_ctx_new();
     const char *dir = kn_test_tmpdir("health");
@@ -687,6 +1029,14 @@ int main(void) {
     test_leakage();
     printf("[%.2f s]\n", kn_now_seconds() - t);
     test_print(dir);
+    kn_set_threads(1);
+    test_dead_rule();
+    test_dead_channels();
+    test_no_flow(dir);
+    test_overfit(dir);
+    test_collapse_rule();
+    kn_set_threads(threads);
+    test_val_split(dir);
     printf("(%.1f s)\n", kn_now_seconds() - t);
     kn_ctx_free(ctx);
     return kn_test_finish("test_health");

@@ -237,7 +237,7 @@ static void case_budget(void) {
 
 static void case_mlp_curve(void) {
     write_cfg("mlp.ini", "examples/fashion_mnist_mlp.ini", "");
-    const char *common = "--set data.dir=data --set data.batch_size=256 --set train.max_steps=40 --set train.epochs=5 "
+    const char *common = "--set data.dir=data --set data.batch_size=256 --set train.max_steps=40 --set train.epochs=6 "
                          "--set train.log_every=1 --threads 2 --no-progress";
     char args[2048];
     /* what the unsplit batch needs: a budget one byte below forces micro-batches */

@@ -144,3 +144,115 @@ double kn_spike_median(const kn_spike *s) {
     qsort(t, (size_t)s->n, sizeof(double), cmp_d);
     return s->n % 2 ? t[s->n / 2] : 0.5 * (t[s->n / 2 - 1] + t[s->n / 2]);
 }
+
+/* ---------------- collapse ---------------- */
+void kn_collapse_init(kn_collapse *c, double chance, int64_t need) {
+    memset(c, 0, sizeof *c);
+    c->chance = chance;
+    c->need = need > 0 ? need : 1;
+    c->last_healthy = -1;
+    c->first_step = -1;
+}
+
+void kn_collapse_add_loss(kn_collapse *c, double loss) {
+    c->loss_sum += loss;
+    c->loss_n++;
+}
+
+void kn_collapse_reset(kn_collapse *c, int64_t step) {
+    c->streak = 0;
+    c->first_step = -1;
+    c->last_healthy = step;
+    c->loss_sum = 0;
+    c->loss_n = 0;
+    c->chance_streak = 0;
+}
+
+static int vanished(const kn_health_layer *p) {
+    double w = p->weight_norm > 0 ? p->weight_norm : 0;
+    return !(p->grad_norm > KN_COLLAPSE_VANISH * w) || (w == 0 && p->grad_norm == 0);
+}
+
+int kn_collapse_check(kn_collapse *c, const kn_health *h, int64_t step, double loss, char *msg, size_t n) {
+    if (msg && n) msg[0] = 0;
+    double mean = (c->loss_sum + loss) / (double)(c->loss_n + 1);
+    c->loss_sum = 0;
+    c->loss_n = 0;
+    int nl = kn_health_nlayers(h);
+    int at_chance = isfinite(c->chance) && c->chance > 0 && isfinite(mean) && mean >= KN_COLLAPSE_CHANCE * c->chance;
+    /* layers a gradient reaches by design, in forward order */
+    int nflow = 0, last = -1, nvan = 0, dead = -1, dead_n = 0, most = -1;
+    double most_dead = 0;
+    for (int i = 0; i < nl; i++) {
+        const kn_health_layer *p = kn_health_get_layer(h, i);
+        if (p->nparams > 0 && !p->no_flow) {
+            nflow++;
+            last = i;
+        }
+    }
+    for (int i = 0; i < nl; i++) {
+        const kn_health_layer *p = kn_health_get_layer(h, i);
+        if (p->nparams > 0 && !p->no_flow && i != last) nvan += vanished(p);
+        double dfrac = isfinite(p->dead_sustained) && p->dead_sustained > p->dead_relu ? p->dead_sustained : p->dead_relu;
+        if (isfinite(dfrac) && dfrac > most_dead) { most_dead = dfrac; most = i; }
+        if (!(p->dead_relu >= 1.0)) continue;
+        /* an entirely dead layer that cuts the gradient to every layer feeding it */
+        int cut = 1, nfeed = 0;
+        for (int a = 0; a <= i && cut; a++) {
+            const kn_health_layer *q = kn_health_get_layer(h, a);
+            if (q->nparams <= 0 || q->no_flow || !kn_health_feeds(h, a, i)) continue;
+            nfeed++;
+            cut = vanished(q);
+        }
+        if (cut && nfeed > 0) { dead = i; dead_n = nfeed; }
+    }
+    int everywhere = nflow >= 2 && nvan == nflow - 1;
+    c->chance_streak = at_chance ? c->chance_streak + 1 : 0;
+    int nearly = most >= 0 && most_dead >= KN_COLLAPSE_DEAD;
+    int stuck = nearly && c->chance_streak >= KN_COLLAPSE_STUCK;
+    int sick = at_chance && (dead >= 0 || everywhere || nearly);
+    int collapsed = at_chance && (dead >= 0 || everywhere || stuck);
+    if (!sick) c->last_healthy = step;
+    if (!collapsed) {
+        c->streak = 0;
+        c->first_step = -1;
+        return 0;
+    }
+    if (c->streak++ == 0) c->first_step = step;
+    if (c->streak < c->need) return 0;
+    if (msg && n) {
+        size_t k = (size_t)snprintf(msg, n,
+                                    "step %lld: the run has collapsed: for %lld health checks (since step %lld) the training loss "
+                                    "has been no better than chance (mean %.4f since the last check; a constant prediction scores %.4f) ",
+                                    (long long)step, (long long)c->streak, (long long)c->first_step, mean, c->chance);
+        if (k < n && dead >= 0) {
+            const kn_health_layer *p = kn_health_get_layer(h, dead);
+            k += (size_t)snprintf(msg + k, n - k,
+                                  "and layer '%s' is entirely dead (every one of its ReLU units gives 0 for every sample), so no "
+                                  "gradient reaches the %d layer(s) with parameters that feed it",
+                                  p->layer, dead_n);
+        } else if (k < n && everywhere) {
+            k += (size_t)snprintf(msg + k, n - k, "and the gradient has vanished in every layer with parameters but the last ('%s')",
+                                  kn_health_get_layer(h, last)->layer);
+        } else if (k < n) {
+            k += (size_t)snprintf(msg + k, n - k,
+                                  "for %lld checks in a row, and %.1f%% of the ReLU units of layer '%s' are dead (zero for every sample)",
+                                  (long long)c->chance_streak, 100.0 * most_dead, kn_health_get_layer(h, most)->layer);
+        }
+        if (k < n) snprintf(msg + k, n - k, ": it cannot recover by itself");
+    }
+    return 1;
+}
+
+double kn_label_entropy(const uint8_t *labels, const int64_t *idx, int64_t n, int nclasses) {
+    if (!labels || n <= 0 || nclasses <= 0 || nclasses > 256) return NAN;
+    int64_t cnt[256] = {0};
+    for (int64_t i = 0; i < n; i++) cnt[labels[idx ? idx[i] : i]]++;
+    double e = 0;
+    for (int k = 0; k < nclasses; k++)
+        if (cnt[k]) {
+            double p = (double)cnt[k] / (double)n;
+            e -= p * log(p);
+        }
+    return e;
+}

@@ -6,6 +6,7 @@
 #define KN_GUARD_H
 
 #include "graph/graph.h"
+#include "train/health.h"
 
 typedef struct {
     char name[96];
@@ -42,6 +43,55 @@ typedef struct {
 } kn_spike;
 void kn_spike_add(kn_spike *s, double x);
 double kn_spike_median(const kn_spike *s); /* NAN when empty */
+
+/* ---- collapse: a run that stopped learning for good ----
+ * Judged on each health check (the per-layer statistics of kn_health; no health checks,
+ * no collapse detection). A check is COLLAPSED when both hold:
+ *   - the loss is at chance level: the mean training loss over the steps since the
+ *     previous check (and this one) is at least KN_COLLAPSE_CHANCE (98%) of the loss of
+ *     the best constant prediction, the entropy of the training labels (ln 10 for ten
+ *     balanced classes); cross-entropy only (chance NAN: never collapsed);
+ *   - the gradient no longer flows, judged over the layers with parameters that a
+ *     gradient reaches by design (a layer with no path to the loss is left out):
+ *       a) a ReLU layer is entirely dead (every unit 0 for every sample of the batch)
+ *          and every such layer before it has a vanished gradient, or
+ *       b) every such layer except the last one (the head, whose bias always learns)
+ *          has a vanished gradient, or
+ *       c) the loss has been at chance level for KN_COLLAPSE_STUCK (5) checks in a row
+ *          and a ReLU layer has at least 90% of its units dead (on the batch, or
+ *          sustained over the last checks): a network nearly dead and stuck;
+ *     vanished: gradient norm <= KN_COLLAPSE_VANISH (1e-7) x the layer's weight norm.
+ * A branch that a learned gate switched off (its gradient ~0 while the rest learns) and
+ * a layer without gradient by design never make a check collapsed: the loss is not at
+ * chance, or the gradient still reaches the other layers. The run has collapsed after
+ * `need` consecutive collapsed checks (guard.collapse_checks). A check is healthy unless
+ * its loss is at chance and a), b) or a layer >= 90% dead holds; the rollback target
+ * must be no later than the last healthy check. */
+#define KN_COLLAPSE_STUCK 5
+#define KN_COLLAPSE_DEAD 0.9
+#define KN_COLLAPSE_CHANCE 0.98
+#define KN_COLLAPSE_VANISH 1e-7
+typedef struct {
+    double chance;        /* loss of the best constant prediction; NAN: not judged */
+    int64_t need;         /* consecutive collapsed checks that make a collapse (>= 1) */
+    int64_t streak;       /* consecutive collapsed checks so far */
+    int64_t first_step;   /* step of the first check of the streak */
+    int64_t last_healthy; /* step of the latest check that was not collapsed; -1: none */
+    double loss_sum;      /* losses of the steps since the last check */
+    int64_t loss_n;
+    int64_t chance_streak; /* consecutive checks with the loss at chance */
+} kn_collapse;
+void kn_collapse_init(kn_collapse *c, double chance, int64_t need);
+/* Every step that updated the model (not the health steps: kn_collapse_check takes theirs). */
+void kn_collapse_add_loss(kn_collapse *c, double loss);
+/* On a health step, after kn_health_forward_backward (before the update): judge it.
+ * Returns 1 when the run has collapsed, with the explanation in msg. */
+int kn_collapse_check(kn_collapse *c, const kn_health *h, int64_t step, double loss, char *msg, size_t n);
+/* After a rollback to a state of step `step` that was healthy. */
+void kn_collapse_reset(kn_collapse *c, int64_t step);
+/* Entropy (natural log) of labels[idx[i]] (idx NULL: the first n), classes 0..nclasses-1:
+ * the cross-entropy of the best constant prediction. */
+double kn_label_entropy(const uint8_t *labels, const int64_t *idx, int64_t n, int nclasses);
 
 /* Is every value finite? */
 int kn_all_finite(const float *x, int64_t n);

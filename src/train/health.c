@@ -16,8 +16,16 @@
  *   act_mean, act_std  mean and population standard deviation of all elements of the
  *                      layer's output (the whole batch);
  *   dead_relu          (last op relu or a fused op ending in ReLU, e.g. batchnorm_relu)
- *                      fraction of units — elements of the non-batch
- *                      dimensions — that are exactly 0 for every sample of the batch;
+ *                      fraction of units that are exactly 0 for every sample of the
+ *                      batch; a unit is a channel of a 4-D (N, C, H, W) output (0 at
+ *                      every position of every sample: a dead filter) and an element of
+ *                      the non-batch dimensions otherwise (a feature of a linear layer);
+ *   dead_sustained     fraction of units dead on each of the last KN_H_DEAD_CHECKS (3)
+ *                      checks' batches (NAN before 3 checks; the first check of a run,
+ *                      resume or rollback — at the start, the initialisation — is not
+ *                      counted: it describes no trained state): a unit that is silent on
+ *                      one batch of 64 may fire on others, one silent on three batches
+ *                      hundreds of steps apart is dead;
  *   grad_norm          L2 norm of the gradients of all the layer's trainable parameters
  *                      (weight and bias together), before any clipping;
  *   weight_norm        L2 norm of those parameters before the update;
@@ -31,15 +39,27 @@
  * Warnings (thresholds below; each kind at most once every KN_H_WARN_EVERY checks per
  * layer):
  *   vanishing_gradient  a layer with parameters whose grad_norm < 1e-7 * weight_norm, or
- *                       whose update_ratio < 1e-7 while some layer's weights did change;
+ *                       whose update_ratio < 1e-7 x s while some layer's weights did
+ *                       change, s = min(1, learning rate of the update / optimizer.lr):
+ *                       a schedule that decayed the rate shrinks the updates on purpose
+ *                       (kn_health_set_lr_scale);
  *   exploding_gradient  grad_norm not finite, or > 1e3 * weight_norm, or a spike: more
  *                       than 100 times the layer's moving average of grad_norm over the
  *                       earlier checks (exponential, weight 0.2 on the newest; needs 5
  *                       earlier checks);
- *   dead_relu           more than half of a ReLU layer's units are dead on the batch. */
+ *   dead_relu           the sustained dead fraction of a ReLU layer is above 50% AND it
+ *                       is either at least 90% or has risen by at least 10 points over
+ *                       the last KN_H_DEAD_RISE (5) checks (units keep dying). A stable
+ *                       share of silent units in a healthy network (the CNN example's fc1
+ *                       keeps ~60% of its 128 units silent on a batch while it reaches
+ *                       92%) is not warned about. Once per layer; again only when the
+ *                       fraction has grown by another 10 points since the last warning.
+ * Layers whose parameters receive no gradient by design (no path to the loss: the
+ * graph zeroes their gradient) get no gradient statistics and no gradient warnings. */
 #define _POSIX_C_SOURCE 200809L
 #include "train/health.h"
 
+#include "backend/cpu/layout.h"
 #include "ops/fused.h"
 
 #include <cJSON.h>
@@ -55,7 +75,11 @@
 #define KN_H_SPIKE 100.0        /* grad_norm / moving average above: exploding (spike) */
 #define KN_H_SPIKE_MIN 5        /* earlier checks needed before the spike rule applies */
 #define KN_H_SPIKE_EMA 0.2      /* weight of the newest grad_norm in the moving average */
-#define KN_H_DEAD 0.5           /* dead ReLU fraction above: warning */
+#define KN_H_DEAD 0.5           /* sustained dead fraction above: warning (if rising) */
+#define KN_H_DEAD_HIGH 0.9      /* sustained dead fraction at or above: warning even if flat */
+#define KN_H_DEAD_RISE_BY 0.1   /* rise over KN_H_DEAD_RISE checks that counts as rising */
+#define KN_H_DEAD_RISE 5        /* checks over which the rise is measured */
+#define KN_H_DEAD_CHECKS 3      /* consecutive dead checks that make a unit dead */
 #define KN_H_WARN_EVERY 10      /* checks between two warnings of one kind for one layer */
 #define KN_H_DRIFT_EPS 1e-6     /* floor of sigma_{t-1} in the drift */
 #define KN_H_BLOCK 16384        /* elements per block of a deterministic sum */
@@ -77,6 +101,12 @@ typedef struct {
     double gema;          /* moving average of grad_norm over earlier checks */
     int64_t gema_n;
     int64_t last_warn[W_NKINDS]; /* check index of the last warning of each kind, -1 none */
+    int64_t nunits;       /* ReLU layers: units (channels of a 4-D output, else features) */
+    unsigned char *now;   /* per unit: dead on the pending check's batch */
+    unsigned char *streak;/* per unit: consecutive committed checks it was dead */
+    int64_t nstreak;      /* committed checks since the history began */
+    double sus_hist[KN_H_DEAD_RISE + 1]; /* ring: dead_sustained of the latest checks */
+    double dead_warned;   /* dead_sustained at the last dead_relu warning; -1 none */
 } hlayer;
 
 struct kn_health {
@@ -90,6 +120,11 @@ struct kn_health {
     double *part;         /* partial sums, one per block */
     unsigned char *alive; /* per unit: nonzero for some sample */
     int pending;          /* a health forward/backward ran; its update is awaited */
+    int64_t hist_checks;  /* checks since the history began (start, resume, rollback) */
+    double lr_scale;      /* learning rate of the pending update / the configured one */
+    uint64_t *feeds;      /* nl x fw bits: bit a of row b set when layer a's output reaches
+                             layer b through the graph (a == b included) */
+    int fw;               /* 64-bit words per row */
     int64_t nchecks;
 };
 
@@ -127,20 +162,42 @@ static void act_stats(kn_health *h, hlayer *l) {
     l->pub.dead_relu = NAN;
     if (!l->is_relu) return;
     int64_t N = sh->nd >= 1 ? sh->d[0] : 1, U = N > 0 ? n / N : 0;
-    if (U <= 0) return;
+    if (U <= 0 || N <= 0) return;
     unsigned char *alive = h->alive;
-    const int64_t UB = 512, nub = (U + UB - 1) / UB;
+    if (sh->nd == 4) {
+        /* units are channels; the value may be stored channel-blocked (nChw{B}c) */
+        int64_t C = sh->d[1], HW = sh->d[2] * sh->d[3];
+        int B = kn_layout(g, l->vid);
+        memset(alive, 0, (size_t)C);
 #pragma omp parallel for schedule(static) if (n > 4 * KN_H_BLOCK)
-    for (int64_t b = 0; b < nub; b++) {
-        int64_t lo = b * UB, hi = lo + UB < U ? lo + UB : U;
-        for (int64_t j = lo; j < hi; j++) alive[j] = 0;
-        for (int64_t i = 0; i < N; i++) {
-            const float *row = x + i * U;
-            for (int64_t j = lo; j < hi; j++) alive[j] |= row[j] != 0.0f;
+        for (int64_t c = 0; c < C; c++) {
+            unsigned char a = 0;
+            for (int64_t i = 0; i < N && !a; i++) {
+                for (int64_t p = 0; p < HW && !a; p++) {
+                    int64_t at = B ? ((i * (C / B) + c / B) * HW + p) * B + c % B : (i * C + c) * HW + p;
+                    a = x[at] != 0.0f;
+                }
+            }
+            alive[c] = a;
+        }
+        U = C;
+    } else {
+        const int64_t UB = 512, nub = (U + UB - 1) / UB;
+#pragma omp parallel for schedule(static) if (n > 4 * KN_H_BLOCK)
+        for (int64_t b = 0; b < nub; b++) {
+            int64_t lo = b * UB, hi = lo + UB < U ? lo + UB : U;
+            for (int64_t j = lo; j < hi; j++) alive[j] = 0;
+            for (int64_t i = 0; i < N; i++) {
+                const float *row = x + i * U;
+                for (int64_t j = lo; j < hi; j++) alive[j] |= row[j] != 0.0f;
+            }
         }
     }
     int64_t dead = 0;
-    for (int64_t j = 0; j < U; j++) dead += !alive[j];
+    for (int64_t j = 0; j < U; j++) {
+        dead += !alive[j];
+        if (l->now && j < l->nunits) l->now[j] = !alive[j];
+    }
     l->pub.dead_relu = (double)dead / (double)U;
 }
 
@@ -161,12 +218,17 @@ static int find_layer(const kn_health *h, const char *name) {
 
 void kn_health_free(kn_health *h) {
     if (!h) return;
-    for (int i = 0; i < h->nl; i++) free(h->L[i].ent);
+    for (int i = 0; i < h->nl; i++) {
+        free(h->L[i].ent);
+        free(h->L[i].now);
+        free(h->L[i].streak);
+    }
     free(h->L);
     free(h->step_layer);
     free(h->wprev);
     free(h->part);
     free(h->alive);
+    free(h->feeds);
     free(h);
 }
 
@@ -181,6 +243,7 @@ int kn_health_create(kn_ctx *ctx, kn_model *m, int64_t every, kn_health **out) {
     h->g = g;
     h->store = g->store;
     h->every = every;
+    h->lr_scale = 1.0;
     h->L = calloc((size_t)g->nn + 1, sizeof *h->L);
     h->step_layer = malloc(((size_t)g->nfwd + 1) * sizeof *h->step_layer);
     h->wprev = malloc(((size_t)h->store->nparam + 1) * sizeof *h->wprev);
@@ -213,11 +276,28 @@ int kn_health_create(kn_ctx *ctx, kn_model *m, int64_t every, kn_health **out) {
         int64_t n = kn_shape_numel(sh), N = sh->nd >= 1 && sh->d[0] > 0 ? sh->d[0] : 1;
         if (n > maxn) maxn = n;
         if (n / N > maxu) maxu = n / N;
-        l->pub.act_mean = l->pub.act_std = l->pub.dead_relu = NAN;
+        l->pub.act_mean = l->pub.act_std = l->pub.dead_relu = l->pub.dead_sustained = NAN;
         l->pub.grad_norm = l->pub.weight_norm = l->pub.update_ratio = l->pub.drift = NAN;
+        l->dead_warned = -1;
+        if (l->is_relu) {
+            l->nunits = sh->nd == 4 ? sh->d[1] : n / N;
+            if (l->nunits > maxu) maxu = l->nunits;
+            l->now = calloc((size_t)l->nunits + 1, 1);
+            l->streak = calloc((size_t)l->nunits + 1, 1);
+            if (!l->now || !l->streak) { kn_health_free(h); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+        }
     }
-    /* Trainable parameters per layer. */
+    /* Trainable parameters per layer; those whose gradient the graph zeroes every step
+     * (no path to the loss) receive no gradient by design. */
     const kn_store *st = h->store;
+    unsigned char *noflow = calloc((size_t)st->n + 1, 1);
+    if (!noflow) { kn_health_free(h); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+    for (int s = 0; s < g->nsteps; s++)
+        if (g->steps[s].kind == KN_STEP_ZERO && g->steps[s].zero_val >= 0) {
+            int si = g->v[g->steps[s].zero_val].store_idx;
+            if (si >= 0 && si < st->n) noflow[si] = 1;
+        }
+    for (int i = 0; i < h->nl; i++) h->L[i].pub.no_flow = 1;
     for (int e = 0; e < st->n; e++) {
         if (st->e[e].is_state) continue;
         int li = find_layer(h, st->e[e].layer);
@@ -228,8 +308,35 @@ int kn_health_create(kn_ctx *ctx, kn_model *m, int64_t every, kn_health **out) {
         l->ent = p;
         l->ent[l->nent++] = e;
         l->pub.nparams += st->e[e].numel;
+        if (!noflow[e]) l->pub.no_flow = 0;
         if (st->e[e].numel > maxn) maxn = st->e[e].numel;
     }
+    free(noflow);
+    for (int i = 0; i < h->nl; i++)
+        if (!h->L[i].nent) h->L[i].pub.no_flow = 0;
+    /* which layers feed which: a layer mask per value, in forward order */
+    h->fw = (h->nl + 63) / 64;
+    h->feeds = calloc((size_t)h->nl * (size_t)h->fw + 1, sizeof *h->feeds);
+    uint64_t *vm = calloc((size_t)g->nv * (size_t)h->fw + 1, sizeof *vm);
+    if (!h->feeds || !vm) { free(vm); kn_health_free(h); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+    for (int s = 0; s < g->nfwd; s++) {
+        const kn_step *stp = &g->steps[s];
+        if (stp->kind != KN_STEP_FWD) continue;
+        const kn_node *nd = &g->n[stp->node];
+        int li = find_layer(h, nd->layer);
+        for (int j = 0; j < nd->nout; j++) {
+            uint64_t *o = vm + (size_t)nd->out[j] * (size_t)h->fw;
+            for (int i = 0; i < nd->nin; i++) {
+                if (nd->in[i] < 0) continue;
+                const uint64_t *x = vm + (size_t)nd->in[i] * (size_t)h->fw;
+                for (int w = 0; w < h->fw; w++) o[w] |= x[w];
+            }
+            if (li >= 0) o[li / 64] |= 1ULL << (li % 64);
+        }
+    }
+    for (int i = 0; i < h->nl; i++)
+        memcpy(h->feeds + (size_t)i * (size_t)h->fw, vm + (size_t)h->L[i].vid * (size_t)h->fw, (size_t)h->fw * sizeof *vm);
+    free(vm);
     h->part = malloc((size_t)((maxn + KN_H_BLOCK - 1) / KN_H_BLOCK) * sizeof *h->part);
     h->alive = malloc((size_t)maxu);
     if (!h->part || !h->alive) { kn_health_free(h); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
@@ -243,8 +350,30 @@ const kn_health_layer *kn_health_get_layer(const kn_health *h, int i) {
     return h && i >= 0 && i < h->nl ? &h->L[i].pub : NULL;
 }
 int64_t kn_health_nchecks(const kn_health *h) { return h ? h->nchecks : 0; }
+void kn_health_set_lr_scale(kn_health *h, double s) {
+    if (h) h->lr_scale = isfinite(s) && s > 0 ? s : 1.0;
+}
+int kn_health_feeds(const kn_health *h, int a, int b) {
+    if (!h || a < 0 || b < 0 || a >= h->nl || b >= h->nl) return 0;
+    return (int)(h->feeds[(size_t)b * (size_t)h->fw + (size_t)(a / 64)] >> (a % 64) & 1u);
+}
 void kn_health_discard(kn_health *h) {
     if (h) h->pending = 0;
+}
+void kn_health_reset_history(kn_health *h) {
+    if (!h) return;
+    h->pending = 0;
+    for (int i = 0; i < h->nl; i++) {
+        hlayer *l = &h->L[i];
+        if (l->streak) memset(l->streak, 0, (size_t)l->nunits);
+        l->nstreak = 0;
+        l->pub.dead_sustained = NAN;
+        h->hist_checks = 0;
+        l->dead_warned = -1;
+        l->gema = 0;
+        l->gema_n = 0;
+        for (int k = 0; k < W_NKINDS; k++) l->last_warn[k] = -1;
+    }
 }
 
 /* ---------------- the health step ---------------- */
@@ -333,6 +462,25 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
         if (d2 != 0) any_update = 1;
         l->pub.update_ratio = l->pub.weight_norm > 0 ? sqrt(d2) / l->pub.weight_norm : NAN;
     }
+    /* Sustained dead units: dead on each of the last KN_H_DEAD_CHECKS checks. */
+    for (int i = 0; i < h->nl; i++) {
+        hlayer *l = &h->L[i];
+        if (!l->is_relu || !l->nunits) continue;
+        int64_t dead = 0;
+        for (int64_t j = 0; j < l->nunits; j++) {
+            l->streak[j] = l->now[j] ? (unsigned char)(l->streak[j] < 255 ? l->streak[j] + 1 : 255) : 0;
+            dead += l->streak[j] >= KN_H_DEAD_CHECKS;
+        }
+        l->nstreak++;
+        if (h->hist_checks == 0) { /* the first check (e.g. the initialisation) starts no streak */
+            memset(l->streak, 0, (size_t)l->nunits);
+            l->nstreak = 0;
+            continue;
+        }
+        l->pub.dead_sustained = l->nstreak >= KN_H_DEAD_CHECKS ? (double)dead / (double)l->nunits : NAN;
+        l->sus_hist[l->nstreak % (KN_H_DEAD_RISE + 1)] = l->pub.dead_sustained;
+    }
+    h->hist_checks++;
     /* Drift of the output distribution. */
     for (int i = 0; i < h->nl; i++) {
         hlayer *l = &h->L[i];
@@ -362,6 +510,7 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
             fputs(",\"weight_norm\":", metrics); jnum(metrics, p->weight_norm);
             fputs(",\"update_ratio\":", metrics); jnum(metrics, p->update_ratio);
             fputs(",\"drift\":", metrics); jnum(metrics, p->drift);
+            if (h->L[i].is_relu) { fputs(",\"dead_sustained\":", metrics); jnum(metrics, p->dead_sustained); }
             fputs("}", metrics);
         }
         fputs("]}\n", metrics);
@@ -371,7 +520,7 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
     for (int i = 0; i < h->nl; i++) {
         hlayer *l = &h->L[i];
         const kn_health_layer *p = &l->pub;
-        if (l->nent) {
+        if (l->nent && !p->no_flow) {
             double gn = p->grad_norm, wn = p->weight_norm, ur = p->update_ratio;
             if (!isfinite(gn)) {
                 snprintf(msg, sizeof msg, "layer '%s': exploding gradient: the gradient norm is not finite (%g); lower the learning rate or set optimizer.clip_norm",
@@ -389,9 +538,11 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
                 snprintf(msg, sizeof msg, "layer '%s': vanishing gradient: gradient norm %.3g is %.3g times the weight norm %.3g (threshold %g); the layer barely learns: check the initialisation, use ReLU-like activations, BatchNorm or residual connections",
                          p->layer, gn, gn / wn, wn, KN_H_VANISH_GRAD);
                 warn(h, l, W_VANISH, step, metrics, wout, msg);
-            } else if (any_update && isfinite(ur) && ur < KN_H_VANISH_UPDATE) {
+            } else if (any_update && isfinite(ur) && ur < KN_H_VANISH_UPDATE * (h->lr_scale < 1 ? h->lr_scale : 1)) {
+                /* a schedule that has decayed the learning rate shrinks the updates on
+                 * purpose: the threshold scales with it */
                 snprintf(msg, sizeof msg, "layer '%s': vanishing gradient: the update changed the weights by %.3g of their norm (threshold %g); the layer barely learns: check the learning rate and the initialisation",
-                         p->layer, ur, KN_H_VANISH_UPDATE);
+                         p->layer, ur, KN_H_VANISH_UPDATE * (h->lr_scale < 1 ? h->lr_scale : 1));
                 warn(h, l, W_VANISH, step, metrics, wout, msg);
             }
             if (isfinite(gn)) {
@@ -399,10 +550,23 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
                 l->gema_n++;
             }
         }
-        if (l->is_relu && p->dead_relu > KN_H_DEAD) {
-            snprintf(msg, sizeof msg, "layer '%s': %.1f%% of its units are zero for every sample of the batch (dead ReLUs; threshold %g%%); lower the learning rate, use leaky_relu or check the initialisation",
-                     p->layer, 100.0 * p->dead_relu, 100.0 * KN_H_DEAD);
-            warn(h, l, W_DEAD, step, metrics, wout, msg);
+        double f = p->dead_sustained;
+        if (l->is_relu && isfinite(f) && f > KN_H_DEAD) {
+            /* rising: against the sustained fraction KN_H_DEAD_RISE checks earlier, or the
+             * oldest sustained value there is */
+            int64_t back = l->nstreak - KN_H_DEAD_CHECKS < KN_H_DEAD_RISE ? l->nstreak - KN_H_DEAD_CHECKS : KN_H_DEAD_RISE;
+            double ref = l->sus_hist[(l->nstreak - back) % (KN_H_DEAD_RISE + 1)];
+            int rising = isfinite(ref) && f - ref >= KN_H_DEAD_RISE_BY - 1e-12;
+            int worse = l->dead_warned < 0 || f - l->dead_warned >= KN_H_DEAD_RISE_BY - 1e-12 ||
+                        (f >= 1.0 && l->dead_warned < 1.0);
+            if ((f >= KN_H_DEAD_HIGH || rising) && worse) {
+                snprintf(msg, sizeof msg, "layer '%s': %.1f%% of its %lld units gave 0 for every sample of each of the last %d health checks' batches (dead ReLUs; %s); lower the learning rate, use leaky_relu, BatchNorm before the ReLU or check the initialisation",
+                         p->layer, 100.0 * f, (long long)l->nunits, KN_H_DEAD_CHECKS,
+                         f >= KN_H_DEAD_HIGH ? "90% or more" : "above 50% and up 10 points or more in 5 checks");
+                l->last_warn[W_DEAD] = -1; /* this kind has its own repeat rule */
+                warn(h, l, W_DEAD, step, metrics, wout, msg);
+                l->dead_warned = f;
+            }
         }
     }
     if (metrics) fflush(metrics);
@@ -548,10 +712,18 @@ int kn_health_print(kn_ctx *ctx, const char *run_dir, FILE *out) {
                     op ? op : "?", layer ? layer : "?", tensor ? tensor : "?");
         }
     }
-    for (int i = 0; i < leaks.n; i++) {
+    /* one line per evaluation set: every start and resume of a run records the check
+     * again; the latest record of each set is the one that holds */
+    for (int i = 0, printed = 0; i < leaks.n; i++) {
         const char *set = jgets(leaks.v[i], "set");
+        int later = 0;
+        for (int k = i + 1; k < leaks.n && !later; k++) {
+            const char *s2 = jgets(leaks.v[k], "set");
+            later = (set && s2) ? !strcmp(set, s2) : (!set && !s2);
+        }
+        if (later) continue;
         double d = jget(leaks.v[i], "duplicates");
-        if (i == 0) fputc('\n', out);
+        if (printed++ == 0) fputc('\n', out);
         fprintf(out, "leakage: %.0f %s sample(s) also in the training set, byte for byte\n", d, set ? set : "evaluation");
     }
     if (epochs.n) {
@@ -578,6 +750,64 @@ done:
     jl_free(&epochs);
     jl_free(&leaks);
     return rc;
+}
+
+/* ---------------- the overfitting warning ---------------- */
+void kn_overfit_init(kn_overfit *o, int64_t patience) {
+    memset(o, 0, sizeof *o);
+    o->patience = patience;
+    o->best = INFINITY;
+}
+
+int kn_overfit_epoch(kn_overfit *o, double t, double v, char *msg, size_t n) {
+    if (msg && n) msg[0] = 0;
+    o->epochs++;
+    if (!isfinite(v)) return 0;
+    double gap = isfinite(t) ? v - t : NAN;
+    if (v < o->best) {
+        o->best = v;
+        o->best_gap = gap;
+        o->best_epoch = o->epochs;
+        o->bad = 0;
+        o->warned_excess = 0;
+        return 0;
+    }
+    o->bad++;
+    if (o->patience <= 0 || o->bad < o->patience) return 0;
+    double excess = v - o->best, floor = KN_OVERFIT_EXCESS * fabs(o->best);
+    if (!(excess >= floor) || !isfinite(gap) || !isfinite(o->best_gap) || !(gap - o->best_gap >= floor)) return 0;
+    if (o->warned_excess > 0 && excess < 2.0 * o->warned_excess) return 0;
+    int again = o->warned_excess > 0;
+    o->warned_excess = excess;
+    if (msg && n)
+        snprintf(msg, n,
+                 "validation loss has not improved for %lld epochs and is %.1f%% above its best (%.4f at epoch %lld, now %.4f) "
+                 "while the train/validation gap grew from %+.4f to %+.4f%s: the model is overfitting; "
+                 "train.early_stopping = %lld would stop here and restore the best weights",
+                 (long long)o->bad, 100.0 * excess / fabs(o->best), o->best, (long long)o->best_epoch, v, o->best_gap, gap,
+                 again ? " (worse again: the excess has doubled since the last warning)" : "", (long long)o->patience);
+    return 1;
+}
+
+int64_t kn_overfit_replay(kn_overfit *o, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int64_t fed = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        if (!strstr(line, "\"event\":\"epoch\"")) continue;
+        cJSON *j = cJSON_Parse(line);
+        const char *ev = j ? jgets(j, "event") : NULL;
+        if (ev && !strcmp(ev, "epoch")) {
+            kn_overfit_epoch(o, jget(j, "train_loss"), jget(j, "val_loss"), NULL, 0);
+            fed++;
+        }
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(f);
+    return fed;
 }
 
 /* ---------------- leakage: exact duplicates ---------------- */

@@ -53,13 +53,47 @@ typedef struct {
     double grad_norm, weight_norm; /* L2 over all the layer's parameters; NAN if none */
     double update_ratio;   /* ||w_after - w_before|| / ||w_before||; NAN if none/undefined */
     double drift;          /* mean over consecutive checks (see health.c); NAN before two */
+    double dead_sustained; /* fraction of units dead on each of the last KN_H_DEAD_CHECKS
+                              checks' batches (relu layers), else NAN; NAN before that many */
+    int no_flow;           /* 1: no gradient reaches any of its parameters by design (the
+                              layer does not lead to the loss): no gradient statistics */
 } kn_health_layer;
 int kn_health_nlayers(const kn_health *h);
 const kn_health_layer *kn_health_get_layer(const kn_health *h, int i);
 /* Checks completed (kn_health_after_update calls that wrote an event). */
 int64_t kn_health_nchecks(const kn_health *h);
+/* Learning rate of the next update relative to the configured one (schedule and guard
+ * included; default 1): the update-ratio threshold of the vanishing warning scales by it. */
+void kn_health_set_lr_scale(kn_health *h, double s);
+/* 1 when layer a's output reaches layer b through the graph (a == b included). */
+int kn_health_feeds(const kn_health *h, int a, int b);
 /* Drop the pending check of a health step whose update did not happen (a guard skipped
  * or rolled back the step): no event is written and the drift is not updated. */
 void kn_health_discard(kn_health *h);
+/* After a guard rollback: forget the history that belongs to the abandoned trajectory
+ * (sustained-dead streaks, gradient averages, warning state); the drift is kept. */
+void kn_health_reset_history(kn_health *h);
+
+/* ---- the overfitting warning (one rule, a pure function of the epochs' losses) ----
+ * After each epoch: the validation loss v, the training loss t, gap = v - t. Warn when
+ *   - v has not improved on its best for `patience` epochs (train.warn_worse_epochs),
+ *   - v is at least KN_OVERFIT_EXCESS (2%) above the best, and
+ *   - the gap grew since the best epoch by at least KN_OVERFIT_EXCESS of the best loss;
+ * warn once, and again only when v's excess over the best has doubled since the last
+ * warning. A new best validation loss ends the episode. */
+#define KN_OVERFIT_EXCESS 0.02
+typedef struct {
+    int64_t patience;      /* 0: never warn */
+    int64_t epochs, bad;   /* epochs seen; epochs since the best */
+    int64_t best_epoch;    /* 1-based epoch of the best validation loss */
+    double best, best_gap; /* the best validation loss and the gap at that epoch */
+    double warned_excess;  /* v - best at the last warning of this episode; 0: none */
+} kn_overfit;
+void kn_overfit_init(kn_overfit *o, int64_t patience);
+/* Feed one epoch; returns 1 (and a message in msg) when the warning is due. */
+int kn_overfit_epoch(kn_overfit *o, double train_loss, double val_loss, char *msg, size_t n);
+/* Feed the "epoch" events of a metrics.jsonl (a resumed run) silently; a missing file
+ * feeds nothing. Returns the number of epochs fed. */
+int64_t kn_overfit_replay(kn_overfit *o, const char *metrics_path);
 
 #endif

@@ -1067,6 +1067,9 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         mf = fopen(path, "w");
     }
     if (!mf) { rc = kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); goto done; }
+    kn_overfit OF; /* the overfitting warning, its state rebuilt from the epochs logged so far */
+    kn_overfit_init(&OF, st.warn_worse_epochs);
+    if (resumed) kn_overfit_replay(&OF, path);
 
     if (out) {
         /* parameters, batch, threads and memory are in the plan summary above: once */
@@ -1101,6 +1104,10 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     if (st.health_every > 0 && (rc = kn_health_create(ctx, m, st.health_every, &H))) goto done;
     if (st.leakage_check) leakage_report(&job, mf, out);
     kn_spike spike = {{0}, 0, 0};
+    kn_collapse C; /* guard: a collapsed run (see guard.h) */
+    kn_collapse_init(&C, m->loss_kind == KN_LOSS_CE && st.guard_collapse_checks > 0
+                             ? kn_label_entropy(job.train_ds.labels, job.train_idx, job.ntrain, m->nclasses) : NAN,
+                     st.guard_collapse_checks);
     kn_rt rt = {0};
     rt.seed = st.seed;
     double t0 = kn_now_seconds(), last_ckpt_t = t0;
@@ -1126,7 +1133,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             double med_now = G.x ? kn_spike_median(&spike) : NAN;
             int exploding = G.x && !nonfinite && st.guard_explode_factor > 0 && spike.n >= 16 &&
                             gnorm > st.guard_explode_factor * med_now;
-            if (nonfinite || exploding) {
+            char cmsg[1024];
+            int collapsed = G.x && !nonfinite && !exploding && health_now && kn_collapse_check(&C, H, S.step, loss, cmsg, sizeof cmsg);
+            if (!health_now) kn_collapse_add_loss(&C, loss);
+            const char *gkind = nonfinite ? "nonfinite" : exploding ? "exploding" : "collapse";
+            if (nonfinite || exploding || collapsed) {
                 kn_diag_report rep;
                 memset(&rep, 0, sizeof rep);
                 rep.step = S.step;
@@ -1141,6 +1152,13 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                     kn_accum_load(&acc, m, y, 0); /* with micro-batches: the first one */
                     kn_diagnose(m->train, &rt, &rep);
                     kn_diag_format(&rep, msg, sizeof msg);
+                } else if (collapsed) {
+                    snprintf(msg, sizeof msg, "%s; %s", cmsg,
+                             C.last_healthy < 0 ? "no health check of this run was healthy, so there is no good state to return to and a "
+                                                  "smaller learning rate cannot help: change the initialisation, use leaky_relu, BatchNorm "
+                                                  "or residual connections"
+                                                : "it followed a healthy stretch, so the updates were too large for the network: kiln rolls "
+                                                  "back to a state before the collapse with a smaller learning rate");
                 } else {
                     snprintf(msg, sizeof msg,
                              "step %lld: exploding gradients: the global gradient norm %.4g is %.0fx its running median %.4g "
@@ -1151,19 +1169,23 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 S.guard_events++;
                 const char *action = st.guard_policy == 0 ? "skip" : st.guard_policy == 1 ? "rollback" : "stop";
                 if (st.guard_policy == 1 && retries >= st.guard_max_retries) action = "stop";
+                if (collapsed && st.guard_policy == 1 && C.last_healthy < 0) action = "stop";
                 if (bar && out) fprintf(out, "\n");
                 fprintf(stderr, "kiln: guard: %s\n", msg);
                 if (!strcmp(action, "stop")) {
-                    guard_event(mf, S.step, nonfinite ? "nonfinite" : "exploding", action, &rep, msg, S.lr_scale);
-                    rc = kn_err(ctx, KN_ERR_INVALID, "training stopped by the non-finite guard (%s%s): %s; the last checkpoint in %s is good",
-                                st.guard_policy == 2 ? "guard.policy = stop" : "retry limit guard.max_retries reached after ",
-                                st.guard_policy == 2 ? "" : "rollbacks", msg, R.ckpt_dir);
+                    guard_event(mf, S.step, gkind, action, &rep, msg, S.lr_scale);
+                    rc = kn_err(ctx, KN_ERR_INVALID, "training stopped by the %s guard (%s): %s; the last checkpoint in %s is good",
+                                collapsed ? "collapse" : "non-finite",
+                                st.guard_policy == 2 ? "guard.policy = stop"
+                                : collapsed && C.last_healthy < 0 ? "nothing healthy to roll back to"
+                                                                   : "retry limit guard.max_retries reached after rollbacks",
+                                msg, R.ckpt_dir);
                     goto done;
                 }
                 if (health_now) kn_health_discard(H);
                 if (!strcmp(action, "skip")) {
                     fprintf(stderr, "kiln: guard: skipping this batch (no update)\n");
-                    guard_event(mf, S.step, nonfinite ? "nonfinite" : "exploding", action, &rep, msg, S.lr_scale);
+                    guard_event(mf, S.step, gkind, action, &rep, msg, S.lr_scale);
                     S.step++;
                     S.batch_in_epoch++;
                     continue;
@@ -1172,7 +1194,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                  * came soon after it, else to the recent snapshot (the new anchor) */
                 int64_t bad_step = S.step, events = S.guard_events;
                 double scale = S.lr_scale * st.guard_lr_factor;
-                if (G.recent.valid && S.step - G.anchor.S.step >= st.guard_trust_steps) {
+                if (G.recent.valid && S.step - G.anchor.S.step >= st.guard_trust_steps &&
+                    (!collapsed || G.recent.S.step <= C.last_healthy)) {
                     snapshot_copy(&G, &G.anchor, &G.recent);
                     retries = 0;
                 }
@@ -1185,7 +1208,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 if (ftruncate(fileno(mf), S.metrics_bytes) == 0) fseek(mf, 0, SEEK_END);
                 fprintf(stderr, "kiln: guard: rolled back from step %lld to step %lld; learning rate x%g (retry %lld of %lld)\n",
                         (long long)bad_step, (long long)S.step, S.lr_scale, (long long)retries, (long long)st.guard_max_retries);
-                guard_event(mf, bad_step, nonfinite ? "nonfinite" : "exploding", action, &rep, msg, S.lr_scale);
+                guard_event(mf, bad_step, gkind, action, &rep, msg, S.lr_scale);
                 fflush(mf);
                 S.metrics_bytes = ftell(mf);
                 /* the anchor now carries the new learning rate and the event */
@@ -1194,6 +1217,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 G.anchor.S.guard_events = S.guard_events;
                 spike.n = spike.pos = 0;     /* the median restarts with the new learning rate */
                 spikes_since_snapshot = 0;
+                kn_collapse_reset(&C, S.step);
+                kn_health_reset_history(H);
                 restart = 1;
                 break;
             }
@@ -1228,6 +1253,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             double lr = kn_opt_lr(&st.opt, S.step) * S.lr_scale;
             kn_opt_step(&o, m->store.param, m->store.grad, lr);
             if (health_now) {
+                kn_health_set_lr_scale(H, st.opt.lr > 0 ? lr / st.opt.lr : 1.0);
                 if (bar && out) fprintf(out, "\n");
                 kn_health_after_update(H, m, S.step + 1, mf, out ? stderr : NULL);
             }
@@ -1318,11 +1344,12 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         int is_best = vloss < S.best_val;
         if (is_best) { S.best_val = vloss; S.best_step = S.step; S.bad_epochs = 0; }
         else S.bad_epochs++;
-        if (!is_best && st.warn_worse_epochs > 0 && S.bad_epochs >= st.warn_worse_epochs) {
-            fprintf(stderr, "kiln: warning: validation loss has not improved for %lld epoch(s) (best %.4f at step %lld, now %.4f): the model may be overfitting\n",
-                    (long long)S.bad_epochs, S.best_val, (long long)S.best_step, vloss);
-            fprintf(mf, "{\"event\":\"warning\",\"step\":%lld,\"kind\":\"overfitting\",\"message\":\"validation loss has not improved for %lld epochs\"}\n",
-                    (long long)S.step, (long long)S.bad_epochs);
+        char ofmsg[768];
+        if (kn_overfit_epoch(&OF, tl, vloss, ofmsg, sizeof ofmsg)) {
+            fprintf(stderr, "kiln: warning: %s\n", ofmsg);
+            fprintf(mf, "{\"event\":\"warning\",\"step\":%lld,\"kind\":\"overfitting\",\"message\":", (long long)S.step);
+            json_str(mf, ofmsg);
+            fprintf(mf, "}\n");
         }
         S.epoch++;
         S.batch_in_epoch = 0;

@@ -29,7 +29,7 @@ static const char *const k_data[] = {"dataset", "dir", "train_images", "train_la
                                      "shuffle", "limit_train", "limit_test", NULL};
 static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "budget", "fit", "micro_batch",
                                       "early_stopping", "warn_worse_epochs", NULL};
-static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "trust_steps", "spike_factor", "explode_factor", "auto_clip", NULL};
+static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "trust_steps", "spike_factor", "explode_factor", "auto_clip", "collapse_checks", NULL};
 static const char *const k_health[] = {"every", "leakage_check", NULL};
 static const char *const k_ckpt[] = {"every_steps", "every_seconds", "keep_last", "keep_epochs", "on_error", NULL};
 static const char *const k_opt[] = {"type", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay",
@@ -59,6 +59,7 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_float(ctx, cfg, gs, "spike_factor", 10.0, 1.0, 1e9, &st->guard_spike_factor))) return rc;
     if ((rc = kn_cfg_bool(ctx, cfg, gs, "auto_clip", 0, &st->guard_auto_clip))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, gs, "explode_factor", 0.0, 0.0, 1e30, &st->guard_explode_factor))) return rc;
+    if ((rc = kn_cfg_int(ctx, cfg, gs, "collapse_checks", 2, 0, 1000000, &st->guard_collapse_checks))) return rc;
     for (int i = 0; !st->guard_enabled && gs && i < gs->nkv; i++)
         if (strcmp(gs->kv[i].key, "enabled") != 0) {
             char w[512];
@@ -119,7 +120,7 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     double fv;
     if ((rc = kn_cfg_int(ctx, cfg, d, "batch_size", 64, 1, 1 << 20, &st->batch))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, d, "eval_batch_size", 500, 1, 1 << 20, &st->eval_batch))) return rc;
-    if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.0, 0.0, 0.9, &st->val_split))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.1, 0.0, 0.9, &st->val_split))) return rc;
     /* normalisation: any finite mean; a positive standard deviation; absent: from the data */
     if ((rc = kn_cfg_float(ctx, cfg, d, "mean", NAN, -INFINITY, INFINITY, &st->mean))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, d, "std", NAN, -INFINITY, INFINITY, &st->std))) return rc;

@@ -31,7 +31,7 @@ typedef struct {
     /* [guard] */
     int guard_enabled, guard_policy, guard_auto_clip; /* policy: 0 skip, 1 rollback, 2 stop */
     double guard_lr_factor, guard_spike_factor, guard_explode_factor;
-    int64_t guard_max_retries, guard_snapshot_every, guard_trust_steps;
+    int64_t guard_max_retries, guard_snapshot_every, guard_trust_steps, guard_collapse_checks;
     /* [health], early stopping */
     int64_t health_every, early_stopping, warn_worse_epochs;
     int leakage_check;
