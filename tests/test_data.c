@@ -261,6 +261,71 @@ static void test_idx_errors(void) {
 }
 
 /* ---------------------------------------------------------------- datasets */
+/* Issue 10 item 9: a gzip file whose 8-byte trailer (CRC-32, length) is cut off is
+ * rejected even when the deflate data ends exactly where the file does (zlib's gzread
+ * then reports plain end of file; kiln checks the trailer itself). The data must be
+ * larger than zlib's input buffer and not compress much for that to happen. */
+static void test_gzip_trailer(void) {
+    enum { N = 3 << 20 };
+    uint8_t *d = malloc(N);
+    uint64_t z = 12345;
+    for (int i = 0; i < N; i++) { z = z * 6364136223846793005ULL + 1442695040888963407ULL; d[i] = (uint8_t)(z >> 56); }
+    int64_t dims[3] = {N / 1024, 32, 32};
+    CHECK(kn_idx_write(ctx, tpath("trailer.gz"), 3, dims, d, 1) == KN_OK, "write: %s", kn_ctx_message(ctx));
+    size_t n;
+    uint8_t *b = read_raw(tpath("trailer.gz"), &n);
+    CHECK(b && n > (size_t)N, "incompressible: %zu bytes", n);
+    if (b) {
+        for (int cut = 1; cut <= 8; cut++) {
+            char name[64];
+            snprintf(name, sizeof name, "trailer-cut%d.gz", cut);
+            write_raw(tpath(name), b, n - (size_t)cut);
+            expect_err(tpath(name), KN_ERR_FORMAT, "gzip", "cut short");
+        }
+        /* trailing garbage after the gzip stream is not ignored either */
+        uint8_t *g = malloc(n + 3);
+        memcpy(g, b, n);
+        memcpy(g + n, "xyz", 3);
+        write_raw(tpath("trailer-garbage.gz"), g, n + 3);
+        expect_err(tpath("trailer-garbage.gz"), KN_ERR_FORMAT, "3 bytes after the end of the gzip stream", NULL);
+        free(g);
+        /* and the whole file still loads, through the peek too */
+        kn_idx x;
+        CHECK(kn_idx_load(ctx, tpath("trailer.gz"), &x) == KN_OK && x.nd == 3 && memcmp(x.data, d, N) == 0, "full file: %s",
+              kn_ctx_message(ctx));
+        kn_idx_free(&x);
+    }
+    free(b);
+    free(d);
+}
+
+/* Issue 10 item 8: the header-only peek the planner uses applies the reader's checks
+ * (before, the planner took negative or overflowing dimensions from it). The reproducer
+ * fuzz_idx_planner_overflow.bin is tests/fixtures/readers/idx_planner_overflow.bin. */
+static void test_idx_peek(void) {
+    int nd = 0;
+    int64_t dims[4];
+    static const uint8_t ok[] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6};
+    write_raw(tpath("peek-ok.idx"), ok, sizeof ok);
+    kn_ctx_clear(ctx);
+    CHECK(kn_idx_peek(ctx, tpath("peek-ok.idx"), &nd, dims) == KN_OK && nd == 3 && dims[0] == 2 && dims[1] == 3 && dims[2] == 1,
+          "peek ok: %s", kn_ctx_message(ctx));
+    static const uint8_t neg[] = {0, 0, 8, 3, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1};
+    write_raw(tpath("peek-neg.idx"), neg, sizeof neg);
+    kn_ctx_clear(ctx);
+    CHECK(kn_idx_peek(ctx, tpath("peek-neg.idx"), &nd, dims) == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "dimension 1 is -16"),
+          "peek negative: %s", kn_ctx_message(ctx));
+    static const uint8_t big[] = {0, 0, 8, 3, 0x7f, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff};
+    write_raw(tpath("peek-big.idx"), big, sizeof big);
+    kn_ctx_clear(ctx);
+    CHECK(kn_idx_peek(ctx, tpath("peek-big.idx"), &nd, dims) == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "2^31"),
+          "peek too big: %s", kn_ctx_message(ctx));
+    kn_ctx_clear(ctx);
+    const char *fx = kn_test_src("tests/fixtures/readers/idx_planner_overflow.bin");
+    int rc = kn_idx_peek(ctx, fx, &nd, dims);
+    CHECK(rc == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "idx_planner_overflow.bin"), "reproducer: rc %d %s", rc, kn_ctx_message(ctx));
+}
+
 static void test_dataset(void) {
     enum { N = 7, R = 2, C = 3 };
     uint8_t im[N * R * C], lb[N];
@@ -708,6 +773,8 @@ int main(void) {
     init_loader_ds();
     test_idx_roundtrip();
     test_idx_errors();
+    test_gzip_trailer();
+    test_idx_peek();
     test_dataset();
     test_stats();
     test_split();

@@ -17,6 +17,10 @@ typedef struct {
  * element type, truncated data (expected N bytes, found M), trailing garbage,
  * corrupt gzip stream. */
 int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out);
+/* The header only (dimensions), with every check kn_idx_load makes of it (magic, type,
+ * 1 to 4 dimensions each at least 1, at most 2^31 bytes in all): what the planner uses
+ * before loading the data. */
+int kn_idx_peek(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]);
 void kn_idx_free(kn_idx *x);
 /* Write an IDX u8 file (gzip-compressed if gz != 0). Used by tests and tools. */
 int kn_idx_write(kn_ctx *ctx, const char *path, int nd, const int64_t *dims, const uint8_t *data,

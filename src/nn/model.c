@@ -478,6 +478,7 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
     if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     int nnames = 0;
     int x = kn_g_input(g, "input", KN_F32, kn_shape4(batch, m->channels, m->height, m->width));
+    if (x < 0) { free(names); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); } /* the shape was checked */
     names[nnames].name = "input";
     names[nnames++].vid = x;
     int prev = x, rc = KN_OK, nlayers = 0;
@@ -559,10 +560,10 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
         int in[2] = {prev, -1}, loss;
         if (m->loss_kind == KN_LOSS_CE) {
             in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
-            loss = kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
+            loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
         } else {
             in[1] = kn_g_input(g, "targets", KN_F32, kn_shape2(batch, m->nclasses));
-            loss = kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
+            loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
         }
         if (loss < 0) { rc = ctx->code; goto out; }
         *y_out = in[1];
@@ -588,6 +589,18 @@ int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval
     m->width = width;
     m->nclasses = nclasses;
     m->x_train = m->y_train = m->loss = m->x_eval = m->out_eval = m->out_train = -1;
+    {   /* sizes from the data files and the config: checked before the graphs use them */
+        char what[160];
+        kn_shape in = kn_shape4(batch > eval_batch ? batch : eval_batch, channels, height, width);
+        snprintf(what, sizeof what, "%s: the model input [batch, channels, rows, cols]", cfg->path);
+        if (batch < 0 || eval_batch < 1)
+            return kn_err(ctx, KN_ERR_INVALID, "%s: batch size %lld, evaluation batch size %lld (need 0 or more, 1 or more)", cfg->path,
+                          (long long)batch, (long long)eval_batch);
+        if (kn_shape_check(ctx, &in, 1, sizeof(float), what, NULL)) return ctx->code;
+        kn_shape out = kn_shape2(in.d[0], nclasses);
+        snprintf(what, sizeof what, "%s: the targets [batch, classes]", cfg->path);
+        if (kn_shape_check(ctx, &out, 1, sizeof(float), what, NULL)) return ctx->code;
+    }
     static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
     int lk, rc;
     if ((rc = kn_cfg_enum(ctx, cfg, kn_cfg_find(cfg, "train"), "loss", loss_names, 0, &lk))) return rc;

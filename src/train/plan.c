@@ -134,30 +134,7 @@ size_t kn_mem_available(char *what, size_t n) {
 
 /* ---------------- data shapes without loading the images ---------------- */
 static int peek_idx(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]) {
-    gzFile f = gzopen(path, "rb");
-    if (!f) {
-        kn_idx dummy; /* let the IDX reader produce its usual message */
-        int rc = kn_idx_load(ctx, path, &dummy);
-        if (rc == KN_OK) { kn_idx_free(&dummy); return kn_err(ctx, KN_ERR_IO, "%s: cannot open", path); }
-        return rc;
-    }
-    unsigned char h[20];
-    int got = gzread(f, h, 4);
-    int ok = got == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && h[3] >= 1 && h[3] <= 4;
-    if (ok) {
-        *nd = h[3];
-        ok = gzread(f, h + 4, (unsigned)(4 * *nd)) == 4 * *nd;
-        for (int i = 0; ok && i < *nd; i++)
-            dims[i] = (int64_t)h[4 + 4 * i] << 24 | (int64_t)h[5 + 4 * i] << 16 | (int64_t)h[6 + 4 * i] << 8 | h[7 + 4 * i];
-    }
-    gzclose(f);
-    if (!ok) { /* a bad file: the reader says what is wrong with it */
-        kn_idx dummy;
-        int rc = kn_idx_load(ctx, path, &dummy);
-        if (rc == KN_OK) { kn_idx_free(&dummy); return kn_err(ctx, KN_ERR_FORMAT, "%s: not an IDX file of bytes", path); }
-        return rc;
-    }
-    return KN_OK;
+    return kn_idx_peek(ctx, path, nd, dims); /* the reader's own header checks */
 }
 
 typedef struct {

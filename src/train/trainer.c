@@ -298,11 +298,9 @@ int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_resu
     memset(&job, 0, sizeof job);
     if ((rc = kn_settings_read(ctx, cfg, &st))) goto done;
     /* normalise with the training set's statistics, as in training */
-    const char *dm = kn_ckpt_meta_get(ck, "data_mean"), *ds = kn_ckpt_meta_get(ck, "data_std");
-    if (dm && ds) {
-        st.mean = strtod(dm, NULL);
-        st.std = strtod(ds, NULL);
-    }
+    if (kn_ckpt_meta_get(ck, "data_mean") && kn_ckpt_meta_get(ck, "data_std") &&
+        ((rc = kn_ckpt_meta_num(ctx, ck, "data_mean", &st.mean)) || (rc = kn_ckpt_meta_num(ctx, ck, "data_std", &st.std))))
+        goto done;
     kn_set_threads(threads > 0 ? threads : st.threads);
     if ((rc = kn_job_open(ctx, cfg, &st, 0, &job))) goto done;
     if ((rc = kn_ckpt_load_store(ctx, ck, &job.model.store))) goto done;
