@@ -226,14 +226,25 @@ int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
     if (rc) goto fail;
     if ((rc = read_header(ctx, &s, path, &nd, out->dims, &total))) goto fail;
     out->nd = nd;
-    data = malloc((size_t)total);
-    if (!data) {
-        rc = kn_err(ctx, KN_ERR_NOMEM, "%s: out of memory for %lld bytes of data", path,
-                    (long long)total);
-        goto fail;
+    /* the buffer grows with the data actually read (doubling): a header that promises
+     * more than the file holds costs no more memory than the file */
+    {
+        int64_t cap = total < ((int64_t)1 << 20) ? total : ((int64_t)1 << 20);
+        got = 0;
+        for (;;) {
+            uint8_t *nb = realloc(data, (size_t)cap);
+            if (!nb) {
+                rc = kn_err(ctx, KN_ERR_NOMEM, "%s: out of memory for %lld bytes of data", path, (long long)cap);
+                goto fail;
+            }
+            data = nb;
+            int64_t r = in_read(ctx, &s, data + got, cap - got, &rc);
+            if (r < 0) goto fail;
+            got += r;
+            if (got < cap || cap == total) break;
+            cap = cap > total / 2 ? total : 2 * cap;
+        }
     }
-    got = in_read(ctx, &s, data, total, &rc);
-    if (got < 0) goto fail;
     if (got < total) {
         char ds[128];
         dims_str(ds, sizeof ds, nd, out->dims);

@@ -6,6 +6,7 @@
 #include "ops/fused.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,8 +318,9 @@ static int build_reshape(layer_ctx *L, int *out) {
     a.i[1] = kn_shp(L->g, L->in[0])->d[0];
     for (int i = 0; i < nd; i++) {
         char *end;
+        errno = 0;
         long long v = strtoll(dims[i], &end, 10);
-        if (*end || (v < 1 && v != -1)) {
+        if (*end || end == dims[i] || errno == ERANGE || (v < 1 && v != -1)) {
             char w[256];
             return kn_err(L->ctx, KN_ERR_CONFIG, "%s: [%s] shape: '%s' is not a dimension (expected positive integers or -1, e.g. shape = 1, 28, 28)",
                           kn_cfg_where(L->cfg, L->sec, "shape", w, sizeof w), L->name, dims[i]);
