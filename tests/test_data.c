@@ -326,6 +326,59 @@ static void test_idx_peek(void) {
     CHECK(rc == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "idx_planner_overflow.bin"), "reproducer: rc %d %s", rc, kn_ctx_message(ctx));
 }
 
+/* Issue 10 item 9: a label beyond the model's classes (200 with 10) is an error naming
+ * the labels file and the sample, not "the last layer's output is [64,10] but the data
+ * has 201 classes" blamed on the model; through `kiln plan` and `kiln train` too. */
+static void test_label_range(void) {
+    enum { N = 12, R = 4, C = 4 };
+    uint8_t im[N * R * C], lb[N];
+    for (int i = 0; i < N * R * C; i++) im[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < N; i++) lb[i] = (uint8_t)(i % 10);
+    lb[5] = 200;
+    int64_t di[3] = {N, R, C}, dl[1] = {N};
+    char sub[1200];
+    snprintf(sub, sizeof sub, "%s/badlabel", dir);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/badlabel-run' '%s/badlabel-run2'; mkdir -p '%s'", dir, dir, sub);
+    kn_test_system(cmd);
+    CHECK(kn_idx_write(ctx, tpath("badlabel/train-images-idx3-ubyte.gz"), 3, di, im, 1) == KN_OK &&
+              kn_idx_write(ctx, tpath("badlabel/t10k-images-idx3-ubyte.gz"), 3, di, im, 1) == KN_OK &&
+              kn_idx_write(ctx, tpath("badlabel/train-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK,
+          "write: %s", kn_ctx_message(ctx));
+    lb[5] = 5;
+    CHECK(kn_idx_write(ctx, tpath("badlabel/t10k-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK, "write");
+    kn_dataset d;
+    kn_ctx_clear(ctx);
+    CHECK(kn_dataset_load(ctx, tpath("badlabel/train-images-idx3-ubyte.gz"), tpath("badlabel/train-labels-idx1-ubyte.gz"), &d) == KN_OK,
+          "load: %s", kn_ctx_message(ctx));
+    kn_ctx_clear(ctx);
+    int rc = kn_dataset_check_labels(ctx, &d, tpath("badlabel/train-labels-idx1-ubyte.gz"), 10);
+    const char *m = kn_ctx_message(ctx);
+    CHECK(rc == KN_ERR_FORMAT && has(m, "badlabel/train-labels-idx1-ubyte.gz: sample 5 has label 200") && has(m, "10 classes") &&
+              has(m, "1 of the 12 labels"),
+          "check: %s", m);
+    kn_ctx_clear(ctx);
+    CHECK(kn_dataset_check_labels(ctx, &d, "x", 201) == KN_OK && d.nclasses == 201, "201 classes fit");
+    kn_dataset_free(&d);
+    kn_test_write(dir, "badlabel.ini", "[data]\ndir = badlabel\nbatch_size = 4\n[flat]\ntype = flatten\n[fc]\ntype = linear\nout = 10\n");
+    static char out[1 << 16], err[1 << 16];
+    const char *verbs[] = {"plan badlabel.ini", "train badlabel.ini --run-dir badlabel-run --no-progress"};
+    for (int i = 0; i < 2; i++) {
+        int st = kn_test_run_kiln(dir, NULL, verbs[i], out, sizeof out, err, sizeof err);
+        CHECK(st == 1 && has(err, "badlabel/train-labels-idx1-ubyte.gz: sample 5 has label 200") && !has(err, "last layer's output"),
+              "kiln %s: status %d: %s", verbs[i], st, err);
+    }
+    /* fewer classes in the data than the model has outputs is fine */
+    lb[5] = 5;
+    for (int i = 0; i < N; i++) lb[i] = (uint8_t)(i % 3);
+    CHECK(kn_idx_write(ctx, tpath("badlabel/train-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK &&
+              kn_idx_write(ctx, tpath("badlabel/t10k-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK,
+          "write");
+    int st = kn_test_run_kiln(dir, NULL, "train badlabel.ini --run-dir badlabel-run2 --no-progress --set train.epochs=1", out, sizeof out,
+                              err, sizeof err);
+    CHECK(st == 0, "3 classes in the data, 10 outputs: status %d: %s", st, err);
+}
+
 static void test_dataset(void) {
     enum { N = 7, R = 2, C = 3 };
     uint8_t im[N * R * C], lb[N];
@@ -775,6 +828,7 @@ int main(void) {
     test_idx_errors();
     test_gzip_trailer();
     test_idx_peek();
+    test_label_range();
     test_dataset();
     test_stats();
     test_split();

@@ -456,6 +456,18 @@ static int check_model_section(kn_ctx *ctx, const kn_config *cfg) {
     return KN_OK;
 }
 
+int kn_model_classes(const kn_config *cfg) {
+    const kn_cfg_section *last = NULL;
+    for (int s = 0; s < cfg->nsec; s++)
+        if (!kn_is_reserved_section(cfg->sec[s].name)) last = &cfg->sec[s];
+    const kn_cfg_kv *t = last ? kn_cfg_get(last, "type") : NULL, *o = last ? kn_cfg_get(last, "out") : NULL;
+    if (!t || !o || strcmp(t->value, "linear") != 0) return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(o->value, &end, 10);
+    return *end || end == o->value || errno || v < 1 || v > 256 ? 0 : (int)v; /* labels are bytes */
+}
+
 int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg) {
     int t, rc, n = 0;
     if ((rc = check_model_section(ctx, cfg))) return rc;

@@ -158,6 +158,23 @@ static int labels_max(kn_ctx *ctx, const char *path, int64_t n_expected, const c
     return KN_OK;
 }
 
+/* Labels beyond the model's classes (kn_model_classes) are an error naming the labels
+ * file and the sample; the class count is then the model's. */
+static int labels_fit(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, data_info *d) {
+    int k = kn_model_classes(cfg), rc = KN_OK;
+    const char *paths[2] = {st->train_labels, st->test_labels};
+    const int64_t lim[2] = {st->limit_train, st->limit_test};
+    for (int i = 0; k > 0 && i < 2 && !rc; i++) {
+        kn_idx lb;
+        if ((rc = kn_idx_load(ctx, paths[i], &lb))) break;
+        int64_t n = lim[i] > 0 && lim[i] < lb.dims[0] ? lim[i] : lb.dims[0];
+        rc = kn_labels_check(ctx, paths[i], lb.data, n, k);
+        kn_idx_free(&lb);
+    }
+    if (!rc && k > 0) d->nclasses = k;
+    return rc;
+}
+
 static int data_peek(kn_ctx *ctx, const kn_settings *st, data_info *d) {
     int nd, rc, maxl = 0;
     int64_t dims[4];
@@ -222,6 +239,7 @@ int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64
     data_info d;
     if ((rc = kn_model_check_config(ctx, cfg))) return rc;
     if ((rc = data_peek(ctx, st, &d))) return rc;
+    if ((rc = labels_fit(ctx, cfg, st, &d))) return rc;
     p->batch = st->batch;
     p->micro_batch = micro_batch > 0 ? micro_batch : st->batch;
     p->accum_steps = p->batch / p->micro_batch;

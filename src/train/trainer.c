@@ -209,6 +209,12 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
         return kn_err(ctx, KN_ERR_FORMAT, "%s: images are %dx%dx%d but the training images (%s) are %dx%dx%d",
                       st->test_images, j->test_ds.channels, j->test_ds.rows, j->test_ds.cols, st->train_images,
                       ref->channels, ref->rows, ref->cols);
+    /* a label beyond the model's classes is the labels file's fault: named with its sample */
+    int kcls = kn_model_classes(cfg);
+    if (kcls > 0 && ((want_train && (rc = kn_dataset_check_labels(ctx, &j->train_ds, st->train_labels, kcls))) ||
+                     (rc = kn_dataset_check_labels(ctx, &j->test_ds, st->test_labels, kcls))))
+        return rc;
+
     int nclasses = ref->nclasses > j->test_ds.nclasses ? ref->nclasses : j->test_ds.nclasses;
     double mean = st->mean, sd = st->std;
     if (mean < 0 || sd <= 0) {
