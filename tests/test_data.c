@@ -338,7 +338,7 @@ static void test_label_range(void) {
     int64_t di[3] = {N, R, C}, dl[1] = {N};
     char sub[1200];
     snprintf(sub, sizeof sub, "%s/badlabel", dir);
-    char cmd[1400];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "rm -rf '%s/badlabel-run' '%s/badlabel-run2'; mkdir -p '%s'", dir, dir, sub);
     kn_test_system(cmd);
     CHECK(kn_idx_write(ctx, tpath("badlabel/train-images-idx3-ubyte.gz"), 3, di, im, 1) == KN_OK &&

@@ -84,7 +84,17 @@ int kn_ckpt_save(kn_ctx *ctx, const char *path, const kn_store *s, const kn_ckpt
     cJSON_AddStringToObject(md, "kiln_crc32", crcs);
     cJSON_AddStringToObject(md, "kiln_version", KILN_VERSION);
     for (int i = 0; i < nmeta; i++) cJSON_AddStringToObject(md, meta[i].key, meta[i].value);
-    char *hdr = cJSON_PrintUnformatted(root);
+    /* one buffer sized from the contents (JSON escapes at most 6 bytes per byte), so the
+     * allocations a save makes do not depend on the lengths of the values (test_noalloc
+     * counts them: a run of more steps must not make more) */
+    size_t est = 4096 + (size_t)total * 160;
+    for (int i = 0; i < total; i++) est += 6 * strlen(i < s->n ? s->e[i].name : extra[i - s->n].name);
+    for (int i = 0; i < nmeta; i++) est += 6 * (strlen(meta[i].key) + strlen(meta[i].value)) + 8;
+    char *hdr = malloc(est);
+    if (hdr && !cJSON_PrintPreallocated(root, hdr, (int)(est < INT32_MAX ? est : INT32_MAX), 0)) {
+        free(hdr);
+        hdr = NULL;
+    }
     cJSON_Delete(root);
     if (!hdr) { free(ptrs); free(sizes); return kn_err(ctx, KN_ERR_NOMEM, "out of memory writing %s", path); }
     size_t hl = strlen(hdr), padded = (hl + 7) / 8 * 8;
