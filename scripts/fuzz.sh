@@ -21,8 +21,10 @@ targets=()
 for h in "${harnesses[@]}"; do targets+=("fuzz_$h"); done
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}" >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export TMPDIR="$PWD/build-fuzz/tmp"
+# the harnesses write their inputs to scratch files: in memory where possible
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm/kiln-fuzz-$$; else export TMPDIR="$PWD/build-fuzz/tmp"; fi
 mkdir -p "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
 run_one() {
   local h=$1 bin=build-fuzz/tests/fuzz/fuzz_$1 work=build-fuzz/corpus/$1 out=build-fuzz/findings/$1
   mkdir -p "$work" "$out"
@@ -33,9 +35,11 @@ run_one() {
   "$bin" -max_total_time="$secs" -rss_limit_mb="$rss" -max_len=8192 -timeout=30 -print_final_stats=1 \
     -artifact_prefix="$out/" "$work" tests/fuzz/corpus/"$h" tests/fuzz/regress/"$h" >"build-fuzz/$h.log" 2>&1 ||
     { echo "kiln: fuzz_$h found a problem: see build-fuzz/$h.log and $out/" >&2; return 1; }
-  local st
-  st=$(grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "build-fuzz/$h.log" | tr '\n' ' ')
-  echo "fuzz_$h: ${secs}s, no findings; $(grep -E '^#[0-9]+ +DONE' "build-fuzz/$h.log" | tail -1) $st"
+  local done_line execs rssmb
+  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "build-fuzz/$h.log" | tail -1 | tr -s '[:space:]' ' ')
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "build-fuzz/$h.log")
+  rssmb=$(sed -n 's/^stat::peak_rss_mb: *//p' "build-fuzz/$h.log")
+  echo "fuzz_$h: ${secs} s, 0 findings, ${execs} executions, peak RSS ${rssmb} MB; final: ${done_line}"
 }
 pids=() fail=0
 for h in "${harnesses[@]}"; do

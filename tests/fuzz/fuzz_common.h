@@ -16,13 +16,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A scratch file of this process (harnesses whose readers take a path). */
 static inline const char *kn_fuzz_path(const char *suffix) {
-    static char path[4][512];
+    static char path[4][512], suf[4][32];
     static int n;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(suf[i], suffix)) return path[i];
+    if (n == 4) return path[0];
     const char *dir = getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
-    for (int i = 0; i < n; i++)
-        if (strstr(path[i], suffix) && !strcmp(path[i] + strlen(path[i]) - strlen(suffix), suffix)) return path[i];
-    if (n == 4) return path[0];
+    snprintf(suf[n], sizeof suf[n], "%s", suffix);
     snprintf(path[n], sizeof path[n], "%s/kiln-fuzz-%ld%s", dir, (long)getpid(), suffix);
     return path[n++];
 }
