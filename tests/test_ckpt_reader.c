@@ -174,6 +174,12 @@ static void test_structure(void) {
         CHECK(kn_ckpt_checksum(c) == 0, "no checksum in a foreign file");
         kn_ckpt_close(c);
     }
+    char txt[4096] = "";
+    FILE *mf = fmemopen(txt, sizeof txt - 1, "w");
+    kn_ctx_clear(ctx);
+    CHECK(kn_inspect(ctx, tpath("i64.safetensors"), NULL, mf) == KN_OK, "inspect: %s", kn_ctx_message(ctx));
+    fclose(mf);
+    CHECK(has(txt, "2 tensors, checksum absent") && has(txt, "(I64: not read by kiln)"), "inspect lists the I64 tensor: %s", txt);
 }
 
 /* ---- a small model and kiln's own checkpoints of it ---- */
@@ -264,6 +270,14 @@ static void test_kiln_files(void) {
         CHECK(kn_ckpt_meta_num(ctx, c, "epoch_loss_sum", &f) == KN_OK && f == 3.0, "hex float %g", f);
         CHECK(kn_ckpt_meta_num(ctx, c, "best_val_loss", &f) == KN_OK && f > 1e308, "inf %g", f);
         kn_ckpt_close(c);
+    }
+    {
+        char txt[16384] = "";
+        FILE *mf = fmemopen(txt, sizeof txt - 1, "w");
+        kn_ctx_clear(ctx);
+        CHECK(kn_inspect(ctx, good, NULL, mf) == KN_OK, "inspect: %s", kn_ctx_message(ctx));
+        fclose(mf);
+        CHECK(has(txt, "checksum ok (crc32 of the whole file verified)"), "inspect says what it verified: %.300s", txt);
     }
     /* craft.py meta_epoch / meta_metrics: metadata edited, data untouched */
     rewrite(good, tpath("meta_epoch.safetensors"), "\"epoch\":\"3\"", "\"epoch\":\"-1000000000000\"");
