@@ -152,6 +152,13 @@ static void test_structure(void) {
     expect_bad(tpath("metadup.safetensors"), "metadata 'epoch' appears twice");
     write_st(tpath("dtype.safetensors"), "{\"a\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", two, 4);
     expect_bad(tpath("dtype.safetensors"), "'F33', which is not a safetensors dtype");
+    /* a short whole-file checksum at the right place (was a heap over-read under ASan) */
+    write_st(tpath("shortcrc.safetensors"),
+             "{\"__metadata__\":{\"kiln_file_crc32\":\"abc\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", two, 4);
+    expect_bad(tpath("shortcrc.safetensors"), "'kiln_file_crc32' = 'abc' is not 8 hex digits");
+    write_st(tpath("shortcrc2.safetensors"),
+             "{\"__metadata__\":{\"kiln_crc32\":\"abc\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", two, 4);
+    expect_bad(tpath("shortcrc2.safetensors"), "'kiln_crc32' = 'abc' is not 8 hex digits");
     /* header length beyond the file */
     unsigned char hb[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '};
     spit(tpath("hlen.safetensors"), hb, sizeof hb);

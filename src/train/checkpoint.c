@@ -359,6 +359,12 @@ int kn_ckpt_open_mem(kn_ctx *ctx, const char *path, const unsigned char *buf, si
     const char *crcs = kn_ckpt_meta_get(c, "kiln_crc32");
     if (fcrc) {
         size_t pl = strlen(KN_FILE_CRC_PREFIX);
+        int hex8 = strlen(fcrc) == 8;
+        for (int i = 0; hex8 && i < 8; i++) hex8 = (fcrc[i] >= '0' && fcrc[i] <= '9') || (fcrc[i] >= 'a' && fcrc[i] <= 'f');
+        if (!hex8) {
+            rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: 'kiln_file_crc32' = '%.16s' is not 8 hex digits", path, fcrc);
+            goto out;
+        }
         if (hl < pl + 9 || memcmp(hdr, KN_FILE_CRC_PREFIX, pl) != 0 || memcmp(hdr + pl, fcrc, 8) != 0 || hdr[pl + 8] != '"') {
             rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: 'kiln_file_crc32' is not the first metadata entry at the start of the header (the file was rewritten by another tool or damaged)", path);
             goto out;
@@ -374,6 +380,10 @@ int kn_ckpt_open_mem(kn_ctx *ctx, const char *path, const unsigned char *buf, si
         }
         c->crc = 2;
     } else if (crcs) {
+        if (strlen(crcs) != 8) {
+            rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: 'kiln_crc32' = '%.16s' is not 8 hex digits", path, crcs);
+            goto out;
+        }
         uLong crc = crc32_z(crc32(0L, Z_NULL, 0), data, (size_t)dsize);
         char got[16];
         snprintf(got, sizeof got, "%08lx", (unsigned long)crc);
