@@ -205,6 +205,7 @@ static int cmp_begin(const void *a, const void *b) {
     if (x->end != y->end) return x->end < y->end ? -1 : 1;
     return 0;
 }
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 static int cmp_name(const void *a, const void *b) {
     return strcmp((*(const ck_tensor *const *)a)->name, (*(const ck_tensor *const *)b)->name);
 }
@@ -252,17 +253,26 @@ int kn_ckpt_open_mem(kn_ctx *ctx, const char *path, const unsigned char *buf, si
         if (!strcmp(it->string, "__metadata__")) {
             if (c->meta) { rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: two \"__metadata__\" entries", path); goto out; }
             if (!cJSON_IsObject(it)) { rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: \"__metadata__\" is not an object", path); goto out; }
+            int nm = 0;
             for (cJSON *m = it->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) {
                     rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: metadata '%s' is not a string (safetensors metadata holds strings)", path, m->string);
                     goto out;
                 }
-                for (cJSON *p = it->child; p != m; p = p->next)
-                    if (!strcmp(p->string, m->string)) {
-                        rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: metadata '%s' appears twice", path, m->string);
-                        goto out;
-                    }
+                nm++;
             }
+            const char **keys = calloc((size_t)nm + 1, sizeof *keys);
+            if (!keys) { rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory reading %s", path); goto out; }
+            nm = 0;
+            for (cJSON *m = it->child; m; m = m->next) keys[nm++] = m->string;
+            qsort(keys, (size_t)nm, sizeof *keys, cmp_str); /* duplicates side by side */
+            for (int i = 1; i < nm; i++)
+                if (!strcmp(keys[i], keys[i - 1])) {
+                    rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt checkpoint: metadata '%s' appears twice", path, keys[i]);
+                    break;
+                }
+            free(keys);
+            if (rc) goto out;
             c->meta = cJSON_DetachItemViaPointer(root, it);
         }
         it = next;
