@@ -87,13 +87,13 @@ int kn_ckpt_save(kn_ctx *ctx, const char *path, const kn_store *s, const kn_ckpt
     /* one buffer sized from the contents (JSON escapes at most 6 bytes per byte), so the
      * allocations a save makes do not depend on the lengths of the values (test_noalloc
      * counts them: a run of more steps must not make more) */
-    size_t est = 4096 + (size_t)total * 160;
+    size_t est = 4096 + (size_t)total * 400; /* per tensor: keys, dtype, 7 numbers of <= 25 characters */
     for (int i = 0; i < total; i++) est += 6 * strlen(i < s->n ? s->e[i].name : extra[i - s->n].name);
     for (int i = 0; i < nmeta; i++) est += 6 * (strlen(meta[i].key) + strlen(meta[i].value)) + 8;
     char *hdr = malloc(est);
     if (hdr && !cJSON_PrintPreallocated(root, hdr, (int)(est < INT32_MAX ? est : INT32_MAX), 0)) {
-        free(hdr);
-        hdr = NULL;
+        free(hdr); /* the estimate was short (it never is for kiln's own files): let cJSON size it */
+        hdr = cJSON_PrintUnformatted(root);
     }
     cJSON_Delete(root);
     if (!hdr) { free(ptrs); free(sizes); return kn_err(ctx, KN_ERR_NOMEM, "out of memory writing %s", path); }
