@@ -261,6 +261,124 @@ static void test_idx_errors(void) {
 }
 
 /* ---------------------------------------------------------------- datasets */
+/* Issue 10 item 9: a gzip file whose 8-byte trailer (CRC-32, length) is cut off is
+ * rejected even when the deflate data ends exactly where the file does (zlib's gzread
+ * then reports plain end of file; kiln checks the trailer itself). The data must be
+ * larger than zlib's input buffer and not compress much for that to happen. */
+static void test_gzip_trailer(void) {
+    enum { N = 3 << 20 };
+    uint8_t *d = malloc(N);
+    uint64_t z = 12345;
+    for (int i = 0; i < N; i++) { z = z * 6364136223846793005ULL + 1442695040888963407ULL; d[i] = (uint8_t)(z >> 56); }
+    int64_t dims[3] = {N / 1024, 32, 32};
+    CHECK(kn_idx_write(ctx, tpath("trailer.gz"), 3, dims, d, 1) == KN_OK, "write: %s", kn_ctx_message(ctx));
+    size_t n;
+    uint8_t *b = read_raw(tpath("trailer.gz"), &n);
+    CHECK(b && n > (size_t)N, "incompressible: %zu bytes", n);
+    if (b) {
+        for (int cut = 1; cut <= 8; cut++) {
+            char name[64];
+            snprintf(name, sizeof name, "trailer-cut%d.gz", cut);
+            write_raw(tpath(name), b, n - (size_t)cut);
+            expect_err(tpath(name), KN_ERR_FORMAT, "gzip", "cut short");
+        }
+        /* trailing garbage after the gzip stream is not ignored either */
+        uint8_t *g = malloc(n + 3);
+        memcpy(g, b, n);
+        memcpy(g + n, "xyz", 3);
+        write_raw(tpath("trailer-garbage.gz"), g, n + 3);
+        expect_err(tpath("trailer-garbage.gz"), KN_ERR_FORMAT, "3 bytes after the end of the gzip stream", NULL);
+        free(g);
+        /* and the whole file still loads, through the peek too */
+        kn_idx x;
+        CHECK(kn_idx_load(ctx, tpath("trailer.gz"), &x) == KN_OK && x.nd == 3 && memcmp(x.data, d, N) == 0, "full file: %s",
+              kn_ctx_message(ctx));
+        kn_idx_free(&x);
+    }
+    free(b);
+    free(d);
+}
+
+/* Issue 10 item 8: the header-only peek the planner uses applies the reader's checks
+ * (before, the planner took negative or overflowing dimensions from it). The reproducer
+ * fuzz_idx_planner_overflow.bin is tests/fixtures/readers/idx_planner_overflow.bin. */
+static void test_idx_peek(void) {
+    int nd = 0;
+    int64_t dims[4];
+    static const uint8_t ok[] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6};
+    write_raw(tpath("peek-ok.idx"), ok, sizeof ok);
+    kn_ctx_clear(ctx);
+    CHECK(kn_idx_peek(ctx, tpath("peek-ok.idx"), &nd, dims) == KN_OK && nd == 3 && dims[0] == 2 && dims[1] == 3 && dims[2] == 1,
+          "peek ok: %s", kn_ctx_message(ctx));
+    static const uint8_t neg[] = {0, 0, 8, 3, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1};
+    write_raw(tpath("peek-neg.idx"), neg, sizeof neg);
+    kn_ctx_clear(ctx);
+    CHECK(kn_idx_peek(ctx, tpath("peek-neg.idx"), &nd, dims) == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "dimension 1 is -16"),
+          "peek negative: %s", kn_ctx_message(ctx));
+    static const uint8_t big[] = {0, 0, 8, 3, 0x7f, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff};
+    write_raw(tpath("peek-big.idx"), big, sizeof big);
+    kn_ctx_clear(ctx);
+    CHECK(kn_idx_peek(ctx, tpath("peek-big.idx"), &nd, dims) == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "2^31"),
+          "peek too big: %s", kn_ctx_message(ctx));
+    kn_ctx_clear(ctx);
+    const char *fx = kn_test_src("tests/fixtures/readers/idx_planner_overflow.bin");
+    int rc = kn_idx_peek(ctx, fx, &nd, dims);
+    CHECK(rc == KN_ERR_FORMAT && has(kn_ctx_message(ctx), "idx_planner_overflow.bin"), "reproducer: rc %d %s", rc, kn_ctx_message(ctx));
+}
+
+/* Issue 10 item 9: a label beyond the model's classes (200 with 10) is an error naming
+ * the labels file and the sample, not "the last layer's output is [64,10] but the data
+ * has 201 classes" blamed on the model; through `kiln plan` and `kiln train` too. */
+static void test_label_range(void) {
+    enum { N = 12, R = 4, C = 4 };
+    uint8_t im[N * R * C], lb[N];
+    for (int i = 0; i < N * R * C; i++) im[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < N; i++) lb[i] = (uint8_t)(i % 10);
+    lb[5] = 200;
+    int64_t di[3] = {N, R, C}, dl[1] = {N};
+    char sub[1200];
+    snprintf(sub, sizeof sub, "%s/badlabel", dir);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/badlabel-run' '%s/badlabel-run2'; mkdir -p '%s'", dir, dir, sub);
+    kn_test_system(cmd);
+    CHECK(kn_idx_write(ctx, tpath("badlabel/train-images-idx3-ubyte.gz"), 3, di, im, 1) == KN_OK &&
+              kn_idx_write(ctx, tpath("badlabel/t10k-images-idx3-ubyte.gz"), 3, di, im, 1) == KN_OK &&
+              kn_idx_write(ctx, tpath("badlabel/train-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK,
+          "write: %s", kn_ctx_message(ctx));
+    lb[5] = 5;
+    CHECK(kn_idx_write(ctx, tpath("badlabel/t10k-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK, "write");
+    kn_dataset d;
+    kn_ctx_clear(ctx);
+    CHECK(kn_dataset_load(ctx, tpath("badlabel/train-images-idx3-ubyte.gz"), tpath("badlabel/train-labels-idx1-ubyte.gz"), &d) == KN_OK,
+          "load: %s", kn_ctx_message(ctx));
+    kn_ctx_clear(ctx);
+    int rc = kn_dataset_check_labels(ctx, &d, tpath("badlabel/train-labels-idx1-ubyte.gz"), 10);
+    const char *m = kn_ctx_message(ctx);
+    CHECK(rc == KN_ERR_FORMAT && has(m, "badlabel/train-labels-idx1-ubyte.gz: sample 5 has label 200") && has(m, "10 classes") &&
+              has(m, "1 of the 12 labels"),
+          "check: %s", m);
+    kn_ctx_clear(ctx);
+    CHECK(kn_dataset_check_labels(ctx, &d, "x", 201) == KN_OK && d.nclasses == 201, "201 classes fit");
+    kn_dataset_free(&d);
+    kn_test_write(dir, "badlabel.ini", "[data]\ndir = badlabel\nbatch_size = 4\n[flat]\ntype = flatten\n[fc]\ntype = linear\nout = 10\n");
+    static char out[1 << 16], err[1 << 16];
+    const char *verbs[] = {"plan badlabel.ini", "train badlabel.ini --run-dir badlabel-run --no-progress"};
+    for (int i = 0; i < 2; i++) {
+        int st = kn_test_run_kiln(dir, NULL, verbs[i], out, sizeof out, err, sizeof err);
+        CHECK(st == 1 && has(err, "badlabel/train-labels-idx1-ubyte.gz: sample 5 has label 200") && !has(err, "last layer's output"),
+              "kiln %s: status %d: %s", verbs[i], st, err);
+    }
+    /* fewer classes in the data than the model has outputs is fine */
+    lb[5] = 5;
+    for (int i = 0; i < N; i++) lb[i] = (uint8_t)(i % 3);
+    CHECK(kn_idx_write(ctx, tpath("badlabel/train-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK &&
+              kn_idx_write(ctx, tpath("badlabel/t10k-labels-idx1-ubyte.gz"), 1, dl, lb, 1) == KN_OK,
+          "write");
+    int st = kn_test_run_kiln(dir, NULL, "train badlabel.ini --run-dir badlabel-run2 --no-progress --set train.epochs=1", out, sizeof out,
+                              err, sizeof err);
+    CHECK(st == 0, "3 classes in the data, 10 outputs: status %d: %s", st, err);
+}
+
 static void test_dataset(void) {
     enum { N = 7, R = 2, C = 3 };
     uint8_t im[N * R * C], lb[N];
@@ -708,6 +826,9 @@ int main(void) {
     init_loader_ds();
     test_idx_roundtrip();
     test_idx_errors();
+    test_gzip_trailer();
+    test_idx_peek();
+    test_label_range();
     test_dataset();
     test_stats();
     test_split();

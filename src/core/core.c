@@ -57,9 +57,33 @@ kn_shape kn_shape4(int64_t a, int64_t b, int64_t c, int64_t d) {
     return s;
 }
 int64_t kn_shape_numel(const kn_shape *s) {
+    if (s->nd < 0 || s->nd > KN_MAX_DIMS) return -1;
     int64_t n = 1;
-    for (int i = 0; i < s->nd; i++) n *= s->d[i];
+    for (int i = 0; i < s->nd; i++)
+        if (s->d[i] < 0 || kn_mul_ovf(n, s->d[i], &n)) return -1;
     return n;
+}
+int kn_shape_check(kn_ctx *ctx, const kn_shape *s, int64_t min_dim, size_t elem_size, const char *what,
+                   int64_t *numel_out) {
+    char sh[160];
+    if (s->nd < 0 || s->nd > KN_MAX_DIMS)
+        return kn_err(ctx, KN_ERR_SHAPE, "%s has %d dimensions (at most %d)", what, s->nd, KN_MAX_DIMS);
+    for (int i = 0; i < s->nd; i++)
+        if (s->d[i] < min_dim)
+            return kn_err(ctx, KN_ERR_SHAPE, "%s has shape %s: dimension %d is %lld (it must be at least %lld)", what,
+                          kn_shape_str(s, sh, sizeof sh), i, (long long)s->d[i], (long long)min_dim);
+    int64_t n = 1, bytes = 0;
+    int ovf = 0;
+    for (int i = 0; i < s->nd && !ovf; i++) ovf = kn_mul_ovf(n, s->d[i], &n);
+    if (!ovf) ovf = kn_mul_ovf(n, (int64_t)elem_size, &bytes);
+    if (ovf || bytes > KN_MAX_BYTES) {
+        double e = 1;
+        for (int i = 0; i < s->nd; i++) e *= (double)s->d[i];
+        return kn_err(ctx, KN_ERR_SHAPE, "%s has shape %s: %.4g elements (%.4g bytes), more than kiln's limit of 2^48 "
+                      "bytes (256 TiB) for one tensor", what, kn_shape_str(s, sh, sizeof sh), e, e * (double)elem_size);
+    }
+    if (numel_out) *numel_out = n;
+    return KN_OK;
 }
 bool kn_shape_eq(const kn_shape *a, const kn_shape *b) {
     if (a->nd != b->nd) return false;

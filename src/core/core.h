@@ -34,10 +34,30 @@ typedef struct {
 kn_shape kn_shape1(int64_t a);
 kn_shape kn_shape2(int64_t a, int64_t b);
 kn_shape kn_shape4(int64_t a, int64_t b, int64_t c, int64_t d);
+/* Product of the dimensions; -1 if nd is out of range, a dimension is negative or the
+ * product overflows int64 (never undefined behaviour). Shapes inside a graph or a
+ * parameter store were checked with kn_shape_check when they were made. */
 int64_t kn_shape_numel(const kn_shape *s);
+/* KN_OK if every dimension is at least `min_dim` (0 or 1) and numel * elem_size is at
+ * most KN_MAX_BYTES; *numel_out (may be NULL) gets the element count. Otherwise an
+ * error naming `what` and the shape. */
+int kn_shape_check(kn_ctx *ctx, const kn_shape *s, int64_t min_dim, size_t elem_size, const char *what,
+                   int64_t *numel_out);
 bool kn_shape_eq(const kn_shape *a, const kn_shape *b);
 /* Writes "[64,32,28,28]" into buf; returns buf. */
 const char *kn_shape_str(const kn_shape *s, char *buf, size_t n);
+
+/* ---------- checked size arithmetic ----------
+ * Every size kiln computes from input (a config, a data file's header, a checkpoint)
+ * goes through these: true (nonzero) means the result overflowed and *r is unusable. */
+static inline bool kn_mul_ovf(int64_t a, int64_t b, int64_t *r) { return __builtin_mul_overflow(a, b, r); }
+static inline bool kn_add_ovf(int64_t a, int64_t b, int64_t *r) { return __builtin_add_overflow(a, b, r); }
+static inline bool kn_mulz_ovf(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }
+static inline bool kn_addz_ovf(size_t a, size_t b, size_t *r) { return __builtin_add_overflow(a, b, r); }
+/* The largest tensor, parameter store or arena kiln plans: 2^48 bytes (256 TiB), far
+ * beyond any machine's memory, so a plan that passes never overflows when its parts
+ * (a few dozen such sizes, times small factors) are added up. */
+#define KN_MAX_BYTES ((int64_t)1 << 48)
 
 /* ---------- memory ---------- */
 #define KN_ALIGN 64

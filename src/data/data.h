@@ -17,6 +17,10 @@ typedef struct {
  * element type, truncated data (expected N bytes, found M), trailing garbage,
  * corrupt gzip stream. */
 int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out);
+/* The header only (dimensions), with every check kn_idx_load makes of it (magic, type,
+ * 1 to 4 dimensions each at least 1, at most 2^31 bytes in all): what the planner uses
+ * before loading the data. */
+int kn_idx_peek(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]);
 void kn_idx_free(kn_idx *x);
 /* Write an IDX u8 file (gzip-compressed if gz != 0). Used by tests and tools. */
 int kn_idx_write(kn_ctx *ctx, const char *path, int nd, const int64_t *dims, const uint8_t *data,
@@ -35,6 +39,13 @@ typedef struct {
 int kn_dataset_load(kn_ctx *ctx, const char *images_path, const char *labels_path,
                     kn_dataset *out);
 void kn_dataset_free(kn_dataset *d);
+/* Every one of the n labels is below nclasses (the model's class count), else an error
+ * naming the labels file, the first sample (0-based) with a label out of range, and how
+ * many there are. */
+int kn_labels_check(kn_ctx *ctx, const char *path, const uint8_t *labels, int64_t n, int nclasses);
+/* The same for a loaded dataset (its first d->n samples); on success d->nclasses becomes
+ * nclasses (the data may hold fewer classes than the model has outputs). */
+int kn_dataset_check_labels(kn_ctx *ctx, kn_dataset *d, const char *labels_path, int nclasses);
 /* Mean and standard deviation of all pixel values scaled to [0,1]. */
 void kn_dataset_stats(const kn_dataset *d, double *mean, double *std);
 /* Seeded split: a permutation of 0..n-1 from `seed`; the first n - nval go to

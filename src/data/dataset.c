@@ -59,6 +59,31 @@ int kn_dataset_load(kn_ctx *ctx, const char *images_path, const char *labels_pat
     return KN_OK;
 }
 
+int kn_labels_check(kn_ctx *ctx, const char *path, const uint8_t *labels, int64_t n, int nclasses) {
+    int64_t bad = 0, first = -1;
+    int maxl = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (labels[i] > maxl) maxl = labels[i];
+        if (labels[i] >= nclasses) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    }
+    if (!bad) return KN_OK;
+    return kn_err(ctx, KN_ERR_FORMAT,
+                  "%s: sample %lld has label %d, but the model has %d classes (labels 0 to %d: its last layer has out = "
+                  "%d); %lld of the %lld labels are %d or more. The labels file is damaged or belongs to other data; if "
+                  "the data really has %d classes, set out = %d on the last layer",
+                  path, (long long)first, labels[first], nclasses, nclasses - 1, nclasses, (long long)bad, (long long)n,
+                  nclasses, maxl + 1, maxl + 1);
+}
+
+int kn_dataset_check_labels(kn_ctx *ctx, kn_dataset *d, const char *labels_path, int nclasses) {
+    int rc = kn_labels_check(ctx, labels_path, d->labels, d->n, nclasses);
+    if (rc == KN_OK) d->nclasses = nclasses;
+    return rc;
+}
+
 void kn_dataset_free(kn_dataset *d) {
     if (!d) return;
     free(d->images);

@@ -44,6 +44,20 @@ static int store_add(kn_ctx *ctx, kn_store *s, const char *name, const char *lay
         kn_err(ctx, KN_ERR_INTERNAL, "tensor '%s' added after the parameter store was allocated", name);
         return -1;
     }
+    /* sizes come from the config: checked before anything is added up */
+    int64_t numel, padded, total;
+    const int64_t pad = (int64_t)(KN_ALIGN / sizeof(float));
+    {
+        char what[200];
+        snprintf(what, sizeof what, "%s '%s'", is_state ? "state tensor" : "parameter", name);
+        if (kn_shape_check(ctx, &shape, 1, sizeof(float), what, &numel)) return -1;
+    }
+    padded = (numel + pad - 1) / pad * pad; /* numel <= 2^46: no overflow */
+    if (kn_add_ovf(is_state ? s->nstate : s->nparam, padded, &total) || total > KN_MAX_BYTES / (int64_t)sizeof(float)) {
+        kn_err(ctx, KN_ERR_SHAPE, "parameter '%s' %s: the model's %s would exceed kiln's limit of 2^48 bytes (256 TiB)", name,
+               "is one too many", is_state ? "state tensors" : "parameters");
+        return -1;
+    }
     if (s->n == s->cap) {
         int cap = s->cap ? 2 * s->cap : 32;
         kn_store_entry *e = realloc(s->e, (size_t)cap * sizeof *e);
@@ -56,17 +70,16 @@ static int store_add(kn_ctx *ctx, kn_store *s, const char *name, const char *lay
     kn_strlcpy(e->name, name, sizeof e->name);
     kn_strlcpy(e->layer, layer, sizeof e->layer);
     e->shape = shape;
-    e->numel = kn_shape_numel(&shape);
+    e->numel = numel;
     e->is_state = is_state;
     e->init = init;
     /* keep every tensor 64-byte aligned inside the packed blocks */
-    int64_t pad = (int64_t)(KN_ALIGN / sizeof(float));
     if (is_state) {
         e->offset = s->nstate;
-        s->nstate += (e->numel + pad - 1) / pad * pad;
+        s->nstate = total;
     } else {
         e->offset = s->nparam;
-        s->nparam += (e->numel + pad - 1) / pad * pad;
+        s->nparam = total;
     }
     return s->n++;
 }
@@ -157,6 +170,7 @@ static int new_value(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape,
 }
 
 int kn_g_input(kn_graph *g, const char *name, kn_dtype dt, kn_shape shape) {
+    if (kn_shape_check(NULL, &shape, 1, kn_dtype_size(dt), name, NULL)) return -1; /* the caller checked with a message */
     return new_value(g, name, dt, shape, KN_VAL_INPUT);
 }
 
@@ -226,6 +240,14 @@ int kn_g_op(kn_ctx *ctx, kn_graph *g, const kn_op *op, const int *in, int nin, c
         return -1;
     }
     if (n->nout < 1 || n->out[0] < 0) { kn_err(ctx, KN_ERR_INTERNAL, "%s declared no output", op->name); g->nn--; return -1; }
+    for (int i = 0; i < n->nout; i++) {
+        if (n->out[i] < 0) continue;
+        const kn_value *v = &g->v[n->out[i]];
+        char what[200];
+        snprintf(what, sizeof what, "the %s output of %s", i ? "saved" : "", op->name);
+        if (!i) snprintf(what, sizeof what, "the output of %s", op->name);
+        if (kn_shape_check(ctx, &v->shape, 1, kn_dtype_size(v->dtype), what, NULL)) { g->nn--; return -1; }
+    }
     return n->out[0];
 }
 
@@ -562,11 +584,23 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
     g->naive_bytes = 0;
     for (int i = 0; i < g->nv; i++) {
         kn_value *v = &g->v[i];
-        v->nbytes = (size_t)kn_shape_numel(&v->shape) * kn_dtype_size(v->dtype);
+        /* every shape was checked when its value was made (kn_shape_check); the sums are
+         * checked too, so no size below can wrap */
+        int64_t ne = kn_shape_numel(&v->shape);
+        if (ne < 0 || kn_mulz_ovf((size_t)ne, kn_dtype_size(v->dtype), &v->nbytes) || v->nbytes > (size_t)KN_MAX_BYTES) {
+            char sh[160];
+            free(ids); free(placed); free(sp);
+            return kn_err(ctx, KN_ERR_SHAPE, "tensor '%s' has shape %s: more than kiln's limit of 2^48 bytes", v->name,
+                          kn_shape_str(&v->shape, sh, sizeof sh));
+        }
         v->bytes = kn_align_up(v->nbytes, KN_ALIGN);
         if (!is_arena(v->kind)) continue;
         if (v->first < 0) { v->first = v->last = 0; } /* never touched: still give it room */
-        g->naive_bytes += v->bytes;
+        if (kn_addz_ovf(g->naive_bytes, v->bytes, &g->naive_bytes) || g->naive_bytes > ((size_t)1 << 58)) {
+            free(ids); free(placed); free(sp);
+            return kn_err(ctx, KN_ERR_SHAPE, "the %s graph's activations add up to more than 2^58 bytes: far beyond any memory",
+                          g->training ? "training" : "evaluation");
+        }
     }
     plan_inplace(g);
     /* a buffer shared in place is placed once, as its root, live over all its takers' intervals */

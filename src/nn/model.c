@@ -6,6 +6,7 @@
 #include "ops/fused.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -335,8 +336,9 @@ static int build_reshape(layer_ctx *L, int *out) {
     a.i[1] = kn_shp(L->g, L->in[0])->d[0];
     for (int i = 0; i < nd; i++) {
         char *end;
+        errno = 0;
         long long v = strtoll(dims[i], &end, 10);
-        if (*end || (v < 1 && v != -1)) {
+        if (*end || end == dims[i] || errno == ERANGE || (v < 1 && v != -1)) {
             char w[256];
             return kn_err(L->ctx, KN_ERR_CONFIG, "%s: [%s] shape: '%s' is not a dimension (expected positive integers or -1, e.g. shape = 1, 28, 28)",
                           kn_cfg_where(L->cfg, L->sec, "shape", w, sizeof w), L->name, dims[i]);
@@ -472,6 +474,18 @@ static int check_model_section(kn_ctx *ctx, const kn_config *cfg) {
     return KN_OK;
 }
 
+int kn_model_classes(const kn_config *cfg) {
+    const kn_cfg_section *last = NULL;
+    for (int s = 0; s < cfg->nsec; s++)
+        if (!kn_is_reserved_section(cfg->sec[s].name)) last = &cfg->sec[s];
+    const kn_cfg_kv *t = last ? kn_cfg_get(last, "type") : NULL, *o = last ? kn_cfg_get(last, "out") : NULL;
+    if (!t || !o || strcmp(t->value, "linear") != 0) return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(o->value, &end, 10);
+    return *end || end == o->value || errno || v < 1 || v > 256 ? 0 : (int)v; /* labels are bytes */
+}
+
 int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg) {
     int t, rc, n = 0;
     if ((rc = check_model_section(ctx, cfg))) return rc;
@@ -496,6 +510,7 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
     if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     int nnames = 0;
     int x = kn_g_input(g, "input", KN_F32, kn_shape4(batch, m->channels, m->height, m->width));
+    if (x < 0) { free(names); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); } /* the shape was checked */
     names[nnames].name = "input";
     names[nnames++].vid = x;
     int prev = x, rc = KN_OK, nlayers = 0;
@@ -577,10 +592,10 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
         int in[2] = {prev, -1}, loss;
         if (m->loss_kind == KN_LOSS_CE) {
             in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
-            loss = kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
+            loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
         } else {
             in[1] = kn_g_input(g, "targets", KN_F32, kn_shape2(batch, m->nclasses));
-            loss = kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
+            loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
         }
         if (loss < 0) { rc = ctx->code; goto out; }
         *y_out = in[1];
@@ -606,6 +621,18 @@ int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval
     m->width = width;
     m->nclasses = nclasses;
     m->x_train = m->y_train = m->loss = m->x_eval = m->out_eval = m->out_train = -1;
+    {   /* sizes from the data files and the config: checked before the graphs use them */
+        char what[160];
+        kn_shape in = kn_shape4(batch > eval_batch ? batch : eval_batch, channels, height, width);
+        snprintf(what, sizeof what, "%s: the model input [batch, channels, rows, cols]", cfg->path);
+        if (batch < 0 || eval_batch < 1)
+            return kn_err(ctx, KN_ERR_INVALID, "%s: batch size %lld, evaluation batch size %lld (need 0 or more, 1 or more)", cfg->path,
+                          (long long)batch, (long long)eval_batch);
+        if (kn_shape_check(ctx, &in, 1, sizeof(float), what, NULL)) return ctx->code;
+        kn_shape out = kn_shape2(in.d[0], nclasses);
+        snprintf(what, sizeof what, "%s: the targets [batch, classes]", cfg->path);
+        if (kn_shape_check(ctx, &out, 1, sizeof(float), what, NULL)) return ctx->code;
+    }
     static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
     int lk, rc;
     if ((rc = kn_cfg_enum(ctx, cfg, kn_cfg_find(cfg, "train"), "loss", loss_names, 0, &lk))) return rc;

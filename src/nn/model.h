@@ -30,6 +30,10 @@ typedef struct {
 /* Names of the sections that are not layers. */
 int kn_is_reserved_section(const char *name);
 
+/* The model's class count when its last layer is `type = linear` with an `out` of 1 to
+ * 256 (labels are bytes), else 0 (unknown: the data's max label + 1 is used). */
+int kn_model_classes(const kn_config *cfg);
+
 /* Check layer types and keys without building (no data needed). */
 int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg);
 

@@ -265,7 +265,7 @@ static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     }
 }
 
-static inline void *at(void *scratch, size_t off) { return (char *)scratch + off; }
+static inline void *at(void *scratch, size_t off) { return scratch ? (char *)scratch + off : NULL; } /* no scratch: NULL, never NULL + 0 (UB) */
 
 static void conv_forward(const kn_node *n, kn_rt *rt) {
     conv_priv *p = n->priv;

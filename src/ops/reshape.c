@@ -29,8 +29,10 @@ static int reshape_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
         } else if (v < 1) {
             return kn_err(ctx, KN_ERR_SHAPE, "reshape dims must be >= 1 (or -1 once), got %lld at dim %d",
                           (long long)v, k);
-        } else {
-            known *= v;
+        } else if (kn_mul_ovf(known, v, &known) || known > KN_MAX_BYTES) {
+            return kn_err(ctx, KN_ERR_SHAPE, "reshape: the dims given multiply to more than 2^48 elements (at dim %d = %lld); "
+                          "input %s has %lld", k, (long long)v, kn_shape_str(&x->shape, a, sizeof a),
+                          (long long)kn_shape_numel(&x->shape));
         }
     }
     int64_t numel = kn_shape_numel(&x->shape);

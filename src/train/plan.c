@@ -134,30 +134,7 @@ size_t kn_mem_available(char *what, size_t n) {
 
 /* ---------------- data shapes without loading the images ---------------- */
 static int peek_idx(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]) {
-    gzFile f = gzopen(path, "rb");
-    if (!f) {
-        kn_idx dummy; /* let the IDX reader produce its usual message */
-        int rc = kn_idx_load(ctx, path, &dummy);
-        if (rc == KN_OK) { kn_idx_free(&dummy); return kn_err(ctx, KN_ERR_IO, "%s: cannot open", path); }
-        return rc;
-    }
-    unsigned char h[20];
-    int got = gzread(f, h, 4);
-    int ok = got == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && h[3] >= 1 && h[3] <= 4;
-    if (ok) {
-        *nd = h[3];
-        ok = gzread(f, h + 4, (unsigned)(4 * *nd)) == 4 * *nd;
-        for (int i = 0; ok && i < *nd; i++)
-            dims[i] = (int64_t)h[4 + 4 * i] << 24 | (int64_t)h[5 + 4 * i] << 16 | (int64_t)h[6 + 4 * i] << 8 | h[7 + 4 * i];
-    }
-    gzclose(f);
-    if (!ok) { /* a bad file: the reader says what is wrong with it */
-        kn_idx dummy;
-        int rc = kn_idx_load(ctx, path, &dummy);
-        if (rc == KN_OK) { kn_idx_free(&dummy); return kn_err(ctx, KN_ERR_FORMAT, "%s: not an IDX file of bytes", path); }
-        return rc;
-    }
-    return KN_OK;
+    return kn_idx_peek(ctx, path, nd, dims); /* the reader's own header checks */
 }
 
 typedef struct {
@@ -179,6 +156,23 @@ static int labels_max(kn_ctx *ctx, const char *path, int64_t n_expected, const c
         if (lb.data[i] > *maxl) *maxl = lb.data[i];
     kn_idx_free(&lb);
     return KN_OK;
+}
+
+/* Labels beyond the model's classes (kn_model_classes) are an error naming the labels
+ * file and the sample; the class count is then the model's. */
+static int labels_fit(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, data_info *d) {
+    int k = kn_model_classes(cfg), rc = KN_OK;
+    const char *paths[2] = {st->train_labels, st->test_labels};
+    const int64_t lim[2] = {st->limit_train, st->limit_test};
+    for (int i = 0; k > 0 && i < 2 && !rc; i++) {
+        kn_idx lb;
+        if ((rc = kn_idx_load(ctx, paths[i], &lb))) break;
+        int64_t n = lim[i] > 0 && lim[i] < lb.dims[0] ? lim[i] : lb.dims[0];
+        rc = kn_labels_check(ctx, paths[i], lb.data, n, k);
+        kn_idx_free(&lb);
+    }
+    if (!rc && k > 0) d->nclasses = k;
+    return rc;
 }
 
 static int data_peek(kn_ctx *ctx, const kn_settings *st, data_info *d) {
@@ -245,6 +239,7 @@ int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64
     data_info d;
     if ((rc = kn_model_check_config(ctx, cfg))) return rc;
     if ((rc = data_peek(ctx, st, &d))) return rc;
+    if ((rc = labels_fit(ctx, cfg, st, &d))) return rc;
     p->batch = st->batch;
     p->micro_batch = micro_batch > 0 ? micro_batch : st->batch;
     p->accum_steps = p->batch / p->micro_batch;

@@ -191,21 +191,12 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
 }
 
 static int meta_i64(kn_ctx *ctx, const kn_ckpt *c, const char *path, const char *key, int64_t *out) {
-    const char *s = kn_ckpt_meta_get(c, key);
-    char *end;
-    if (!s || !*s) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' is missing (not a kiln training checkpoint?)", path, key);
-    long long v = strtoll(s, &end, 10);
-    if (*end) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' = '%s' is not an integer", path, key, s);
-    *out = v;
-    return KN_OK;
+    (void)path; /* range-checked there (docs/FORMATS.md) */
+    return kn_ckpt_meta_int(ctx, c, key, out);
 }
 static int meta_f64(kn_ctx *ctx, const kn_ckpt *c, const char *path, const char *key, double *out) {
-    const char *s = kn_ckpt_meta_get(c, key);
-    char *end;
-    if (!s || !*s) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' is missing", path, key);
-    *out = strtod(s, &end);
-    if (*end) return kn_err(ctx, KN_ERR_FORMAT, "%s: metadata '%s' = '%s' is not a number", path, key, s);
-    return KN_OK;
+    (void)path;
+    return kn_ckpt_meta_num(ctx, c, key, out);
 }
 
 /* Keys whose values differ between two config texts: "section.key: 'a' -> 'b'; ..." */
@@ -1047,7 +1038,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         kn_ckpt *c = NULL;
         if ((rc = resolve_init_from(ctx, opt->init_from, ip, sizeof ip))) goto done;
         if ((rc = kn_ckpt_open(ctx, ip, &c))) goto done;
-        rc = kn_ckpt_load_store(ctx, c, &m->store);
+        rc = kn_ckpt_load_init(ctx, c, &m->store);
         kn_ckpt_close(c);
         if (rc) goto done;
         if (out) fprintf(out, "initialised from %s\n", ip);
@@ -1058,7 +1049,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     if ((rc = write_text(ctx, path, cfg_text))) goto done;
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
     if (resumed) {
-        if (truncate(path, S.metrics_bytes) != 0 && errno != ENOENT) {
+        struct stat msb; /* cut back, never extend (a file shorter than recorded stays as it is) */
+        if (stat(path, &msb) == 0 && msb.st_size > S.metrics_bytes && truncate(path, S.metrics_bytes) != 0 && errno != ENOENT) {
             rc = kn_err(ctx, KN_ERR_IO, "cannot truncate '%s': %s", path, strerror(errno));
             goto done;
         }
@@ -1474,8 +1466,10 @@ int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out) {
         kn_ckpt_close(c);
         return rc;
     }
-    fprintf(out, "%s: safetensors, %d tensors, checksum %s\n", path, kn_ckpt_count(c),
-            kn_ckpt_meta_get(c, "kiln_crc32") ? "ok (crc32 verified)" : "absent (not written by kiln)");
+    static const char *const crc_says[] = {"absent (not written by kiln)", "ok (crc32 of the data verified; metadata not covered: an older kiln wrote it)",
+                                           "ok (crc32 of the whole file verified)"};
+    fprintf(out, "%s: safetensors, %d tensors, checksum %s\n", path, kn_ckpt_count(c) + kn_ckpt_other_count(c),
+            crc_says[kn_ckpt_checksum(c)]);
     fprintf(out, "%-48s %-18s %10s %12s %12s %12s\n", "tensor", "shape", "elements", "min", "max", "mean");
     for (int i = 0; i < kn_ckpt_count(c); i++) {
         const float *d;
@@ -1492,9 +1486,16 @@ int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out) {
         fprintf(out, "%-48s %-18s %10lld %12.5g %12.5g %12.5g\n", kn_ckpt_name(c, i), kn_shape_str(&sh, s, sizeof s),
                 (long long)n, n ? mn : 0.0, n ? mx : 0.0, n ? sum / (double)n : 0.0);
     }
+    for (int i = 0; i < kn_ckpt_other_count(c); i++) {
+        const char *dt;
+        kn_shape sh;
+        const char *nm = kn_ckpt_other(c, i, &dt, &sh);
+        char s[64];
+        fprintf(out, "%-48s %-18s %10lld   (%s: not read by kiln)\n", nm, kn_shape_str(&sh, s, sizeof s), (long long)kn_shape_numel(&sh), dt);
+    }
     static const char *const keys[] = {"kind", "kiln_version", "step", "epoch", "batch_in_epoch", "seed",
                                        "optimizer_t", "best_val_loss", "best_step", "config_hash", "algorithms",
-                                       "kiln_crc32", NULL};
+                                       "kiln_crc32", "kiln_file_crc32", NULL};
     fprintf(out, "metadata:\n");
     for (int i = 0; keys[i]; i++) {
         const char *v = kn_ckpt_meta_get(c, keys[i]);

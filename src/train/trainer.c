@@ -274,6 +274,12 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
         return kn_err(ctx, KN_ERR_FORMAT, "%s: images are %dx%dx%d but the training images (%s) are %dx%dx%d",
                       st->test_images, j->test_ds.channels, j->test_ds.rows, j->test_ds.cols, st->train_images,
                       ref->channels, ref->rows, ref->cols);
+    /* a label beyond the model's classes is the labels file's fault: named with its sample */
+    int kcls = kn_model_classes(cfg);
+    if (kcls > 0 && ((want_train && (rc = kn_dataset_check_labels(ctx, &j->train_ds, st->train_labels, kcls))) ||
+                     (rc = kn_dataset_check_labels(ctx, &j->test_ds, st->test_labels, kcls))))
+        return rc;
+
     int nclasses = ref->nclasses > j->test_ds.nclasses ? ref->nclasses : j->test_ds.nclasses;
     double mean = st->mean, sd = st->std; /* NAN: not given, take the training set's */
     if (isnan(mean) || isnan(sd)) {
@@ -392,11 +398,9 @@ int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_resu
     memset(&job, 0, sizeof job);
     if ((rc = kn_settings_read(ctx, cfg, &st))) goto done;
     /* normalise with the training set's statistics, as in training */
-    const char *dm = kn_ckpt_meta_get(ck, "data_mean"), *ds = kn_ckpt_meta_get(ck, "data_std");
-    if (dm && ds) {
-        st.mean = strtod(dm, NULL);
-        st.std = strtod(ds, NULL);
-    }
+    if (kn_ckpt_meta_get(ck, "data_mean") && kn_ckpt_meta_get(ck, "data_std") &&
+        ((rc = kn_ckpt_meta_num(ctx, ck, "data_mean", &st.mean)) || (rc = kn_ckpt_meta_num(ctx, ck, "data_std", &st.std))))
+        goto done;
     kn_set_threads(threads > 0 ? threads : st.threads);
     if ((rc = kn_job_open(ctx, cfg, &st, 0, &job))) goto done;
     if ((rc = kn_ckpt_load_store(ctx, ck, &job.model.store))) goto done;
