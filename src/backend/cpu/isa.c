@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 kn_isa kn_isa_cpu(void) {
@@ -83,22 +84,38 @@ static const char *onednn_isa_name(dnnl_cpu_isa_t i) {
 }
 
 const char *kn_isa_path(char *buf, size_t n) {
-    const char *var, *bad;
-    kn_isa_env_cap(&var, &bad);
     const kn_isa isa = kn_isa_select();
     kn_isa_cap_onednn();
-    char capped[160] = "";
-    if (var) snprintf(capped, sizeof capped, " (capped by %s=%.40s)", var, getenv(var));
-    else if (bad)
-        snprintf(capped, sizeof capped, " (%s=%.40s not understood: no cap; use avx512, avx2, x86-64 or all)", bad,
-                 getenv(bad));
 #ifdef KN_ISA_NATIVE
-    snprintf(buf, n, "kiln native (-march=native kernels, %s layout), oneDNN %s%s", kn_isa_name(isa),
-             onednn_isa_name(dnnl_get_effective_cpu_isa()), capped);
+    snprintf(buf, n, "kiln native (-march=native kernels, %s layout), oneDNN %s", kn_isa_name(isa),
+             onednn_isa_name(dnnl_get_effective_cpu_isa()));
 #else
-    snprintf(buf, n, "kiln %s (%s kernels), oneDNN %s%s", kn_isa_name(isa),
+    snprintf(buf, n, "kiln %s (%s kernels), oneDNN %s", kn_isa_name(isa),
              isa == KN_ISA_AVX512 ? "x86-64-v4" : isa == KN_ISA_AVX2 ? "x86-64-v3" : "x86-64",
-             onednn_isa_name(dnnl_get_effective_cpu_isa()), capped);
+             onednn_isa_name(dnnl_get_effective_cpu_isa()));
 #endif
     return buf;
+}
+
+const char *kn_isa_cap_note(char *buf, size_t n) {
+    const char *var, *bad;
+    kn_isa_env_cap(&var, &bad);
+    buf[0] = 0;
+    if (var) snprintf(buf, n, "capped by %s=%.40s", var, getenv(var));
+    else if (bad)
+        snprintf(buf, n, "%s=%.40s is not understood and sets no cap: use avx512, avx2, x86-64 or all", bad,
+                 getenv(bad));
+    return buf;
+}
+
+int kn_isa_check_resume(const char *then, const char *path, char *msg, size_t n) {
+    char now[256];
+    kn_isa_path(now, sizeof now);
+    if (!then || !strcmp(then, now)) return 0;
+    snprintf(msg, n,
+             "%s was written on the ISA path '%.200s', this process runs '%.200s' (another CPU, a cap such as "
+             "KN_MAX_ISA, or another build): training continues correctly but not bit-identically to an "
+             "uninterrupted run; run it where (or capped as) it started to get the same bits",
+             path, then, now);
+    return 1;
 }

@@ -46,10 +46,17 @@ int kn_isa_block(kn_isa isa);
  * when none). A value kiln does not understand sets no cap and *bad names it. */
 kn_isa kn_isa_env_cap(const char **var, const char **bad);
 /* What decides the bits of a step on this machine now, e.g.
- * "kiln avx512 (x86-64-v4 kernels), oneDNN avx512_core_fp16" or "kiln native (avx512
- * layout), oneDNN avx2 (capped by KN_MAX_ISA=avx2)". Written into buf (>= 128 bytes
- * advised); returns buf. Asks oneDNN for its effective ISA (which fixes oneDNN's cap). */
+ * "kiln avx512 (x86-64-v4 kernels), oneDNN avx512_core_amx" or "kiln avx2 (x86-64-v3
+ * kernels), oneDNN avx2". Written into buf (>= 160 bytes advised); returns buf. Asks
+ * oneDNN for its effective ISA (after which oneDNN takes no other cap). Recorded in
+ * training checkpoints (metadata "isa_path"), printed by `kiln --version`. */
 const char *kn_isa_path(char *buf, size_t n);
+/* "capped by KN_MAX_ISA=avx2", a note on a value that is not understood, or "". */
+const char *kn_isa_cap_note(char *buf, size_t n);
+/* Resume: when `then` (a checkpoint's isa_path; NULL for a checkpoint without one: no
+ * check) differs from this process's path, writes a warning naming both and what it
+ * means into msg and returns 1. */
+int kn_isa_check_resume(const char *then, const char *path, char *msg, size_t n);
 /* Apply KN_MAX_ISA to oneDNN when oneDNN's own variables are unset (backend/cpu/dnnl_glue.c,
  * before the engine is created). */
 void kn_isa_cap_onednn(void);
