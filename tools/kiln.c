@@ -356,6 +356,7 @@ static int cmd_eval(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    kn_malloc_policy(); /* resident memory stays what `kiln plan` predicts (backend/cpu/cpus.h) */
     if (argc < 2) {
         fputs(USAGE, stderr);
         return 2;

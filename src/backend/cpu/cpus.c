@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "backend/cpu/cpus.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,4 +57,9 @@ int kn_threads_advice(int threads, char *msg, size_t n) {
              "the same holds when other work shares the cores. Use --threads %d or fewer.",
              threads, cpus, cpus == 1 ? "" : "s", why, cpus, cpus == 1 ? "" : "s", cpus);
     return 1;
+}
+
+void kn_malloc_policy(void) {
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
 }
