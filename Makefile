@@ -6,7 +6,7 @@ test:
 	bash scripts/test.sh
 build:
 	bash scripts/install-deps.sh
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DKN_WERROR=OFF -DKN_SANITIZE=OFF -DKN_NATIVE=OFF >/dev/null
 	cmake --build build -j$$(nproc)
 # kiln vs PyTorch on this machine (installs PyTorch from PyPI and Debian): docs/PERFORMANCE.md
 bench:

@@ -4,8 +4,10 @@
 For each example config and batch size: the prediction is `kiln plan --json`
 (process.total), the measurement the peak RSS (ru_maxrss from wait4) of a short
 `kiln train` run (max_steps steps, then the validation and test passes, checkpoint
-writes included). Also prints the baseline each run implies: measured peak minus
-every predicted part except the baseline.
+writes included). The prediction is an upper bound: it must be at least the
+measured peak and at most 5% above it (also on the AVX2 path: KN_MAX_ISA=avx2).
+Also prints the baseline each run implies: measured peak minus every predicted part
+except the baseline (which includes the prediction's margin).
 
     python3 bench/mem_rss.py [--kiln build/kiln] [--steps 30] [--threads 2]
 """
@@ -30,7 +32,7 @@ def main():
     ap.add_argument("--json", help="write the rows here")
     a = ap.parse_args()
     rows = []
-    print("%-32s %6s %12s %12s %8s %12s" % ("config", "batch", "predicted", "measured", "ratio", "baseline"))
+    print("%-32s %6s %12s %12s %8s %12s" % ("config", "batch", "predicted", "measured", "meas/pred", "baseline"))
     for cfg in a.configs:
         path = cfg if os.path.isabs(cfg) else os.path.join(root, cfg)
         for b in a.batches:
@@ -55,8 +57,8 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
-    bad = [r for r in rows if abs(r["ratio"] - 1) > 0.10]
-    print("all within 10%%: %s" % ("yes" if not bad else "NO"))
+    bad = [r for r in rows if not (r["predicted"] >= r["measured"] and r["predicted"] <= 1.05 * r["measured"])]
+    print("every prediction >= measured and <= 1.05 x measured: %s" % ("yes" if not bad else "NO"))
     return 1 if bad else 0
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "kiln.h"
+#include "backend/cpu/cpus.h"
+#include "backend/cpu/isa.h"
 #include "train/plan.h"
 #include "train/health.h"
 
@@ -193,7 +195,10 @@ static int parse_int(const char *s, long long *out) {
 }
 
 static int parse_threads(const char *s, long long *out) {
-    return parse_int(s, out) || *out < 1 || *out > 1024;
+    if (parse_int(s, out) || *out < 1 || *out > 1024) return 1;
+    char msg[512];
+    if (kn_threads_advice((int)*out, msg, sizeof msg)) fprintf(stderr, "kiln: warning: --threads %s: %s\n", s, msg);
+    return 0;
 }
 
 /* A config file with the command line's --set overrides applied. */
@@ -487,6 +492,7 @@ static int cmd_eval(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    kn_malloc_policy(); /* resident memory stays what `kiln plan` predicts (backend/cpu/cpus.h) */
     if (argc < 2) {
         fputs(USAGE, stderr);
         return 2;
@@ -504,7 +510,9 @@ int main(int argc, char **argv) {
     }
     if (find_help(cmd) && wants_help(argc - 2, argv + 2)) return print_help(find_help(cmd));
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
-        printf("kiln %s\n", KILN_VERSION);
+        char isa[256], note[160];
+        kn_isa_cap_note(note, sizeof note);
+        printf("kiln %s\nisa: %s%s%s%s\n", KILN_VERSION, kn_isa_path(isa, sizeof isa), *note ? " (" : "", note, *note ? ")" : "");
         return 0;
     }
     install_handlers();

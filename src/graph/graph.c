@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "graph/graph.h"
 
+#include "backend/cpu/isa.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +128,7 @@ kn_graph *kn_g_new(kn_store *store, int training) {
     if (!g) return NULL;
     g->store = store;
     g->training = training;
+    g->isa = kn_isa_select();
     g->loss = -1;
     return g;
 }

@@ -188,6 +188,7 @@ struct kn_graph {
     kn_store *store;
     int training;
     kn_backend backend;
+    int isa;             /* kn_isa (backend/cpu/isa.h): the kernels' instruction set, set by kn_g_new */
     kn_value *v;
     int nv, vcap;
     kn_node *n;

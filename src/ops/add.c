@@ -2,6 +2,7 @@
  * Backward: da = dy, db = dy. */
 #include <string.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int add_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -33,7 +34,9 @@ static void add_backward(const kn_node *n, kn_rt *rt, float *const *din, const f
         if (din[i] && din[i] != dout[0]) memcpy(din[i], dout[0], bytes);
 }
 
-const kn_op kn_op_add = {
+KN_ISA_KERNELS(add, add_forward, add_backward)
+
+KN_OP_DEF(kn_op_add) = {
     .name = "add",
     .infer = add_infer,
     .flops_fwd = add_flops,
@@ -41,5 +44,5 @@ const kn_op kn_op_add = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0x3,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, add_forward, add_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(add), KN_ISA_BWD(add)}},
 };

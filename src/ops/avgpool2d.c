@@ -6,6 +6,7 @@
  * the kernel. Backward spreads dy / divisor over each window (reads nothing). */
 #include <string.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 #include "ops/pool.h"
 
@@ -81,7 +82,9 @@ static void avgpool_backward(const kn_node *n, kn_rt *rt, float *const *din, con
     }
 }
 
-const kn_op kn_op_avgpool2d = {
+KN_ISA_KERNELS(avgpool, avgpool_forward, avgpool_backward)
+
+KN_OP_DEF(kn_op_avgpool2d) = {
     .name = "avgpool2d",
     .infer = avgpool_infer,
     .flops_fwd = avgpool_flops,
@@ -89,5 +92,5 @@ const kn_op kn_op_avgpool2d = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, avgpool_forward, avgpool_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(avgpool), KN_ISA_BWD(avgpool)}},
 };

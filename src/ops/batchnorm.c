@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "backend/cpu/layout.h"
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 #include "ops/fused.h"
 
@@ -384,7 +385,9 @@ static int bn_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     return KN_OK;
 }
 
-const kn_op kn_op_batchnorm = {
+KN_ISA_KERNELS(bn, bn_forward, bn_backward)
+
+KN_OP_DEF(kn_op_batchnorm) = {
     .name = "batchnorm",
     .infer = bn_infer,
     .flops_fwd = bn_flops,
@@ -393,10 +396,10 @@ const kn_op kn_op_batchnorm = {
     .bwd_reads_out = 0x6, /* saved mean, invstd */
     .diff_inputs = 0x7,   /* x, gamma, beta */
     .bwd_inplace = 0x1,   /* dx may overwrite dy: per channel, reductions over dy first, then dx[k] from dy[k] */
-    .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, KN_ISA_FWD(bn), KN_ISA_BWD(bn)}},
 };
 
-const kn_op kn_op_batchnorm_relu = {
+KN_OP_DEF(kn_op_batchnorm_relu) = {
     .name = "batchnorm_relu",
     .infer = bn_infer,
     .flops_fwd = bn_flops,
@@ -405,5 +408,5 @@ const kn_op kn_op_batchnorm_relu = {
     .bwd_reads_out = 0x6, /* saved mean, invstd */
     .diff_inputs = 0x7,   /* x, gamma, beta */
     .bwd_inplace = 0x1,   /* dx may overwrite dy: per channel, reductions over dy first, then dx[k] from dy[k] */
-    .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, bn_forward, bn_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {bn_prepare, NULL, KN_ISA_FWD(bn), KN_ISA_BWD(bn)}},
 };

@@ -3,6 +3,7 @@
  * Backward: each input's gradient is its slice of dy. */
 #include <string.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int concat_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -79,7 +80,9 @@ static void concat_backward(const kn_node *n, kn_rt *rt, float *const *din, cons
     }
 }
 
-const kn_op kn_op_concat = {
+KN_ISA_KERNELS(concat, concat_forward, concat_backward)
+
+KN_OP_DEF(kn_op_concat) = {
     .name = "concat",
     .infer = concat_infer,
     .flops_fwd = concat_flops,
@@ -87,5 +90,5 @@ const kn_op kn_op_concat = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0xff,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, concat_forward, concat_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(concat), KN_ISA_BWD(concat)}},
 };

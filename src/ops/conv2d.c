@@ -30,6 +30,7 @@
 
 #include "backend/cpu/dnnl_glue.h"
 #include "backend/cpu/layout.h"
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 typedef struct {
@@ -125,7 +126,7 @@ static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked, int win
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]), *y = kn_shp(g, n->out[0]);
     const int64_t G = groups_of(n);
     const int bias = n->nin == 3;
-    const int Bx = kn_layout(g, n->in[0]), By = kn_layout(g, n->out[0]), B = kn_cpu_block();
+    const int Bx = kn_layout(g, n->in[0]), By = kn_layout(g, n->out[0]), B = kn_g_block(g);
     /* stored layouts (user) and the primitives' */
     dnnl_memory_desc_t usrc, udst, psrc, pdst, uwei, wany, bia;
     act_md(&usrc, x, Bx);
@@ -232,11 +233,11 @@ static int wino_candidate(kn_graph *g, const kn_node *n, int blocked) {
 }
 
 static int conv_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
-    int blocked = kn_cpu_block() && groups_of(n) == 1 &&
+    int blocked = kn_g_block(g) && groups_of(n) == 1 &&
                   (kn_layout(g, n->in[0]) || kn_layout(g, n->out[0]));
     const int64_t want = n->a.i[5];
     int wino = want == KN_CONV_WINOGRAD || (want == KN_CONV_AUTO && wino_candidate(g, n, blocked));
-    if (want == KN_CONV_WINOGRAD) blocked = kn_cpu_block() && groups_of(n) == 1;
+    if (want == KN_CONV_WINOGRAD) blocked = kn_g_block(g) && groups_of(n) == 1;
     for (;;) {
         n->priv = calloc(1, sizeof(conv_priv));
         if (!n->priv) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
@@ -306,7 +307,9 @@ static void conv_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
     }
 }
 
-const kn_op kn_op_conv2d = {
+KN_ISA_KERNELS(conv, conv_forward, conv_backward)
+
+KN_OP_DEF(kn_op_conv2d) = {
     .name = "conv2d",
     .infer = conv_infer,
     .flops_fwd = conv_flops,
@@ -314,5 +317,5 @@ const kn_op kn_op_conv2d = {
     .bwd_reads_in = 0x3,
     .bwd_reads_out = 0,
     .diff_inputs = 0x7,
-    .kernels = {[KN_BACKEND_CPU] = {conv_prepare, conv_release, conv_forward, conv_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {conv_prepare, conv_release, KN_ISA_FWD(conv), KN_ISA_BWD(conv)}},
 };

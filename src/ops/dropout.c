@@ -6,6 +6,7 @@
  * Backward reads the mask: dx = dy * mask / (1 - p). */
 #include <string.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int dropout_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -61,7 +62,9 @@ static void dropout_backward(const kn_node *n, kn_rt *rt, float *const *din, con
     for (int64_t k = 0; k < m; k++) dx[k] = mask[k] ? dy[k] * scale : 0.0f;
 }
 
-const kn_op kn_op_dropout = {
+KN_ISA_KERNELS(dropout, dropout_forward, dropout_backward)
+
+KN_OP_DEF(kn_op_dropout) = {
     .name = "dropout",
     .infer = dropout_infer,
     .flops_fwd = dropout_flops,
@@ -70,5 +73,5 @@ const kn_op kn_op_dropout = {
     .bwd_reads_out = 0x2, /* mask */
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, dropout_forward, dropout_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(dropout), KN_ISA_BWD(dropout)}},
 };

@@ -2,6 +2,7 @@
  * default), any rank. Backward reads x: dx = dy * (Phi(x) + x * phi(x)). */
 #include <math.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int gelu_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -39,7 +40,9 @@ static void gelu_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
     }
 }
 
-const kn_op kn_op_gelu = {
+KN_ISA_KERNELS(gelu, gelu_forward, gelu_backward)
+
+KN_OP_DEF(kn_op_gelu) = {
     .name = "gelu",
     .infer = gelu_infer,
     .flops_fwd = gelu_flops,
@@ -48,5 +51,5 @@ const kn_op kn_op_gelu = {
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, gelu_forward, gelu_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(gelu), KN_ISA_BWD(gelu)}},
 };

@@ -1,5 +1,6 @@
 /* global_avgpool: y[N,C] = mean of each H x W plane of x[N,C,H,W] (summed in double).
  * Backward: dx = dy / (H W) over the plane (reads nothing). */
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int gap_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -53,7 +54,9 @@ static void gap_backward(const kn_node *n, kn_rt *rt, float *const *din, const f
     }
 }
 
-const kn_op kn_op_global_avgpool = {
+KN_ISA_KERNELS(gap, gap_forward, gap_backward)
+
+KN_OP_DEF(kn_op_global_avgpool) = {
     .name = "global_avgpool",
     .infer = gap_infer,
     .flops_fwd = gap_flops,
@@ -61,5 +64,5 @@ const kn_op kn_op_global_avgpool = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, gap_forward, gap_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(gap), KN_ISA_BWD(gap)}},
 };

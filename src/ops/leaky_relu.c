@@ -1,5 +1,6 @@
 /* leaky_relu: y = x if x > 0 else slope * x, any rank. attrs: f[0] = negative slope
  * (the layer's default is 0.01). Backward reads the input (the slope may be <= 0). */
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int lrelu_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -31,7 +32,9 @@ static void lrelu_backward(const kn_node *n, kn_rt *rt, float *const *din, const
     for (int64_t k = 0; k < m; k++) dx[k] = x[k] > 0.0f ? dy[k] : s * dy[k];
 }
 
-const kn_op kn_op_leaky_relu = {
+KN_ISA_KERNELS(lrelu, lrelu_forward, lrelu_backward)
+
+KN_OP_DEF(kn_op_leaky_relu) = {
     .name = "leaky_relu",
     .infer = lrelu_infer,
     .flops_fwd = lrelu_flops,
@@ -40,5 +43,5 @@ const kn_op kn_op_leaky_relu = {
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, lrelu_forward, lrelu_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(lrelu), KN_ISA_BWD(lrelu)}},
 };

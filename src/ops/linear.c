@@ -13,6 +13,7 @@
 
 #include "backend/cpu/dnnl_glue.h"
 #include "backend/cpu/layout.h"
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 #include "ops/fused.h"
 
@@ -141,7 +142,9 @@ static void linear_backward(const kn_node *n, kn_rt *rt, float *const *din, cons
     }
 }
 
-const kn_op kn_op_linear = {
+KN_ISA_KERNELS(linear, linear_forward, linear_backward)
+
+KN_OP_DEF(kn_op_linear) = {
     .name = "linear",
     .infer = linear_infer,
     .flops_fwd = linear_flops,
@@ -149,10 +152,10 @@ const kn_op kn_op_linear = {
     .bwd_reads_in = 0x3, /* x, W */
     .bwd_reads_out = 0,
     .diff_inputs = 0x7,
-    .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, linear_forward, linear_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, KN_ISA_FWD(linear), KN_ISA_BWD(linear)}},
 };
 
-const kn_op kn_op_linear_relu = {
+KN_OP_DEF(kn_op_linear_relu) = {
     .name = "linear_relu",
     .infer = linear_infer,
     .flops_fwd = linear_flops,
@@ -160,5 +163,5 @@ const kn_op kn_op_linear_relu = {
     .bwd_reads_in = 0x3,  /* x, W */
     .bwd_reads_out = 0x1, /* y: the ReLU mask */
     .diff_inputs = 0x7,
-    .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, linear_forward, linear_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {linear_prepare, linear_release, KN_ISA_FWD(linear), KN_ISA_BWD(linear)}},
 };

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "backend/cpu/layout.h"
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 #include "ops/pool.h"
 
@@ -209,7 +210,9 @@ static void maxpool_backward(const kn_node *n, kn_rt *rt, float *const *din, con
     }
 }
 
-const kn_op kn_op_maxpool2d = {
+KN_ISA_KERNELS(maxpool, maxpool_forward, maxpool_backward)
+
+KN_OP_DEF(kn_op_maxpool2d) = {
     .name = "maxpool2d",
     .infer = maxpool_infer,
     .flops_fwd = maxpool_flops,
@@ -217,5 +220,5 @@ const kn_op kn_op_maxpool2d = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0x2, /* argmax */
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {maxpool_prepare, NULL, maxpool_forward, maxpool_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {maxpool_prepare, NULL, KN_ISA_FWD(maxpool), KN_ISA_BWD(maxpool)}},
 };

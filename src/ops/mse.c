@@ -2,6 +2,7 @@
  * of the same shape. Backward: dpred = 2 (pred - target) dloss / numel, dtarget = -dpred.
  * The sum runs over fixed blocks of MSE_BLOCK elements (partials in double, in a
  * scratch buffer) added in block order: the loss does not depend on the thread count. */
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 #define MSE_BLOCK 4096
@@ -62,7 +63,9 @@ static void mse_backward(const kn_node *n, kn_rt *rt, float *const *din, const f
     }
 }
 
-const kn_op kn_op_mse = {
+KN_ISA_KERNELS(mse, mse_forward, mse_backward)
+
+KN_OP_DEF(kn_op_mse) = {
     .name = "mse",
     .infer = mse_infer,
     .flops_fwd = mse_flops,
@@ -70,5 +73,5 @@ const kn_op kn_op_mse = {
     .bwd_reads_in = 0x3, /* pred, target */
     .bwd_reads_out = 0,
     .diff_inputs = 0x3,
-    .kernels = {[KN_BACKEND_CPU] = {mse_prepare, NULL, mse_forward, mse_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {mse_prepare, NULL, KN_ISA_FWD(mse), KN_ISA_BWD(mse)}},
 };

@@ -1,5 +1,6 @@
 /* relu: y = max(x, 0), any rank.
  * Backward reads the output: dx = dy where y > 0 (same as x > 0), else 0. */
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int relu_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -28,7 +29,9 @@ static void relu_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
     for (int64_t k = 0; k < m; k++) dx[k] = y[k] > 0.0f ? dy[k] : 0.0f;
 }
 
-const kn_op kn_op_relu = {
+KN_ISA_KERNELS(relu, relu_forward, relu_backward)
+
+KN_OP_DEF(kn_op_relu) = {
     .name = "relu",
     .infer = relu_infer,
     .flops_fwd = relu_flops,
@@ -37,5 +40,5 @@ const kn_op kn_op_relu = {
     .bwd_reads_out = 0x1, /* y */
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, relu_forward, relu_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(relu), KN_ISA_BWD(relu)}},
 };

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend/cpu/layout.h"
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int reshape_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -94,7 +95,9 @@ static void reshape_backward(const kn_node *n, kn_rt *rt, float *const *din, con
     memcpy(din[0], dout[0], (size_t)kn_numel(rt->g, n->in[0]) * sizeof(float));
 }
 
-const kn_op kn_op_reshape = {
+KN_ISA_KERNELS(reshape, reshape_forward, reshape_backward)
+
+KN_OP_DEF(kn_op_reshape) = {
     .name = "reshape",
     .infer = reshape_infer,
     .flops_fwd = reshape_flops,
@@ -102,5 +105,5 @@ const kn_op kn_op_reshape = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {reshape_prepare, NULL, reshape_forward, reshape_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {reshape_prepare, NULL, KN_ISA_FWD(reshape), KN_ISA_BWD(reshape)}},
 };

@@ -2,6 +2,7 @@
  * dx = dy * y * (1 - y). */
 #include <math.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int sigmoid_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -32,7 +33,9 @@ static void sigmoid_backward(const kn_node *n, kn_rt *rt, float *const *din, con
     for (int64_t k = 0; k < m; k++) dx[k] = dy[k] * y[k] * (1.0f - y[k]);
 }
 
-const kn_op kn_op_sigmoid = {
+KN_ISA_KERNELS(sigmoid, sigmoid_forward, sigmoid_backward)
+
+KN_OP_DEF(kn_op_sigmoid) = {
     .name = "sigmoid",
     .infer = sigmoid_infer,
     .flops_fwd = sigmoid_flops,
@@ -41,5 +44,5 @@ const kn_op kn_op_sigmoid = {
     .bwd_reads_out = 0x1, /* y */
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, sigmoid_forward, sigmoid_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(sigmoid), KN_ISA_BWD(sigmoid)}},
 };

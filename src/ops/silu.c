@@ -2,6 +2,7 @@
  * Backward reads x: with s = sigmoid(x), dx = dy * s * (1 + x (1 - s)). */
 #include <math.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int silu_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -36,7 +37,9 @@ static void silu_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
     }
 }
 
-const kn_op kn_op_silu = {
+KN_ISA_KERNELS(silu, silu_forward, silu_backward)
+
+KN_OP_DEF(kn_op_silu) = {
     .name = "silu",
     .infer = silu_infer,
     .flops_fwd = silu_flops,
@@ -45,5 +48,5 @@ const kn_op kn_op_silu = {
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, silu_forward, silu_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(silu), KN_ISA_BWD(silu)}},
 };

@@ -9,6 +9,7 @@
  * not depend on the thread count. */
 #include <math.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int sce_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -90,7 +91,9 @@ static void sce_backward(const kn_node *n, kn_rt *rt, float *const *din, const f
     }
 }
 
-const kn_op kn_op_softmax_ce = {
+KN_ISA_KERNELS(sce, sce_forward, sce_backward)
+
+KN_OP_DEF(kn_op_softmax_ce) = {
     .name = "softmax_ce",
     .infer = sce_infer,
     .flops_fwd = sce_flops,
@@ -98,5 +101,5 @@ const kn_op kn_op_softmax_ce = {
     .bwd_reads_in = 0x2,  /* labels */
     .bwd_reads_out = 0x2, /* probs */
     .diff_inputs = 0x1,   /* logits only */
-    .kernels = {[KN_BACKEND_CPU] = {sce_prepare, NULL, sce_forward, sce_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {sce_prepare, NULL, KN_ISA_FWD(sce), KN_ISA_BWD(sce)}},
 };

@@ -1,6 +1,7 @@
 /* tanh: y = tanh(x), any rank. Backward reads the output: dx = dy * (1 - y^2). */
 #include <math.h>
 
+#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int tanh_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -30,7 +31,9 @@ static void tanh_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
     for (int64_t k = 0; k < m; k++) dx[k] = dy[k] * (1.0f - y[k] * y[k]);
 }
 
-const kn_op kn_op_tanh = {
+KN_ISA_KERNELS(tanh, tanh_forward, tanh_backward)
+
+KN_OP_DEF(kn_op_tanh) = {
     .name = "tanh",
     .infer = tanh_infer,
     .flops_fwd = tanh_flops,
@@ -39,5 +42,5 @@ const kn_op kn_op_tanh = {
     .bwd_reads_out = 0x1, /* y */
     .diff_inputs = 0x1,
     .bwd_inplace = 0x1,   /* dx may overwrite dy (elementwise; set by the memory planner work) */
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, tanh_forward, tanh_backward}},
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(tanh), KN_ISA_BWD(tanh)}},
 };

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "train/plan.h"
 
+#include "backend/cpu/isa.h"
+
 #include <cJSON.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <ctype.h>
@@ -227,8 +229,14 @@ static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info 
     if (st->leakage_check) m->guard += (size_t)p->ntrain * 16;
     m->baseline = KN_RSS_BASELINE_BYTES + (size_t)p->nconv * KN_RSS_PER_CONV_BYTES +
                   (size_t)(p->threads > 1 ? p->threads - 1 : 0) * KN_RSS_PER_THREAD_BYTES;
-    m->total = m->arena + m->store_params + m->store_grads + m->store_state + m->optimizer + m->accumulation +
-               m->datasets + m->loaders + m->guard + m->baseline;
+    /* below AVX-512 oneDNN runs other code (its sgemm driver: more of libdnnl's text,
+     * per-thread packing buffers and malloc arenas): measured */
+    if (kn_isa_select() < KN_ISA_AVX512) m->baseline += KN_RSS_AVX2_BYTES;
+    size_t sum = m->arena + m->store_params + m->store_grads + m->store_state + m->optimizer + m->accumulation +
+                 m->datasets + m->loaders + m->guard + m->baseline;
+    /* an upper bound: the measured peak varies by a few MiB from run to run */
+    m->baseline += (size_t)((double)sum * KN_RSS_MARGIN);
+    m->total = sum + (size_t)((double)sum * KN_RSS_MARGIN);
 }
 
 int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64_t micro_batch, int64_t eval_batch,

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/cpu/isa.h"
 #include "config/config.h"
 #include "train/checkpoint.h"
 #include "train/guard.h"
@@ -151,8 +152,9 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
             nex++;
         }
     }
-    char algos[4096];
+    char algos[4096], isa[256];
     algorithms_of(R->job->model.train, algos, sizeof algos);
+    kn_isa_path(isa, sizeof isa);
     char v[19][64];
     snprintf(v[0], 64, "%lld", (long long)s->step);
     snprintf(v[1], 64, "%lld", (long long)s->epoch);
@@ -180,7 +182,7 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
                            {"optimizer_kind", v[11]}, {"guard_lr_scale", v[12]}, {"guard_events", v[13]},
                            {"bad_epochs", v[14]},   {"data_mean", v[15]},    {"data_std", v[16]},
                            {"threads", v[17]},      {"micro_batch", v[18]},
-                           {"algorithms", algos},   {"config", R->cfg_text}};
+                           {"algorithms", algos},   {"isa_path", isa},       {"config", R->cfg_text}};
     double t0 = kn_now_seconds();
     int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, (int)(sizeof meta / sizeof meta[0]));
     R->write_seconds += kn_now_seconds() - t0;
@@ -313,6 +315,9 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
         }
     }
     check_algorithms(c, R, path);
+    char isa_msg[768];
+    if (kn_isa_check_resume(kn_ckpt_meta_get(c, "isa_path"), path, isa_msg, sizeof isa_msg))
+        fprintf(stderr, "kiln: warning: %s\n", isa_msg);
     kn_optimizer *o = R->opt;
     int same_kind = okind == (int64_t)o->c.kind;
     memset(o->m, 0, (size_t)o->n * sizeof(float));
@@ -1495,7 +1500,7 @@ int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out) {
     }
     static const char *const keys[] = {"kind", "kiln_version", "step", "epoch", "batch_in_epoch", "seed",
                                        "optimizer_t", "best_val_loss", "best_step", "config_hash", "algorithms",
-                                       "kiln_crc32", "kiln_file_crc32", NULL};
+                                       "isa_path", "kiln_crc32", "kiln_file_crc32", NULL};
     fprintf(out, "metadata:\n");
     for (int i = 0; keys[i]; i++) {
         const char *v = kn_ckpt_meta_get(c, keys[i]);

@@ -2,11 +2,14 @@
 
 #include <string.h>
 
+#include "backend/cpu/isa.h"
+
 static dnnl_engine_t g_engine;
 static dnnl_stream_t g_stream;
 
 dnnl_engine_t kn_dnnl_engine(void) {
     if (!g_engine) {
+        kn_isa_cap_onednn(); /* KN_MAX_ISA caps oneDNN too */
         dnnl_engine_create(&g_engine, dnnl_cpu, 0);
         dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags);
     }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/isa.h"
 #include "ops/fused.h"
 
 static int g_blocking = 1, g_fusion = 1;
@@ -13,18 +14,14 @@ void kn_set_fusion(int on) { g_fusion = on; }
 
 void kn_cpu_set_blocking(int on) { g_blocking = on; }
 
-int kn_cpu_block(void) {
-    static int block = -1;
-    if (block < 0) {
-        const char *e = getenv("KN_BLOCKED_LAYOUT"); /* "0": off, for comparisons */
-        __builtin_cpu_init();
-        if (e && e[0] == '0') block = 0;
-        else if (__builtin_cpu_supports("avx512f")) block = 16;
-        else if (__builtin_cpu_supports("avx2")) block = 8;
-        else block = 0;
-    }
-    return g_blocking ? block : 0;
+static int blocking_on(void) {
+    const char *e = getenv("KN_BLOCKED_LAYOUT"); /* "0": off, for comparisons */
+    return g_blocking && !(e && e[0] == '0');
 }
+
+int kn_cpu_block(void) { return blocking_on() ? kn_isa_block(kn_isa_select()) : 0; }
+
+int kn_g_block(const kn_graph *g) { return blocking_on() ? kn_isa_block((kn_isa)g->isa) : 0; }
 
 static int passthrough(const kn_op *op) {
     return op == &kn_op_batchnorm || op == &kn_op_batchnorm_relu || op == &kn_op_relu || op == &kn_op_maxpool2d;
@@ -53,7 +50,7 @@ static int blockable(const kn_graph *g, int vid, int B, int depth) {
 }
 
 int kn_layout(const kn_graph *g, int vid) {
-    int B = kn_cpu_block();
+    int B = kn_g_block(g);
     if (!B || vid < 0) return 0;
     for (int depth = 0; depth < 64; depth++) {
         const kn_value *v = &g->v[vid];
@@ -64,30 +61,4 @@ int kn_layout(const kn_graph *g, int vid) {
         vid = p->in[0];
     }
     return 0;
-}
-
-void kn_to_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S, int B) {
-    const int64_t CB = C / B;
-#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 65536)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t cb = 0; cb < CB; cb++) {
-            const float *s = src + (n * C + cb * B) * S;
-            float *d = dst + (n * CB + cb) * S * B;
-            for (int64_t k = 0; k < S; k++)
-#pragma omp simd
-                for (int l = 0; l < B; l++) d[k * B + l] = s[l * S + k];
-        }
-}
-
-void kn_from_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S, int B) {
-    const int64_t CB = C / B;
-#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 65536)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t cb = 0; cb < CB; cb++) {
-            const float *s = src + (n * CB + cb) * S * B;
-            float *d = dst + (n * C + cb * B) * S;
-            for (int l = 0; l < B; l++)
-#pragma omp simd
-                for (int64_t k = 0; k < S; k++) d[l * S + k] = s[k * B + l];
-        }
 }

@@ -5,7 +5,7 @@
  * whose channel count is a multiple of the block B may instead be *stored* channel-
  * blocked, oneDNN's nChw{B}c: element (n, c, h, w) at
  *     ((n * C/B + c/B) * H*W + h*W + w) * B + c%B
- * (B = 16 with AVX-512, 8 with AVX2). Convolutions run fastest on that layout, and the
+ * (B = 16 on the avx512 path, 8 on the avx2 path: backend/cpu/isa.h). Convolutions run fastest on that layout, and the
  * channel-wise ops around them (BatchNorm, ReLU, max-pool) vectorise over its B
  * contiguous channels, so keeping activations blocked from one convolution to the next
  * saves a reorder per tensor and pass.
@@ -28,39 +28,66 @@
 
 #define KN_ATTR_LAYOUT 15
 
-/* The channel block of this CPU (16: AVX-512, 8: AVX2, 0: none or blocking off). */
+/* The channel block of the path a graph created now would take (16: avx512, 8: avx2,
+ * 0: baseline x86-64, blocking off, or KN_BLOCKED_LAYOUT=0): see backend/cpu/isa.h. */
 int kn_cpu_block(void);
+/* The channel block of graph g's path (g->isa), 0 when blocking is off. */
+int kn_g_block(const kn_graph *g);
 /* Tests: turn blocked layouts off (0) or back on (1) for graphs planned afterwards. */
 void kn_cpu_set_blocking(int on);
 /* 0: plain; otherwise the block size B of the value's nChw{B}c layout. */
 int kn_layout(const kn_graph *g, int vid);
 
-/* 8-lane vectors for the blocked kernels (GCC vector extensions: AVX-512/AVX2 with
- * -march=native, SSE otherwise). A block of B channels is B/8 such vectors. */
+/* 8-lane vectors for the blocked kernels (GCC vector extensions), as macros: no
+ * function takes or returns a vector by value, so the kernels compile to the same
+ * code, without -Wpsabi ABI warnings, for every instruction set (AVX-512 and AVX2 in
+ * the per-ISA compiles of src/ops, SSE2 pairs in the baseline one). A block of B
+ * channels is B/8 such vectors. The _u types are the unaligned, may-alias views that
+ * loads and stores go through. */
 typedef float kn_v8f __attribute__((vector_size(32)));
 typedef int32_t kn_v8i __attribute__((vector_size(32)));
 typedef double kn_v8d __attribute__((vector_size(64)));
-static inline kn_v8f kn_ld8(const float *p) {
-    kn_v8f v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void kn_st8(float *p, kn_v8f v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline kn_v8i kn_ld8i(const int32_t *p) {
-    kn_v8i v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void kn_st8i(int32_t *p, kn_v8i v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline kn_v8d kn_cvt8(kn_v8f v) { return __builtin_convertvector(v, kn_v8d); }
-static inline kn_v8f kn_splat8(float x) { return (kn_v8f){x, x, x, x, x, x, x, x}; }
+typedef float kn_v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t kn_v8i_u __attribute__((vector_size(32), aligned(4), may_alias));
+#define kn_ld8(p) (*(const kn_v8f_u *)(const void *)(p))
+#define kn_st8(p, v) ((void)(*(kn_v8f_u *)(void *)(p) = (v)))
+#define kn_ld8i(p) (*(const kn_v8i_u *)(const void *)(p))
+#define kn_st8i(p, v) ((void)(*(kn_v8i_u *)(void *)(p) = (v)))
+#define kn_cvt8(v) __builtin_convertvector((v), kn_v8d)
+#define kn_splat8(x) ((kn_v8f){(x), (x), (x), (x), (x), (x), (x), (x)})
 /* select: m ? a : b, m a lane mask (all ones or zeros, from a comparison) */
-static inline kn_v8f kn_sel8(kn_v8i m, kn_v8f a, kn_v8f b) { return (kn_v8f)((m & (kn_v8i)a) | (~m & (kn_v8i)b)); }
+#define kn_sel8(m, a, b) ((kn_v8f)(((m) & (kn_v8i)(a)) | (~(m) & (kn_v8i)(b))))
 /* max(v, 0) like relu: NaN gives 0 */
-static inline kn_v8f kn_relu8(kn_v8f v) { return (kn_v8f)((v > kn_splat8(0.0f)) & (kn_v8i)v); }
+#define kn_relu8(v) ((kn_v8f)(((v) > kn_splat8(0.0f)) & (kn_v8i)(v)))
 
-/* Copy between a plain NCHW tensor and its nChw{B}c form (C % B == 0), in parallel. */
-void kn_to_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S, int B);
-void kn_from_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S, int B);
+/* Copy between a plain NCHW tensor and its nChw{B}c form (C % B == 0), in parallel.
+ * Inline so that the per-ISA compile of the op calling it vectorises it for its path. */
+static inline void kn_to_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S,
+                                 int B) {
+    const int64_t CB = C / B;
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 65536)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *s = src + (n * C + cb * B) * S;
+            float *d = dst + (n * CB + cb) * S * B;
+            for (int64_t k = 0; k < S; k++)
+#pragma omp simd
+                for (int l = 0; l < B; l++) d[k * B + l] = s[l * S + k];
+        }
+}
+
+static inline void kn_from_blocked(float *restrict dst, const float *restrict src, int64_t N, int64_t C, int64_t S,
+                                   int B) {
+    const int64_t CB = C / B;
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * S > 65536)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *s = src + (n * CB + cb) * S * B;
+            float *d = dst + (n * C + cb * B) * S;
+            for (int l = 0; l < B; l++)
+#pragma omp simd
+                for (int64_t k = 0; k < S; k++) d[l * S + k] = s[k * B + l];
+        }
+}
 
 #endif
