@@ -7,12 +7,49 @@
 #include <omp.h>
 #include <stdlib.h>
 
-/* a*b + c rounded once where the CPU has FMA (as ATen's vectorised kernels do) */
-#ifdef __FMA__
+/* a*b + c rounded once, as ATen's vectorised kernels do on CPUs with FMA. The Adam loops
+ * below are compiled three times (target_clones, resolved once at load time from the
+ * CPU): for x86-64-v4 and x86-64-v3, where fmaf is an FMA instruction, and for the
+ * baseline x86-64, where fmaf is glibc's correctly rounded function. Every operation is
+ * elementwise and exactly rounded, so all three give the same bits (KN_MAX_ISA need not
+ * reach this choice). The portable build would otherwise round twice and drift from
+ * torch.optim by more than 1e-6 (test_reference). */
 #define KN_FMA(a, b, c) fmaf((a), (b), (c))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__FMA__)
+#define KN_FMA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
-#define KN_FMA(a, b, c) ((a) * (b) + (c))
+#define KN_FMA_CLONES
 #endif
+
+/* One Adam/AdamW pass over n packed parameters (see kn_opt_step for the arithmetic). */
+KN_FMA_CLONES static void adam_loops(int adamw, int64_t n, float *restrict param, const float *restrict grad,
+                                     float *restrict m, float *restrict v, float wd, int small, float w1, float w1c,
+                                     float fb2, float c2, float neg_step, float bc2s, float eps, float decay) {
+    /* the two variants are separate loops so that each vectorises */
+    if (adamw) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            const float gi = grad[i];
+            const float p = param[i] * decay;
+            const float mi = small ? KN_FMA(w1, gi - m[i], m[i]) : KN_FMA(-w1c, gi - m[i], gi);
+            const float vi = v[i] * fb2 + (c2 * gi) * gi;
+            m[i] = mi;
+            v[i] = vi;
+            param[i] = p + (neg_step * mi) / (sqrtf(vi) / bc2s + eps);
+        }
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            const float p = param[i];
+            const float gi = wd != 0.0f ? KN_FMA(p, wd, grad[i]) : grad[i];
+            const float mi = small ? KN_FMA(w1, gi - m[i], m[i]) : KN_FMA(-w1c, gi - m[i], gi);
+            const float vi = v[i] * fb2 + (c2 * gi) * gi;
+            m[i] = mi;
+            v[i] = vi;
+            param[i] = p + (neg_step * mi) / (sqrtf(vi) / bc2s + eps);
+        }
+    }
+}
 
 void kn_opt_defaults(kn_opt_config *c) {
     c->kind = KN_OPT_ADAM;
@@ -159,7 +196,7 @@ void kn_opt_step(kn_optimizer *o, float *restrict param, const float *restrict g
      *   denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
      *   param.addcdiv_(exp_avg, denom, value=-step_size)   -> p + ((float)-step_size*m)/denom
      * ATen's vectorised lerp and add-with-alpha are fused multiply-adds; so are these
-     * where the CPU has FMA (elsewhere they round twice: one ulp, not a drift). */
+     * (fmaf, see KN_FMA). */
     const double b1 = c->beta1, b2 = c->beta2, t = (double)o->t;
     const float w1 = (float)(1.0 - b1), w1c = 1.0f - w1; /* lerp weight and ATen's 1 - weight */
     const int small = w1 < 0.5f;
@@ -168,30 +205,6 @@ void kn_opt_step(kn_optimizer *o, float *restrict param, const float *restrict g
     const float neg_step = (float)(-(lr / bc1));
     const float bc2s = (float)sqrt(bc2);
     const float decay = (float)(1.0 - lr * c->weight_decay);
-    const int adamw = c->kind == KN_OPT_ADAMW;
-    /* one pass over the packed parameters; the two variants are separate loops so that
-     * each vectorises */
-    if (adamw) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) {
-            const float gi = grad[i];
-            const float p = param[i] * decay;
-            const float mi = small ? KN_FMA(w1, gi - m[i], m[i]) : KN_FMA(-w1c, gi - m[i], gi);
-            const float vi = v[i] * fb2 + (c2 * gi) * gi;
-            m[i] = mi;
-            v[i] = vi;
-            param[i] = p + (neg_step * mi) / (sqrtf(vi) / bc2s + eps);
-        }
-    } else {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) {
-            const float p = param[i];
-            const float gi = wd != 0.0f ? KN_FMA(p, wd, grad[i]) : grad[i];
-            const float mi = small ? KN_FMA(w1, gi - m[i], m[i]) : KN_FMA(-w1c, gi - m[i], gi);
-            const float vi = v[i] * fb2 + (c2 * gi) * gi;
-            m[i] = mi;
-            v[i] = vi;
-            param[i] = p + (neg_step * mi) / (sqrtf(vi) / bc2s + eps);
-        }
-    }
+    adam_loops(c->kind == KN_OPT_ADAMW, n, param, grad, m, v, wd, small, w1, w1c, fb2, c2, neg_step, bc2s, eps,
+               decay);
 }
