@@ -194,7 +194,7 @@ static void test_kill(void) {
                 if (waitpid(pid, NULL, WNOHANG) == pid) { pid = -1; break; }
                 sleep_ms(0.2);
             }
-            if (pid > 0) sleep_ms((double)(rand() % 3000) / 1000.0);
+            if (pid > 0) sleep_ms((double)(rand() % 500) / 1000.0);
         }
         if (pid < 0) break; /* finished */
         if (waitpid(pid, NULL, WNOHANG) == pid) break;
