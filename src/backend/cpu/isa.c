@@ -9,8 +9,16 @@
 
 kn_isa kn_isa_cpu(void) {
     __builtin_cpu_init(); /* idempotent; libgcc already ran it at start-up */
-    if (__builtin_cpu_supports("x86-64-v4")) return KN_ISA_AVX512;
-    if (__builtin_cpu_supports("x86-64-v3")) return KN_ISA_AVX2;
+    /* the level names ("x86-64-v3") are GCC-only; these features are what both GCC and
+     * clang (the fuzz build) can ask, and every CPU that has them has the rest of its level
+     * (LZCNT, MOVBE, F16C with AVX2+FMA+BMI2; AVX-512 F/BW/CD/DQ/VL for v4) */
+    const int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                   __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+    const int v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+                   __builtin_cpu_supports("avx512vl");
+    if (v4) return KN_ISA_AVX512;
+    if (v3) return KN_ISA_AVX2;
     return KN_ISA_BASE;
 }
 
