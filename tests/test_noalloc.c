@@ -74,7 +74,7 @@ static const char *const src_name[NSRC] = {"kiln", "oneDNN", "libgomp", "oneDNN'
  * matmul and convolutions, oneDNN's only matmul below AVX-512 in v2.x) packs its
  * operands into per-thread buffers it mallocs and frees in every call (16,640 bytes
  * on AVX2 for the examples); everything else stays within 4 KiB */
-static const long src_max[NSRC] = {0, 4096, 4096, 65536};
+static const long src_max[NSRC] __attribute__((unused)) = {0, 4096, 4096, 65536}; /* unused under ASan */
 static atomic_int g_on, g_in_dnnl, g_in_gemm;
 static atomic_long g_alloc[NSRC], g_free[NSRC], g_max[NSRC], g_bytes[NSRC], g_dnnl_calls;
 static uintptr_t g_gomp_lo, g_gomp_hi;
