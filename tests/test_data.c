@@ -441,6 +441,15 @@ static void test_stats(void) {
     memset(im, 51, sizeof im);
     kn_dataset_stats(&d, &mean, &sd);
     CHECK(fabs(mean - 0.2) < 1e-12 && sd < 1e-12, "constant: %g %g", mean, sd);
+    /* a subset: images 0 and 2 of a 1x2 dataset {0,255}, {51,51}, {255,255}:
+     * pixels 0,255,255,255 -> mean 0.75, std sqrt(0.1875) = 0.4330127... */
+    uint8_t im2[6] = {0, 255, 51, 51, 255, 255}, lb2[3] = {0};
+    kn_dataset d2 = {3, 1, 1, 2, 1, im2, lb2};
+    int64_t pick[2] = {2, 0};
+    kn_dataset_stats_subset(&d2, pick, 2, &mean, &sd);
+    CHECK(fabs(mean - 0.75) < 1e-12 && fabs(sd - sqrt(0.1875)) < 1e-12, "subset: %.15f %.15f", mean, sd);
+    kn_dataset_stats_subset(&d2, NULL, 1, &mean, &sd); /* the first sample only */
+    CHECK(fabs(mean - 0.5) < 1e-12 && fabs(sd - 0.5) < 1e-12, "first sample: %.15f %.15f", mean, sd);
 }
 
 static void test_split(void) {

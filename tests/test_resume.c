@@ -21,6 +21,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "data/data.h"
 #include "train/checkpoint.h"
 
 static char D[1024];
@@ -541,6 +543,34 @@ static void test_full_disk(void) {
     CHECK(st == 0 && same_bytes("ref/model.safetensors", "rd/model.safetensors"), "resume after a full disk at first: %d %s", st, g_err);
 }
 
+/* Normalisation statistics come from the training split only: the checkpoint's
+ * data_mean/data_std equal those of the 641 training samples of the default seeded
+ * split, not those of the whole file (the 71 validation samples must not leak in). */
+static void test_norm_train_split(void) {
+    kn_ctx *ctx = kn_ctx_new();
+    kn_dataset ds;
+    char pi[1100], pl[1100];
+    snprintf(pi, sizeof pi, "%s/data/train-images-idx3-ubyte.gz", D);
+    snprintf(pl, sizeof pl, "%s/data/train-labels-idx1-ubyte.gz", D);
+    CHECK(kn_dataset_load(ctx, pi, pl, &ds) == KN_OK, "load: %s", kn_ctx_message(ctx));
+    int64_t *tr = NULL, *va = NULL, nt = 0, nv = 0;
+    const int64_t nval = (int64_t)floor(0.1 * (double)ds.n);
+    CHECK(kn_dataset_split(ctx, ds.n, nval, 1 ^ 0x5EEDULL, &tr, &nt, &va, &nv) == KN_OK, "split");
+    double m, s, mall, sall;
+    kn_dataset_stats_subset(&ds, tr, nt, &m, &s);
+    kn_dataset_stats(&ds, &mall, &sall);
+    const double cm = atof(meta("ref/checkpoints/best.safetensors", "data_mean"));
+    const double cs = atof(meta("ref/checkpoints/best.safetensors", "data_std"));
+    CHECK(fabs(mall - m) > 1e-9, "the split changes the mean (%.17g vs %.17g): the test cannot tell them apart", m, mall);
+    CHECK(fabs(cm - (double)(float)m) < 1e-12 && fabs(cs - (double)(float)s) < 1e-12,
+          "checkpoint normalisation %.17g/%.17g, training split %.17g/%.17g, whole file %.17g/%.17g", cm, cs, m, s, mall,
+          sall);
+    free(tr);
+    free(va);
+    kn_dataset_free(&ds);
+    kn_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
     g_full = argc > 1 && !strcmp(argv[1], "--full");
     snprintf(D, sizeof D, "%s", kn_test_tmpdir(g_full ? "resume_full" : "resume"));
@@ -569,6 +599,7 @@ int main(int argc, char **argv) {
     st = run(NULL, "train cfg.ini --run-dir ref7 --seed 7 --threads 1 --no-progress");
     CHECK(st == 0, "reference run --seed 7 --threads 1: %s", g_err);
 
+    test_norm_train_split();
     kill_suite("ref", "");
     kill_suite("ref7", "--seed 7 --threads 1");
     test_seed_threads();

@@ -48,6 +48,9 @@ int kn_labels_check(kn_ctx *ctx, const char *path, const uint8_t *labels, int64_
 int kn_dataset_check_labels(kn_ctx *ctx, kn_dataset *d, const char *labels_path, int nclasses);
 /* Mean and standard deviation of all pixel values scaled to [0,1]. */
 void kn_dataset_stats(const kn_dataset *d, double *mean, double *std);
+/* The same over the n samples idx[0..n-1] (idx NULL: samples 0..n-1), e.g. the
+ * training split only, so that validation images do not leak into normalisation. */
+void kn_dataset_stats_subset(const kn_dataset *d, const int64_t *idx, int64_t n, double *mean, double *std);
 /* Seeded split: a permutation of 0..n-1 from `seed`; the first n - nval go to
  * train, the rest to validation. Arrays malloc'ed. */
 int kn_dataset_split(kn_ctx *ctx, int64_t n, int64_t nval, uint64_t seed, int64_t **train_idx,

@@ -92,24 +92,32 @@ void kn_dataset_free(kn_dataset *d) {
 }
 
 void kn_dataset_stats(const kn_dataset *d, double *mean, double *std) {
+    kn_dataset_stats_subset(d, NULL, d ? d->n : 0, mean, std);
+}
+
+void kn_dataset_stats_subset(const kn_dataset *d, const int64_t *idx, int64_t n, double *mean, double *std) {
     /* A histogram of byte values gives exact sums whatever the size. */
     uint64_t hist[256] = {0};
-    int64_t total = d ? d->n * (int64_t)d->channels * d->rows * d->cols : 0;
-    if (total <= 0 || !d->images) {
+    const int64_t E = d ? (int64_t)d->channels * d->rows * d->cols : 0;
+    if (!d || !d->images || E <= 0 || n <= 0) {
         if (mean) *mean = 0.0;
         if (std) *std = 0.0;
         return;
     }
-    for (int64_t i = 0; i < total; i++) hist[d->images[i]]++;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *img = d->images + (idx ? idx[i] : i) * E; /* (E,) one sample */
+        for (int64_t k = 0; k < E; k++) hist[img[k]]++;
+    }
+    const double total = (double)n * (double)E;
     double s = 0.0;
     for (int v = 0; v < 256; v++) s += (double)hist[v] * (v / 255.0);
-    double m = s / (double)total, ss = 0.0;
+    double m = s / total, ss = 0.0;
     for (int v = 0; v < 256; v++) {
         double dv = v / 255.0 - m;
         ss += (double)hist[v] * dv * dv;
     }
     if (mean) *mean = m;
-    if (std) *std = sqrt(ss / (double)total);
+    if (std) *std = sqrt(ss / total);
 }
 
 static int cmp_i64(const void *a, const void *b) {

@@ -281,10 +281,23 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
         return rc;
 
     int nclasses = ref->nclasses > j->test_ds.nclasses ? ref->nclasses : j->test_ds.nclasses;
-    double mean = st->mean, sd = st->std; /* NAN: not given, take the training set's */
+    /* The validation split is held out of the training data first: normalisation
+     * statistics come from the training split only (validation must not leak in). */
+    if (want_train) {
+        int64_t nval = (int64_t)floor(st->val_split * (double)j->train_ds.n);
+        if (nval > 0) {
+            if ((rc = kn_dataset_split(ctx, j->train_ds.n, nval, st->seed ^ 0x5EEDULL, &j->train_idx, &j->ntrain,
+                                       &j->val_idx, &j->nval)))
+                return rc;
+        } else {
+            j->ntrain = j->train_ds.n;
+        }
+    }
+    double mean = st->mean, sd = st->std; /* NAN: not given, take the training split's */
     if (isnan(mean) || isnan(sd)) {
         double m0, s0;
-        kn_dataset_stats(ref, &m0, &s0);
+        if (want_train) kn_dataset_stats_subset(&j->train_ds, j->train_idx, j->ntrain, &m0, &s0);
+        else kn_dataset_stats(ref, &m0, &s0);
         if (isnan(mean)) mean = m0;
         if (isnan(sd)) sd = s0 > 0 ? s0 : 1.0;
     }
@@ -300,17 +313,11 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
     lc.ds = &j->test_ds;
     if ((rc = kn_loader_create(ctx, &lc, &j->test_loader))) return rc;
     if (want_train) {
-        int64_t nval = (int64_t)floor(st->val_split * (double)j->train_ds.n);
-        if (nval > 0) {
-            if ((rc = kn_dataset_split(ctx, j->train_ds.n, nval, st->seed ^ 0x5EEDULL, &j->train_idx, &j->ntrain,
-                                       &j->val_idx, &j->nval)))
-                return rc;
+        if (j->nval > 0) {
             lc.ds = &j->train_ds;
             lc.indices = j->val_idx;
             lc.n = j->nval;
             if ((rc = kn_loader_create(ctx, &lc, &j->val_loader))) return rc;
-        } else {
-            j->ntrain = j->train_ds.n;
         }
         if (j->ntrain < st->batch)
             return kn_err(ctx, KN_ERR_CONFIG, "the training set has %lld samples, fewer than one batch (data.batch_size = %lld)",
