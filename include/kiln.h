@@ -14,6 +14,14 @@ extern "C" {
 
 #define KILN_VERSION "0.1.0"
 
+/* What the shared library exports: only these declarations (it is built with
+ * -fvisibility=hidden, so kiln's internals stay private to it). */
+#if defined(__GNUC__)
+#define KN_API __attribute__((visibility("default")))
+#else
+#define KN_API
+#endif
+
 typedef enum {
     KN_OK = 0,
     KN_ERR_INVALID = 1, /* bad argument or value */
@@ -28,23 +36,23 @@ typedef enum {
 
 typedef struct kn_ctx kn_ctx;
 
-kn_ctx *kn_ctx_new(void);
-void kn_ctx_free(kn_ctx *ctx);
-const char *kn_ctx_message(const kn_ctx *ctx);
-int kn_ctx_code(const kn_ctx *ctx);
-void kn_ctx_clear(kn_ctx *ctx);
+KN_API kn_ctx *kn_ctx_new(void);
+KN_API void kn_ctx_free(kn_ctx *ctx);
+KN_API const char *kn_ctx_message(const kn_ctx *ctx);
+KN_API int kn_ctx_code(const kn_ctx *ctx);
+KN_API void kn_ctx_clear(kn_ctx *ctx);
 
 /* ---- configs ---- */
 typedef struct kn_config kn_config;
 /* Parse an INI model/run file. */
-int kn_config_load(kn_ctx *ctx, const char *path, kn_config **out);
+KN_API int kn_config_load(kn_ctx *ctx, const char *path, kn_config **out);
 /* Parse INI text held in memory; `name` is used in messages in place of a path. */
-int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_config **out);
+KN_API int kn_config_parse_string(kn_ctx *ctx, const char *name, const char *text, kn_config **out);
 /* Apply "section.key=value" (an override from the command line). The value is taken
  * as it is (blanks around it dropped); one that starts with '"' is a quoted string,
  * read as in a file (docs/CONFIG.md, "Long values and quoting"). */
-int kn_config_set(kn_ctx *ctx, kn_config *cfg, const char *assignment);
-void kn_config_free(kn_config *cfg);
+KN_API int kn_config_set(kn_ctx *ctx, kn_config *cfg, const char *assignment);
+KN_API void kn_config_free(kn_config *cfg);
 
 /* ---- training ---- */
 typedef struct {
@@ -76,23 +84,23 @@ typedef struct {
     int resumed;                     /* 1 if it continued from a checkpoint */
 } kn_train_result;
 
-void kn_train_options_init(kn_train_options *o);
-int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res);
+KN_API void kn_train_options_init(kn_train_options *o);
+KN_API int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_train_result *res);
 
 /* Ask a running kn_train to stop after the current step, write a checkpoint and
  * return KN_ERR_INTERRUPTED. Async-signal-safe: call it from a signal handler. */
-void kn_request_stop(int signo);
-int kn_stop_requested(void);
+KN_API void kn_request_stop(int signo);
+KN_API int kn_stop_requested(void);
 
 /* Train from the run directory's own config.ini and newest good checkpoint. */
-int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_train_result *res);
+KN_API int kn_resume(kn_ctx *ctx, const char *run_dir, const kn_train_options *opt, kn_train_result *res);
 
 /* Print a checkpoint's tensors, shapes and metadata and verify its checksum. With
  * dump != NULL, print every value of that tensor (one per line, %.9g) instead. */
-int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out);
+KN_API int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out);
 
 /* Evaluate a run directory (or a checkpoint file inside one) on its test set. */
-int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res);
+KN_API int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res);
 
 #ifdef __cplusplus
 }
