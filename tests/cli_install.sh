@@ -19,13 +19,16 @@ if nm -D --defined-only "$prefix"/lib*/libkiln.so | grep -q ' kn_g_'; then
   echo "libkiln.so exports internals (kn_g_*)"; exit 1
 fi
 export PKG_CONFIG_PATH=$pc
-cc -o "$KN_TMP/c_shared" "$src/consumer.c" $(pkg-config --cflags --libs kiln)
-cc -o "$KN_TMP/c_static" "$src/consumer.c" -Wl,-Bstatic -lkiln -Wl,-Bdynamic $(pkg-config --cflags kiln) \
+# a sanitizer build of kiln needs consumers built with the same sanitizers
+san=""
+if grep -q '^KN_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then san="-fsanitize=address,undefined"; fi
+cc $san -o "$KN_TMP/c_shared" "$src/consumer.c" $(pkg-config --cflags --libs kiln)
+cc $san -o "$KN_TMP/c_static" "$src/consumer.c" -Wl,-Bstatic -lkiln -Wl,-Bdynamic $(pkg-config --cflags kiln) \
    $(pkg-config --static --libs-only-L kiln) $(pkg-config --static --libs kiln | sed 's/-lkiln//')
 libdir=$(dirname "$(ls "$prefix"/lib*/libkiln.so | head -1)")
 LD_LIBRARY_PATH=$libdir "$KN_TMP/c_shared"
 "$KN_TMP/c_static"
-cmake -S "$src" -B "$KN_TMP/consumer" -DCMAKE_PREFIX_PATH="$prefix" >"$KN_TMP/consumer.log"
+cmake -S "$src" -B "$KN_TMP/consumer" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="$san" >"$KN_TMP/consumer.log"
 cmake --build "$KN_TMP/consumer" >>"$KN_TMP/consumer.log"
 LD_LIBRARY_PATH=$libdir "$KN_TMP/consumer/consumer_shared"
 "$KN_TMP/consumer/consumer_static"
