@@ -558,6 +558,34 @@ static void test_quoted_values(kn_ctx *ctx) {
         CHECK(kv && strcmp(kv->value, "a b") == 0, "\\x20 at a line start: '%s'", kv ? kv->value : "(none)");
         kn_config_free(cfg);
     }
+    /* escapes cut by a line end go on on the next line; a value of 20,000 lines is read
+     * in one pass (each line was once decoded again with all those before it: 80 s for
+     * 3 MB) and an error in its last line is named there */
+    {
+        enum { NL = 20000 };
+        size_t cap = (size_t)NL * 24 + 64, len = 0;
+        char *big = malloc(cap);
+        len += (size_t)snprintf(big + len, cap - len, "[a]\nx = \"ab\\\n    x41c\\\n    \\\n");
+        for (int i = 0; i < NL; i++) len += (size_t)snprintf(big + len, cap - len, "    0123456789\n");
+        snprintf(big + len, cap - len, "    end\"\n");
+        cfg = NULL;
+        CHECK(kn_config_parse_string(ctx, "big.ini", big, &cfg) == KN_OK, "20,000 lines: %s", kn_ctx_message(ctx));
+        if (cfg) {
+            const kn_cfg_kv *kv = kn_cfg_get(kn_cfg_find(cfg, "a"), "x");
+            CHECK(kv && strlen(kv->value) == 5 + (size_t)NL * 10 + 3 && !strncmp(kv->value, "abAc\\0123", 9) &&
+                      !strcmp(kv->value + strlen(kv->value) - 13, "0123456789end"),
+                  "20,000 lines: %zu bytes, '%.12s'", kv ? strlen(kv->value) : 0, kv ? kv->value : "");
+            kn_config_free(cfg);
+        }
+        snprintf(big + len, cap - len, "    e\\qnd\"\n");
+        char want[64];
+        snprintf(want, sizeof want, "big.ini:%d: [a] x: unknown escape '\\q'", NL + 5);
+        cfg = NULL;
+        CHECK(kn_config_parse_string(ctx, "big.ini", big, &cfg) == KN_ERR_CONFIG && strstr(kn_ctx_message(ctx), want),
+              "an error in line %d: %s", NL + 5, kn_ctx_message(ctx));
+        kn_config_free(cfg);
+        free(big);
+    }
     /* escapes inside quotes; the closing quote may not be followed by text */
     /* ' ; q...' is an inline comment even inside quotes: the value is cut there and the quote is not closed */
     expect_parse_error(ctx, "[a]\nx = \"p ; q\\; r\\# s\\\" t\\\\ u\\x3bv\"\n", KN_ERR_CONFIG,

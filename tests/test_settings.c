@@ -135,7 +135,11 @@ static void test_mean_std(void) {
         settings_error(set, "[data]\n", SETS(set), NEEDLES("--set data.std", "[data] std = '"));
         if (i < 3) HAS("expected a positive number");
     }
-    settings_error("mean inf", "[data]\nmean = inf\n", NULL, NEEDLES("t.ini:2: [data] mean = 'inf': expected a finite number"));
+    settings_error("mean inf", "[data]\nmean = inf\n", NULL, NEEDLES("t.ini:2: [data] mean = 'inf': expected a number from"));
+    /* beyond float32 (the loader's arithmetic): named errors, not a cast's undefined behaviour */
+    settings_error("mean 1e300", "[data]\nmean = 1e300\n", NULL, NEEDLES("t.ini:2: [data] mean = '1e300'"));
+    settings_error("std 1e300", "[data]\nstd = 1e300\n", NULL, NEEDLES("t.ini:2: [data] std = '1e300'"));
+    settings_error("std 1e-300", "[data]\nstd = 1e-300\n", NULL, NEEDLES("t.ini:2: [data] std = '1e-300'", "at least"));
 
     /* the values are used, not replaced by the data's */
     char ini[1600];

@@ -202,54 +202,64 @@ static int hexval(int c) {
     return -1;
 }
 
-/* s starts with '"'. UQ_CLOSED: *out = the decoded value (malloc'ed); UQ_OPEN: the
- * closing quote has not come yet; UQ_ERROR: why in err. */
-static int unquote(const char *s, char **out, char *err, size_t errn) {
-    size_t n = strlen(s);
-    char *o = malloc(n + 1);
-    if (!o) { snprintf(err, errn, "out of memory"); return UQ_ERROR; }
-    size_t k = 0;
-    for (size_t i = 1; i < n; i++) {
+/* The decoder of a quoted value s[0..n) (s[0] is '"'), from index i (1 at the start).
+ * Writes the decoded bytes to o[*k...] when o is not NULL (counts them otherwise).
+ * UQ_CLOSED at the closing quote; UQ_ERROR with why in err; UQ_OPEN when the text ends
+ * first, with *resume = where to go on once more text is appended (the start of an
+ * escape cut by the end of the line, else n): a value that grows over many lines is
+ * scanned once, not once per line. */
+static int uq_run(const char *s, size_t n, size_t i, char *o, size_t *k, size_t *resume, char *err, size_t errn) {
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"') {
             if (i + 1 != n) {
                 snprintf(err, errn, "text '%.40s' after the closing '\"' of a quoted value", s + i + 1);
-                free(o);
                 return UQ_ERROR;
             }
-            o[k] = 0;
-            *out = o;
             return UQ_CLOSED;
         }
-        if (c != '\\') { o[k++] = (char)c; continue; }
-        if (i + 1 >= n) break; /* the escape continues on the next line */
+        if (c != '\\') { if (o) o[*k] = (char)c; (*k)++; continue; }
+        if (i + 1 >= n) { *resume = i; return UQ_OPEN; } /* the escape continues on the next line */
         unsigned char e = (unsigned char)s[++i];
-        if (e == '\\' || e == '"' || e == ';' || e == '#') { o[k++] = (char)e; continue; }
+        if (e == '\\' || e == '"' || e == ';' || e == '#') { if (o) o[*k] = (char)e; (*k)++; continue; }
         if (e == 'x') {
             if (i + 2 >= n) { /* may continue */
                 if (i + 1 < n && hexval(s[i + 1]) < 0) goto bad_hex;
-                break;
+                *resume = i - 1;
+                return UQ_OPEN;
             }
             int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
             if (h < 0 || l < 0 || (h == 0 && l == 0)) goto bad_hex;
-            o[k++] = (char)(h * 16 + l);
+            if (o) o[*k] = (char)(h * 16 + l);
+            (*k)++;
             i += 2;
             continue;
         bad_hex:
             snprintf(err, errn, "bad escape '\\x%.2s' in a quoted value (write \\xHH with two hex digits, not 00)",
                      s + i + 1);
-            free(o);
             return UQ_ERROR;
         }
         snprintf(err, errn,
                  "unknown escape '\\%c' in a quoted value (inside quotes write \\\\ for a backslash; "
                  "\\\" \\; \\# and \\xHH are the others)",
                  isprint(e) ? e : '?');
-        free(o);
         return UQ_ERROR;
     }
-    free(o);
+    *resume = n;
     return UQ_OPEN;
+}
+
+/* s starts with '"'. UQ_CLOSED: *out = the decoded value (malloc'ed); UQ_OPEN: the
+ * closing quote has not come yet; UQ_ERROR: why in err. */
+static int unquote(const char *s, char **out, char *err, size_t errn) {
+    size_t n = strlen(s), k = 0, resume = 0;
+    char *o = malloc(n + 1);
+    if (!o) { snprintf(err, errn, "out of memory"); return UQ_ERROR; }
+    int r = uq_run(s, n, 1, o, &k, &resume, err, errn);
+    if (r != UQ_CLOSED) { free(o); return r; }
+    o[k] = 0;
+    *out = o;
+    return UQ_CLOSED;
 }
 
 /* ---------- parsing ---------- */
@@ -265,6 +275,7 @@ typedef struct {
     int open;      /* 1 while open */
     int open_sec, open_kv, open_line;
     char *acc;     /* its raw text so far (quotes and escapes) */
+    size_t acc_len, acc_cap, acc_scan; /* its length, room, and where the scan goes on */
     int cont;      /* the line being parsed continues it */
 } parse_state;
 
@@ -280,8 +291,10 @@ static void open_error(parse_state *st) {
 /* The raw value of the open quoted value grew: decode it once it is closed. */
 static void check_open(parse_state *st) {
     char *dec = NULL, why[256];
-    int r = unquote(st->acc, &dec, why, sizeof why);
-    if (r == UQ_OPEN) return;
+    size_t k = 0, resume = st->acc_scan;
+    int r = uq_run(st->acc, st->acc_len, st->acc_scan, NULL, &k, &resume, why, sizeof why);
+    if (r == UQ_OPEN) { st->acc_scan = resume; return; }
+    r = unquote(st->acc, &dec, why, sizeof why); /* once: the decoded value, or the error */
     kn_cfg_section *sec = &st->cfg->sec[st->open_sec];
     kn_cfg_kv *kv = &sec->kv[st->open_kv];
     if (r == UQ_ERROR) {
@@ -392,11 +405,16 @@ static int handler(void *user, const char *section, const char *name, const char
     const char *path = st->cfg->path;
     if (!value) value = "";
     if (st->cont) { /* an indented line inside an open quoted value (name is inih's copy, cut at 50) */
-        size_t a = strlen(st->acc), b = strlen(value);
-        char *n = realloc(st->acc, a + b + 1);
-        if (!n) { st->err = oom(st->ctx); st->err_line = st->line; return 0; }
-        memcpy(n + a, value, b + 1);
-        st->acc = n;
+        size_t a = st->acc_len, b = strlen(value);
+        if (a + b + 1 > st->acc_cap) { /* geometric growth: appending stays linear */
+            size_t cap = st->acc_cap * 2 > a + b + 1 ? st->acc_cap * 2 : a + b + 1;
+            char *n = realloc(st->acc, cap);
+            if (!n) { st->err = oom(st->ctx); st->err_line = st->line; return 0; }
+            st->acc = n;
+            st->acc_cap = cap;
+        }
+        memcpy(st->acc + a, value, b + 1);
+        st->acc_len = a + b;
         check_open(st);
         return st->err ? 0 : 1;
     }
@@ -421,6 +439,9 @@ static int handler(void *user, const char *section, const char *name, const char
             st->open_kv = sec->nkv - 1;
             st->open_line = st->line;
             st->acc = strdup(value);
+            st->acc_len = strlen(value);
+            st->acc_cap = st->acc_len + 1;
+            st->acc_scan = 1;
             if (!st->acc) st->err = oom(st->ctx);
             else check_open(st);
         }

@@ -567,8 +567,8 @@ static const meta_rule k_rules[] = {
     {"epoch_loss_sum", 1, 1, 1, 0, 0, -INFINITY, INFINITY},
     {"best_val_loss", 1, 1, 0, 0, 0, -INFINITY, INFINITY}, /* +inf before the first evaluation */
     {"guard_lr_scale", 1, 1, 0, 0, 0, 4.9406564584124654e-324, 1.0},
-    {"data_mean", 1, 0, 0, 0, 0, -1.7976931348623157e308, 1.7976931348623157e308},
-    {"data_std", 1, 0, 0, 0, 0, 4.9406564584124654e-324, 1.7976931348623157e308},
+    {"data_mean", 1, 0, 0, 0, 0, -3.4028234663852886e38, 3.4028234663852886e38}, /* float32 range */
+    {"data_std", 1, 0, 0, 0, 0, 1.1754943508222875e-38, 3.4028234663852886e38},
     {NULL, 0, 0, 0, 0, 0, 0, 0}};
 static const meta_rule k_default_int = {NULL, 0, 0, 0, 0, P53, 0, 0};
 static const meta_rule k_default_num = {NULL, 1, 0, 0, 0, 0, -1.7976931348623157e308, 1.7976931348623157e308};

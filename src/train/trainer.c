@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,14 +122,15 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_int(ctx, cfg, d, "batch_size", 64, 1, 1 << 20, &st->batch))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, d, "eval_batch_size", 500, 1, 1 << 20, &st->eval_batch))) return rc;
     if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.1, 0.0, 0.9, &st->val_split))) return rc;
-    /* normalisation: any finite mean; a positive standard deviation; absent: from the data */
-    if ((rc = kn_cfg_float(ctx, cfg, d, "mean", NAN, -INFINITY, INFINITY, &st->mean))) return rc;
-    if ((rc = kn_cfg_float(ctx, cfg, d, "std", NAN, -INFINITY, INFINITY, &st->std))) return rc;
-    if (kn_cfg_get(d, "std") && !(st->std > 0))
+    /* normalisation: any mean and any positive standard deviation that a float32 holds
+     * (the loader normalises in float32); absent: from the training split */
+    if ((rc = kn_cfg_float(ctx, cfg, d, "mean", NAN, -FLT_MAX, FLT_MAX, &st->mean))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, d, "std", NAN, -INFINITY, FLT_MAX, &st->std))) return rc;
+    if (kn_cfg_get(d, "std") && !(st->std >= FLT_MIN))
         return kn_err(ctx, KN_ERR_CONFIG,
-                      "%s: [data] std = '%s': expected a positive number (pixels are normalised as (pixel/255 - mean) "
-                      "/ std; leave std out to take the training set's)",
-                      kn_cfg_where(cfg, d, "std", w, sizeof w), kn_cfg_get(d, "std")->value);
+                      "%s: [data] std = '%s': expected a positive number of at least %g (pixels are normalised in float32 as "
+                      "(pixel/255 - mean) / std; leave std out to take the training set's)",
+                      kn_cfg_where(cfg, d, "std", w, sizeof w), kn_cfg_get(d, "std")->value, (double)FLT_MIN);
     if ((rc = kn_cfg_int(ctx, cfg, d, "prefetch", 2, 0, 64, &iv))) return rc;
     st->prefetch = (int)iv;
     if ((rc = kn_cfg_bool(ctx, cfg, d, "shuffle", 1, &st->shuffle))) return rc;
