@@ -2,7 +2,7 @@
 # Install the Debian packages kiln needs to build, test and train, if any is missing.
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libdnnl-dev libinih-dev libcjson-dev zlib1g-dev dataset-fashion-mnist "$@")
+pkgs=(build-essential cmake pkg-config libdnnl-dev libinih-dev libcjson-dev libcsv-dev zlib1g-dev dataset-fashion-mnist "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
