@@ -372,10 +372,15 @@ int kn_csv_numbers(kn_ctx *ctx, const kn_csv *c, const int *cols, int ncols, flo
                 char d[96];
                 col_desc(c, cols[j], d, sizeof d);
                 free(x);
+                const char *b = s;
+                while (*b == ' ' || *b == '\t') b++;
+                const int blanks = why == 2 && strpbrk(b, " \t") != NULL;
                 return kn_err(ctx, KN_ERR_FORMAT, "%s:%lld: row %lld, %s: %s%.40s%s; %s", c->path, (long long)c->line[r],
                               (long long)r + 1, d, why == 1 ? "the cell is empty" : "'", why == 1 ? "" : s,
                               why == 1 ? "" : why == 2 ? "' is not a number" : "' is not a finite float32 number",
                               why == 1 ? "missing values are not allowed: fill them in or remove the row"
+                              : blanks ? "the cell holds blanks or tabs: if the file is whitespace-separated, set delimiter = "
+                                         "whitespace"
                                        : "expected a decimal number such as 3.25 or -1e-3 (choose other columns with the "
                                          "features/target keys if this is not a number column)");
             }

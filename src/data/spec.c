@@ -200,10 +200,13 @@ static int load_csv_pair(kn_ctx *ctx, const kn_source_spec *s, const char *path,
     int32_t *yc = NULL;
     kn_classmap map = {0};
     rc = kn_csv_select(ctx, tc, s->target[0] ? s->target : "-1", NULL, 0, "target", &tcols, &ntc);
-    if (!rc) rc = kn_csv_select(ctx, &a, s->features[0] ? s->features : "all", tpath ? NULL : tcols, tpath ? 0 : ntc, "features", &fcols, &nfc);
+    if (rc) kn_err_prefix(ctx, "%s: ", tc->path);
+    if (!rc && (rc = kn_csv_select(ctx, &a, s->features[0] ? s->features : "all", tpath ? NULL : tcols, tpath ? 0 : ntc, "features",
+                                   &fcols, &nfc)))
+        kn_err_prefix(ctx, "%s: ", path);
     if (!rc && s->target_kind == KN_TARGET_CLASS && ntc != 1)
-        rc = kn_err(ctx, KN_ERR_CONFIG, "target = '%s' selects %d columns; class labels come from one column (or use target_type = real)",
-                    s->target, ntc);
+        rc = kn_err(ctx, KN_ERR_CONFIG, "%s: target = '%s' selects %d columns; class labels come from one column (or use target_type = real)",
+                    tc->path, s->target, ntc);
     if (!rc) rc = kn_csv_numbers(ctx, &a, fcols, nfc, &x);
     if (!rc) {
         kn_shape fs = kn_shape1(nfc);

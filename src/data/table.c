@@ -90,11 +90,12 @@ int kn_classmap_from_string(kn_ctx *ctx, const char *s, kn_classmap *out) {
         }
         for (int j = 0; j < i; j++)
             if (!strcmp(out->names[j], e->valuestring)) {
+                kn_err(ctx, KN_ERR_FORMAT, "class mapping: class name '%.80s' appears twice (entries %d and %d)",
+                       e->valuestring, j, i);
                 out->n = i;
                 kn_classmap_free(out);
                 cJSON_Delete(a);
-                return kn_err(ctx, KN_ERR_FORMAT, "class mapping: class name '%.80s' appears twice (entries %d and %d)",
-                              e->valuestring, j, i);
+                return KN_ERR_FORMAT;
             }
         out->names[i] = strdup(e->valuestring);
         if (!out->names[i]) {
@@ -191,10 +192,11 @@ int kn_table_add(kn_ctx *ctx, kn_table *t, const char *name, kn_field_kind kind,
         const int32_t *y = data;
         for (int64_t i = 0; i < total; i++) {
             if (y[i] < 0) {
+                kn_err(ctx, KN_ERR_FORMAT, "field '%s': sample %lld has class label %d; labels must be 0 or more", name,
+                       (long long)(i / numel), (int)y[i]);
                 t->nfields--;
                 field_free(f);
-                return kn_err(ctx, KN_ERR_FORMAT, "field '%s': sample %lld has class label %d; labels must be 0 or more",
-                              name, (long long)(i / numel), (int)y[i]);
+                return KN_ERR_FORMAT;
             }
             if (y[i] > mx) mx = y[i];
         }
@@ -210,9 +212,10 @@ int kn_table_add_array(kn_ctx *ctx, kn_table *t, const char *path, const char *n
     for (int i = 1; i < a->nd; i++) s.d[i - 1] = a->dims[i];
     const int isint = a->type != KN_EL_F32 && a->type != KN_EL_F64;
     if (dtype == KN_I32 && !isint) {
+        kn_err(ctx, KN_ERR_FORMAT, "%s: %s holds %s values, but %s needs integers (class labels)", path, name,
+               kn_eltype_name(a->type), name);
         kn_array_free(a);
-        return kn_err(ctx, KN_ERR_FORMAT, "%s: %s holds %s values, but %s needs integers (class labels)", path, name,
-                      kn_eltype_name(a->type), name);
+        return KN_ERR_FORMAT;
     }
     void *dst = malloc((size_t)(m > 0 ? m : 1) * 4);
     if (!dst) {
