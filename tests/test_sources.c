@@ -276,6 +276,13 @@ static void test_npy(void) {
     CHECK(kn_npy_read(ctx, fixture("tests/fixtures/npy/i4_4.npy"), &a) == KN_OK, "read i4");
     EXPECT(kn_table_add_array(ctx, &t, "i4_4.npy", "label", KN_FIELD_CLASS, KN_I32, &a), KN_ERR_FORMAT,
            "i4_4.npy: field 'label': sample 0 has class label -2", NULL, NULL);
+    int32_t *big = malloc(2 * sizeof *big);
+    big[0] = 1;
+    big[1] = INT32_MAX;
+    kn_shape s0 = {0, {0}};
+    EXPECT(kn_table_add(ctx, &t, "label", KN_FIELD_CLASS, KN_I32, &s0, 2, big), KN_ERR_FORMAT,
+           "field 'label': sample 1 has class label 2147483647; kiln handles at most 16777216 classes", NULL, NULL);
+    CHECK(t.nfields == 0, "not added");
     kn_table_free(&t);
 }
 
@@ -317,6 +324,12 @@ static void test_csv_parse(void) {
     o = opts(';', 0, 0);
     CHECK(kn_csv_parse(ctx, "t4", "1,5;2\n3;4\n", 10, &o, &c) == KN_OK && c.ncols == 2 && !strcmp(kn_csv_at(&c, 0, 0), "1,5"), "semicolon");
     kn_csv_free(&c);
+    /* lone CR line ends count as lines */
+    o = opts(',', 0, 0);
+    CHECK(kn_csv_parse(ctx, "cr.csv", "1,2\r3,4\r\r5,6\r", 13, &o, &c) == KN_OK && c.nrows == 3 && c.line[2] == 4, "CR lines: %s",
+          kn_ctx_message(ctx));
+    kn_csv_free(&c);
+    EXPECT(kn_csv_parse(ctx, "cr2.csv", "1,2\r3,4\r5\r", 10, &o, &c), KN_ERR_FORMAT, "cr2.csv:3: this row has 1 fields", NULL, NULL);
     /* gzip file */
     const char *t5 = "f1,f2,y\n0.5,1,cat\n1.5,2,dog\n2.5,3,cat\n";
     write_gz(tpath("t5.csv.gz"), t5, strlen(t5));

@@ -139,8 +139,10 @@ int kn_csv_parse(kn_ctx *ctx, const char *name, const char *text, int64_t len, c
     int64_t tmp_cap = 0;
     int in_quote = 0;
     while (pos < len && !st.rc) {
-        const char *nl = memchr(text + pos, '\n', (size_t)(len - pos));
-        int64_t end = nl ? nl - text + 1 : len;
+        /* one physical line: up to LF, CR LF or a lone CR (old Mac files) */
+        int64_t end = pos;
+        while (end < len && text[end] != '\n' && text[end] != '\r') end++;
+        if (end < len) end += (text[end] == '\r' && end + 1 < len && text[end + 1] == '\n') ? 2 : 1;
         const char *seg = text + pos;
         size_t n = (size_t)(end - pos);
         if (memchr(seg, 0, n)) {

@@ -65,6 +65,7 @@ int kn_classmap_from_string(kn_ctx *ctx, const char *s, kn_classmap *out);
 
 /* ---------------- tables of named per-sample tensors ---------------- */
 #define KN_FIELD_NAME 32
+#define KN_MAX_CLASSES (1 << 24) /* class labels 0 .. 2^24-1 */
 #define KN_MAX_FIELDS 8
 
 typedef enum { KN_FIELD_INPUT = 0, KN_FIELD_CLASS, KN_FIELD_REAL } kn_field_kind;

@@ -198,6 +198,13 @@ int kn_table_add(kn_ctx *ctx, kn_table *t, const char *name, kn_field_kind kind,
                 field_free(f);
                 return KN_ERR_FORMAT;
             }
+            if (y[i] >= KN_MAX_CLASSES) {
+                kn_err(ctx, KN_ERR_FORMAT, "field '%s': sample %lld has class label %d; kiln handles at most %d classes (labels "
+                       "0 to %d): are these class labels?", name, (long long)(i / numel), (int)y[i], KN_MAX_CLASSES, KN_MAX_CLASSES - 1);
+                t->nfields--;
+                field_free(f);
+                return KN_ERR_FORMAT;
+            }
             if (y[i] > mx) mx = y[i];
         }
         f->nclasses = mx + 1;
