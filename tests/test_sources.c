@@ -403,6 +403,11 @@ static void test_csv_select_labels(void) {
     EXPECT(kn_csv_select(ctx, &c, "3:2", NULL, 0, "features", &cols, &n), KN_ERR_CONFIG, "range '3:2' selects no column", NULL, NULL);
     EXPECT(kn_csv_select(ctx, &c, "a:b", NULL, 0, "features", &cols, &n), KN_ERR_CONFIG, "range 'a:b' is not START:END", NULL, NULL);
     EXPECT(kn_csv_select(ctx, &c, "1,,2", NULL, 0, "features", &cols, &n), KN_ERR_CONFIG, "an empty item", NULL, NULL);
+    kn_csv dup;
+    CHECK(kn_csv_parse(ctx, "dup.csv", "x,y,x\n1,2,3\n", 12, &o, &dup) == KN_OK, "%s", kn_ctx_message(ctx));
+    EXPECT(kn_csv_select(ctx, &dup, "x", NULL, 0, "features", &cols, &n), KN_ERR_CONFIG, "'x' names columns 0 and 2 of dup.csv; choose one by index",
+           NULL, NULL);
+    kn_csv_free(&dup);
     /* labels: strings in byte order */
     int32_t *y = NULL;
     kn_classmap m;

@@ -307,6 +307,12 @@ int kn_csv_select(kn_ctx *ctx, const kn_csv *c, const char *sel, const int *excl
                             c->path, cand, nc > 6 ? ", ..." : "");
                 goto done;
             }
+            for (int i = lo + 1; i < nc; i++)
+                if (!strcmp(c->header[i], item)) {
+                    rc = kn_err(ctx, KN_ERR_CONFIG, "%s = '%s': '%s' names columns %d and %d of %s; choose one by index", what, sel,
+                                item, lo, i, c->path);
+                    goto done;
+                }
             hi = lo + 1;
             single = 1;
         }
