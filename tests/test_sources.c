@@ -683,6 +683,22 @@ static void test_spec(void) {
     CHECK(f && f->sample_numel == 2, "idx image field");
     kn_table_free(&tr);
     kn_table_free(&te);
+    uint8_t img[2 * 2 * 3];
+    for (int i = 0; i < 12; i++) img[i] = (uint8_t)(i * 20);
+    int64_t dimg[3] = {2, 2, 3};
+    CHECK(kn_idx_write_typed(ctx, tpath("img.idx.gz"), KN_EL_U8, 3, dimg, img, 1) == KN_OK, "%s", kn_ctx_message(ctx));
+    CHECK(spec_from("[data]\nsource = idx\npath = img.idx.gz\ntargets_path = ly.idx\n", &s) == KN_OK, "%s", kn_ctx_message(ctx));
+    EXPECT(kn_source_load(ctx, &s, &tr, NULL), KN_ERR_FORMAT, "img.idx.gz has 2 samples but", "ly.idx has 3", NULL);
+    int16_t ly2[2] = {1, 0};
+    int64_t dy2[1] = {2};
+    CHECK(kn_idx_write_typed(ctx, tpath("ly2.idx"), KN_EL_I16, 1, dy2, ly2, 0) == KN_OK, "%s", kn_ctx_message(ctx));
+    CHECK(spec_from("[data]\nsource = idx\npath = img.idx.gz\ntargets_path = ly2.idx\nnormalize = per_channel\n", &s) == KN_OK, "%s",
+          kn_ctx_message(ctx));
+    CHECK(kn_source_load(ctx, &s, &tr, NULL) == KN_OK, "%s", kn_ctx_message(ctx));
+    f = kn_table_field(&tr, "image");
+    CHECK(f && f->sample_shape.nd == 3 && f->sample_shape.d[0] == 1 && f->sample_shape.d[1] == 2 && f->sample_shape.d[2] == 3 &&
+              ((float *)f->data)[11] == 220.0f, "u8 images get a channel axis");
+    kn_table_free(&tr);
     CHECK(spec_from("[data]\nsource = idx\npath = fx.idx\ntargets_path = fx.idx\n", &s) == KN_OK, "%s", kn_ctx_message(ctx));
     EXPECT(kn_source_load(ctx, &s, &tr, NULL), KN_ERR_FORMAT, "fx.idx: label holds float32 values, but label needs integers", NULL, NULL);
     CHECK(spec_from("[data]\nsource = csv\npath = missing.csv\n", &s) == KN_OK, "%s", kn_ctx_message(ctx));

@@ -226,7 +226,9 @@ void kn_source_spec_default(kn_source_spec *s, kn_source_kind kind);
  * test: the test set (from test_path, or split off by test_split from the same file
  * with split_seed); both tables hold all their rows (validation is split off later
  * with kn_split_indices(validation_split, split_seed) on train). test may be NULL
- * (then nothing is split off). */
+ * (then nothing is split off); with neither test_path nor test_split, *test is empty
+ * (n 0, no fields). IDX images of 3 dimensions (N, rows, cols) get one channel axis:
+ * samples (1, rows, cols), as kn_dataset_load reads them. */
 int kn_source_load(kn_ctx *ctx, const kn_source_spec *s, kn_table *train, kn_table *test);
 
 #endif

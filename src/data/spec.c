@@ -258,6 +258,12 @@ static int load_array_pair(kn_ctx *ctx, const kn_source_spec *s, const char *pat
     int (*rd)(kn_ctx *, const char *, kn_array *) = s->kind == KN_SRC_NPY ? kn_npy_read : kn_idx_read;
     int rc = rd(ctx, path, &xa);
     if (rc) return rc;
+    if (s->kind == KN_SRC_IDX && xa.nd == 3) { /* (N, rows, cols) images: one channel, as kn_dataset_load */
+        xa.dims[3] = xa.dims[2];
+        xa.dims[2] = xa.dims[1];
+        xa.dims[1] = 1;
+        xa.nd = 4;
+    }
     rc = kn_table_add_array(ctx, out, path, s->input_name, KN_FIELD_INPUT, KN_F32, &xa);
     if (!rc) rc = rd(ctx, tpath, &ya);
     if (!rc) {
