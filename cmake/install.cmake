@@ -22,7 +22,7 @@ install(FILES ${CMAKE_BINARY_DIR}/kilnConfig.cmake ${CMAKE_BINARY_DIR}/kilnConfi
 
 # pkg-config: `pkg-config --cflags --libs kiln` (shared), `--static` for libkiln.a
 set(KN_PC_PRIVATE "")
-foreach(lib ${DNNL_LIB} ${INIH_LIB} ${CJSON_LIB})
+foreach(lib ${DNNL_LIB} ${INIH_LIB} ${CJSON_LIB} ${CSV_LIB})
   get_filename_component(dir ${lib} DIRECTORY)
   get_filename_component(name ${lib} NAME_WE)
   string(REGEX REPLACE "^lib" "" name ${name})

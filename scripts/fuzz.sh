@@ -3,7 +3,7 @@
 # (tests/fuzz/, docs/FUZZING.md): builds the harnesses with clang in build-fuzz/, runs
 # every committed seed and crash input once (regression), then fuzzes each harness.
 #   scripts/fuzz.sh                  each harness 60 s (what CI runs)
-#   KN_FUZZ_SECONDS=600 scripts/fuzz.sh [config idx ckpt]   longer, or some harnesses only
+#   KN_FUZZ_SECONDS=600 scripts/fuzz.sh [config idx ckpt csv npy]   longer, or some harnesses only
 # A finding stops the script with exit status 1 and leaves the input in
 # build-fuzz/findings/<harness>/ (add it to tests/fuzz/regress/<harness>/ once fixed).
 # Environment: KN_FUZZ_SECONDS (default 60), KN_FUZZ_JOBS (harnesses run at once,
@@ -15,7 +15,7 @@ secs=${KN_FUZZ_SECONDS:-60}
 jobs=${KN_FUZZ_JOBS:-1}
 rss=${KN_FUZZ_RSS_MB:-2048}
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(config idx ckpt)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(config idx ckpt csv npy)
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKN_SANITIZE=ON -DKN_FUZZ=ON >/dev/null
 targets=()
 for h in "${harnesses[@]}"; do targets+=("fuzz_$h"); done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages kiln needs to build, test and train, if any is missing.
 # Usage: scripts/install-deps.sh [extra-package ...]
+# python3-sklearn: scikit-learn's bundled CSV files, read by tests/test_sources.c.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libdnnl-dev libinih-dev libcjson-dev zlib1g-dev dataset-fashion-mnist "$@")
+pkgs=(build-essential cmake pkg-config libdnnl-dev libinih-dev libcjson-dev libcsv-dev zlib1g-dev dataset-fashion-mnist python3-sklearn "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,5 @@
-/* kiln — IDX files of unsigned bytes, plain or gzip-compressed (zlib reads both). */
+/* kiln — IDX files, plain or gzip-compressed: unsigned bytes (kn_idx_load, the image
+ * datasets) and every element type the format defines (kn_idx_read, typed sources). */
 #define _POSIX_C_SOURCE 200809L
 #include "data/data.h"
 
@@ -7,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+
+#include "data/input.h"
+#include "data/source.h"
 
 #define IDX_MAX_BYTES ((int64_t)1 << 31)
 #define IO_CHUNK ((unsigned)1 << 24)
@@ -23,123 +27,6 @@ static const char *idx_type_name(int t) {
     }
 }
 
-/* ---------------- input: plain bytes or a gzip stream ----------------
- * zlib's gzread is not used for reading: when the compressed data ends exactly at the
- * end of the file (a gzip file whose 8-byte trailer was cut off), gzread reports a
- * clean end of file and the CRC-32 and length are never checked. Here inflate() must
- * reach Z_STREAM_END for every member (it verifies the trailer there), members may be
- * concatenated (as gzip allows), and anything else after the last one is an error. */
-typedef struct {
-    FILE *f;
-    const char *path;
-    int gz;          /* 1: gzip (magic 1f 8b) */
-    int zinit;
-    int ended;       /* gzip: the last member ended cleanly (no more input) */
-    int cut;         /* gzip: the input ended inside a member */
-    z_stream z;
-    unsigned char in[1 << 16];
-} kn_in;
-
-static int in_fill(kn_ctx *ctx, kn_in *s) {
-    size_t r = fread(s->in, 1, sizeof s->in, s->f);
-    if (r == 0 && ferror(s->f)) return kn_err(ctx, KN_ERR_IO, "%s: cannot read: %s", s->path, strerror(errno));
-    s->z.next_in = s->in;
-    s->z.avail_in = (uInt)r;
-    return KN_OK;
-}
-
-static int in_open(kn_ctx *ctx, kn_in *s, const char *path) {
-    memset(s, 0, sizeof *s);
-    s->path = path;
-    errno = 0;
-    s->f = fopen(path, "rb");
-    if (!s->f) {
-        int e = errno;
-        if (e == ENOENT)
-            return kn_err(ctx, KN_ERR_IO,
-                          "%s: cannot open: %s (install Debian's dataset-fashion-mnist or set "
-                          "data.dir)",
-                          path, strerror(e));
-        return kn_err(ctx, KN_ERR_IO, "%s: cannot open: %s", path, strerror(e));
-    }
-    int rc = in_fill(ctx, s);
-    if (rc) return rc;
-    if (s->z.avail_in == 0 && !feof(s->f)) /* e.g. a directory: fread fails with EISDIR */
-        return kn_err(ctx, KN_ERR_IO, "%s: cannot read: %s", path, strerror(errno ? errno : EIO));
-    if (s->z.avail_in >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b) {
-        s->gz = 1;
-        if (inflateInit2(&s->z, 15 + 16) != Z_OK) return kn_err(ctx, KN_ERR_NOMEM, "%s: cannot open: out of memory", path);
-        s->zinit = 1;
-    }
-    return KN_OK;
-}
-
-static void in_close(kn_in *s) {
-    if (s->zinit) inflateEnd(&s->z);
-    if (s->f) fclose(s->f);
-    s->f = NULL;
-    s->zinit = 0;
-}
-
-/* Read up to len bytes; returns bytes read (short only at the end of the data) or -1 on
- * an error (message in ctx, code in *rc). s->cut tells a gzip stream that ended early. */
-static int64_t in_read(kn_ctx *ctx, kn_in *s, uint8_t *buf, int64_t len, int *rc) {
-    int64_t got = 0;
-    if (!s->gz) {
-        while (got < len) {
-            if (s->z.avail_in == 0) {
-                if ((*rc = in_fill(ctx, s))) return -1;
-                if (s->z.avail_in == 0) break;
-            }
-            size_t k = s->z.avail_in < (uint64_t)(len - got) ? s->z.avail_in : (size_t)(len - got);
-            memcpy(buf + got, s->z.next_in, k);
-            s->z.next_in += k;
-            s->z.avail_in -= (uInt)k;
-            got += (int64_t)k;
-        }
-        return got;
-    }
-    while (got < len && !s->ended && !s->cut) {
-        if (s->z.avail_in == 0) {
-            if ((*rc = in_fill(ctx, s))) return -1;
-            if (s->z.avail_in == 0) { s->cut = 1; break; } /* no more input inside a member */
-        }
-        int64_t want = len - got;
-        s->z.next_out = buf + got;
-        s->z.avail_out = want > (int64_t)IO_CHUNK ? IO_CHUNK : (uInt)want;
-        uInt before = s->z.avail_out;
-        int zr = inflate(&s->z, Z_NO_FLUSH);
-        got += before - s->z.avail_out;
-        if (zr == Z_STREAM_END) { /* trailer verified; another member, or the end */
-            if (s->z.avail_in == 0 && (*rc = in_fill(ctx, s))) return -1;
-            if (s->z.avail_in == 0) { s->ended = 1; break; }
-            if (s->z.avail_in >= 2 ? !(s->z.next_in[0] == 0x1f && s->z.next_in[1] == 0x8b) : s->z.next_in[0] != 0x1f) {
-                /* count what follows the stream */
-                int64_t extra = s->z.avail_in;
-                for (;;) {
-                    if ((*rc = in_fill(ctx, s))) return -1;
-                    if (s->z.avail_in == 0) break;
-                    extra += s->z.avail_in;
-                }
-                *rc = kn_err(ctx, KN_ERR_FORMAT, "%s: %lld bytes after the end of the gzip stream; the file is damaged, fetch it again",
-                             s->path, (long long)extra);
-                return -1;
-            }
-            inflateReset(&s->z);
-        } else if (zr == Z_BUF_ERROR && s->z.avail_in == 0) {
-            continue; /* needs more input: the loop refills (or finds the end: cut) */
-        } else if (zr == Z_MEM_ERROR) {
-            *rc = kn_err(ctx, KN_ERR_NOMEM, "%s: out of memory decompressing", s->path);
-            return -1;
-        } else if (zr != Z_OK) {
-            *rc = kn_err(ctx, KN_ERR_FORMAT, "%s: corrupt gzip stream (zlib: %s); the file is damaged, fetch it again", s->path,
-                         s->z.msg ? s->z.msg : "invalid data");
-            return -1;
-        }
-    }
-    return got;
-}
-
 static void dims_str(char *buf, size_t n, int nd, const int64_t *dims) {
     size_t k = 0;
     buf[0] = 0;
@@ -147,11 +34,24 @@ static void dims_str(char *buf, size_t n, int nd, const int64_t *dims) {
         k += (size_t)snprintf(buf + k, n - k, i ? "x%lld" : "%lld", (long long)dims[i]);
 }
 
-/* The header: magic, type, dimensions, all checked. *total gets the data size. */
-static int read_header(kn_ctx *ctx, kn_in *s, const char *path, int *nd_out, int64_t dims[4], int64_t *total_out) {
+static int idx_elsize(int type) {
+    switch (type) {
+    case 0x08: case 0x09: return 1;
+    case 0x0B: return 2;
+    case 0x0C: case 0x0D: return 4;
+    case 0x0E: return 8;
+    default: return 0;
+    }
+}
+
+/* The header: magic, type, dimensions, all checked. *total gets the data size in bytes.
+ * typed == 0: unsigned bytes only, 1 to 4 dimensions, at most 2^31 bytes (kn_idx_load);
+ * typed == 1: every element type, 1 to KN_MAX_DIMS dimensions, at most KN_DATA_MAX_BYTES. */
+static int read_header(kn_ctx *ctx, kn_in *s, const char *path, int typed, int *type_out, int *nd_out, int64_t *dims,
+                       int64_t *total_out) {
     int rc = KN_OK;
-    uint8_t hdr[4 + 4 * 4];
-    int64_t got = in_read(ctx, s, hdr, 4, &rc);
+    uint8_t hdr[4 + 4 * KN_MAX_DIMS];
+    int64_t got = kn_in_read(ctx, s, hdr, 4, &rc);
     if (got < 0) return rc;
     const char *kind = s->gz ? " (after gunzip)" : "";
     if (got < 4)
@@ -164,24 +64,31 @@ static int read_header(kn_ctx *ctx, kn_in *s, const char *path, int *nd_out, int
                       "%s: expected an IDX file: first two bytes 0x00 0x00, found 0x%02X 0x%02X%s",
                       path, hdr[0], hdr[1], kind);
     int type = hdr[2], nd = hdr[3];
-    if (type != 0x08)
+    const int maxnd = typed ? KN_MAX_DIMS : 4;
+    if (!typed && type != 0x08)
         return kn_err(ctx, KN_ERR_FORMAT,
                       "%s: IDX element type 0x%02X (%s) is not supported; kiln reads unsigned-byte "
                       "IDX files (type 0x08)",
                       path, type, idx_type_name(type));
-    if (nd < 1 || nd > 4)
+    if (typed && !idx_elsize(type))
         return kn_err(ctx, KN_ERR_FORMAT,
-                      "%s: IDX header declares %d dimensions; kiln reads IDX files with 1 to 4 "
+                      "%s: IDX element type 0x%02X is not one the format defines (0x08 unsigned byte, 0x09 signed "
+                      "byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double); is this an IDX file?",
+                      path, type);
+    if (nd < 1 || nd > maxnd)
+        return kn_err(ctx, KN_ERR_FORMAT,
+                      "%s: IDX header declares %d dimensions; kiln reads IDX files with 1 to %d "
                       "dimensions",
-                      path, nd);
-    got = in_read(ctx, s, hdr + 4, 4 * nd, &rc);
+                      path, nd, maxnd);
+    got = kn_in_read(ctx, s, hdr + 4, 4 * nd, &rc);
     if (got < 0) return rc;
     if (got < 4 * nd)
         return kn_err(ctx, KN_ERR_FORMAT,
                       "%s: truncated: header declares %d dimensions (%d bytes of sizes), found %lld "
                       "bytes%s",
                       path, nd, 4 * nd, (long long)got, s->cut ? " (the gzip stream ends early: the file was cut short)" : "");
-    int64_t total = 1;
+    const int64_t limit = typed ? KN_DATA_MAX_BYTES : IDX_MAX_BYTES;
+    int64_t total = typed ? idx_elsize(type) : 1;
     for (int i = 0; i < nd; i++) {
         const uint8_t *p = hdr + 4 + 4 * i;
         int32_t d = (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
@@ -191,41 +98,28 @@ static int read_header(kn_ctx *ctx, kn_in *s, const char *path, int *nd_out, int
             return kn_err(ctx, KN_ERR_FORMAT,
                           "%s: IDX dimension %d is %d; every dimension must be at least 1", path, i,
                           (int)d);
-        total *= d; /* at most 2^31 * (2^31 - 1): no overflow */
-        if (total > IDX_MAX_BYTES) {
+        if (kn_mul_ovf(total, d, &total) || total > limit) {
             char ds[128];
             dims_str(ds, sizeof ds, i + 1, dims);
             return kn_err(ctx, KN_ERR_FORMAT,
-                          "%s: IDX dimensions %s%s exceed the limit of 2^31 bytes of data", path, ds,
-                          i + 1 < nd ? "x..." : "");
+                          "%s: IDX dimensions %s%s exceed the limit of 2^%d bytes of data", path, ds,
+                          i + 1 < nd ? "x..." : "", typed ? 34 : 31);
         }
     }
+    *type_out = type;
     *nd_out = nd;
     *total_out = total;
     return KN_OK;
 }
 
-int kn_idx_peek(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]) {
-    kn_in s;
-    int64_t total;
-    *nd = 0;
-    int rc = in_open(ctx, &s, path);
-    if (!rc) rc = read_header(ctx, &s, path, nd, dims, &total);
-    in_close(&s);
-    if (rc) *nd = 0;
-    return rc;
-}
-
-int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
-    memset(out, 0, sizeof *out);
-    kn_in s;
-    int rc = in_open(ctx, &s, path);
+/* The data after the header: exactly `total` bytes, then the end of the file (and of a
+ * gzip stream's verified trailer). *data malloc'ed. */
+static int read_body(kn_ctx *ctx, kn_in *s, const char *path, int nd, const int64_t *dims, int64_t total,
+                     uint8_t **data_out) {
+    int rc = KN_OK;
     uint8_t *data = NULL;
-    int nd = 0;
-    int64_t total = 0, got;
-    if (rc) goto fail;
-    if ((rc = read_header(ctx, &s, path, &nd, out->dims, &total))) goto fail;
-    out->nd = nd;
+    int64_t got;
+    *data_out = NULL;
     /* the buffer grows with the data actually read (doubling): a header that promises
      * more than the file holds costs no more memory than the file */
     {
@@ -234,11 +128,11 @@ int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
         for (;;) {
             uint8_t *nb = realloc(data, (size_t)cap);
             if (!nb) {
-                rc = kn_err(ctx, KN_ERR_NOMEM, "%s: out of memory for %lld bytes of data", path, (long long)cap);
-                goto fail;
+                free(data);
+                return kn_err(ctx, KN_ERR_NOMEM, "%s: out of memory for %lld bytes of data", path, (long long)cap);
             }
             data = nb;
-            int64_t r = in_read(ctx, &s, data + got, cap - got, &rc);
+            int64_t r = kn_in_read(ctx, s, data + got, cap - got, &rc);
             if (r < 0) goto fail;
             got += r;
             if (got < cap || cap == total) break;
@@ -247,11 +141,11 @@ int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
     }
     if (got < total) {
         char ds[128];
-        dims_str(ds, sizeof ds, nd, out->dims);
+        dims_str(ds, sizeof ds, nd, dims);
         rc = kn_err(ctx, KN_ERR_FORMAT,
                     "%s: truncated: header promises %lld bytes of data (dimensions %s), found %lld%s", path,
                     (long long)total, ds, (long long)got,
-                    s.cut ? " (the gzip stream ends early: the file was cut short)" : "");
+                    s->cut ? " (the gzip stream ends early: the file was cut short)" : "");
         goto fail;
     }
     /* Read to the end: counts trailing bytes, and a gzip stream must end with its
@@ -260,12 +154,12 @@ int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
         uint8_t tail[4096];
         int64_t extra = 0;
         for (;;) {
-            got = in_read(ctx, &s, tail, (int64_t)sizeof tail, &rc);
+            got = kn_in_read(ctx, s, tail, (int64_t)sizeof tail, &rc);
             if (got < 0) goto fail;
             extra += got;
             if (got < (int64_t)sizeof tail) break;
         }
-        if (s.cut) {
+        if (s->cut) {
             rc = kn_err(ctx, KN_ERR_FORMAT,
                         "%s: corrupt gzip stream: it ends before its checksum (the file was cut "
                         "short); fetch it again",
@@ -274,7 +168,7 @@ int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
         }
         if (extra > 0) {
             char ds[128];
-            dims_str(ds, sizeof ds, nd, out->dims);
+            dims_str(ds, sizeof ds, nd, dims);
             rc = kn_err(ctx, KN_ERR_FORMAT,
                         "%s: %lld unexpected bytes after the data (header promises %lld bytes of "
                         "data for dimensions %s); is this the right file?",
@@ -282,15 +176,85 @@ int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
             goto fail;
         }
     }
-    in_close(&s);
+    *data_out = data;
+    return KN_OK;
+fail:
+    free(data);
+    return rc ? rc : KN_ERR_FORMAT;
+}
+
+int kn_idx_peek(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]) {
+    kn_in s;
+    int64_t total;
+    int type;
+    *nd = 0;
+    int rc = kn_in_open(ctx, &s, path, "install Debian's dataset-fashion-mnist or set data.dir");
+    if (!rc) rc = read_header(ctx, &s, path, 0, &type, nd, dims, &total);
+    kn_in_close(&s);
+    if (rc) *nd = 0;
+    return rc;
+}
+
+int kn_idx_load(kn_ctx *ctx, const char *path, kn_idx *out) {
+    memset(out, 0, sizeof *out);
+    kn_in s;
+    int type, nd = 0;
+    int64_t total = 0;
+    uint8_t *data = NULL;
+    int rc = kn_in_open(ctx, &s, path, "install Debian's dataset-fashion-mnist or set data.dir");
+    if (!rc) rc = read_header(ctx, &s, path, 0, &type, &nd, out->dims, &total);
+    if (!rc) rc = read_body(ctx, &s, path, nd, out->dims, total, &data);
+    kn_in_close(&s);
+    if (rc) {
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
+    out->nd = nd;
     out->data = data;
     return KN_OK;
+}
 
-fail:
-    in_close(&s);
-    free(data);
+static kn_eltype idx_eltype(int type) {
+    switch (type) {
+    case 0x08: return KN_EL_U8;
+    case 0x09: return KN_EL_I8;
+    case 0x0B: return KN_EL_I16;
+    case 0x0C: return KN_EL_I32;
+    case 0x0D: return KN_EL_F32;
+    default: return KN_EL_F64;
+    }
+}
+
+int kn_idx_read(kn_ctx *ctx, const char *path, kn_array *out) {
     memset(out, 0, sizeof *out);
-    return rc ? rc : KN_ERR_FORMAT;
+    kn_in s;
+    int type = 0, nd = 0;
+    int64_t total = 0, dims[KN_MAX_DIMS] = {0};
+    uint8_t *data = NULL;
+    int rc = kn_in_open(ctx, &s, path, NULL);
+    if (!rc) rc = read_header(ctx, &s, path, 1, &type, &nd, dims, &total);
+    if (!rc) rc = read_body(ctx, &s, path, nd, dims, total, &data);
+    kn_in_close(&s);
+    if (rc) return rc;
+    /* big-endian on disk to the host's order */
+    const int es = idx_elsize(type);
+    const int64_t n = total / es;
+    if (es > 1) {
+        for (int64_t i = 0; i < n; i++) {
+            uint8_t *p = data + i * es;
+            for (int a = 0, b = es - 1; a < b; a++, b--) {
+                uint8_t t = p[a];
+                p[a] = p[b];
+                p[b] = t;
+            }
+        }
+    }
+    out->type = idx_eltype(type);
+    out->nd = nd;
+    memcpy(out->dims, dims, sizeof dims);
+    out->numel = n;
+    out->data = data;
+    return KN_OK;
 }
 
 void kn_idx_free(kn_idx *x) {
@@ -308,28 +272,28 @@ static const char *gz_msg(gzFile f, const char *path, int *errnum) {
     return m;
 }
 
-int kn_idx_write(kn_ctx *ctx, const char *path, int nd, const int64_t *dims, const uint8_t *data,
-                 int gz) {
-    if (nd < 1 || nd > 4)
-        return kn_err(ctx, KN_ERR_INVALID, "%s: cannot write an IDX file with %d dimensions (1 to 4)",
-                      path, nd);
-    int64_t total = 1;
+static int idx_write(kn_ctx *ctx, const char *path, int type, int maxnd, int nd, const int64_t *dims, const uint8_t *data,
+                     int gz) {
+    const int es = idx_elsize(type);
+    if (nd < 1 || nd > maxnd)
+        return kn_err(ctx, KN_ERR_INVALID, "%s: cannot write an IDX file with %d dimensions (1 to %d)",
+                      path, nd, maxnd);
+    int64_t total = es;
     for (int i = 0; i < nd; i++) {
         if (dims[i] <= 0 || dims[i] > INT32_MAX)
             return kn_err(ctx, KN_ERR_INVALID,
                           "%s: cannot write IDX dimension %d = %lld (must be 1 to 2^31-1)", path, i,
                           (long long)dims[i]);
-        total *= dims[i];
-        if (total > IDX_MAX_BYTES)
-            return kn_err(ctx, KN_ERR_INVALID, "%s: IDX data larger than 2^31 bytes", path);
+        if (kn_mul_ovf(total, dims[i], &total) || total > (es > 1 ? KN_DATA_MAX_BYTES : IDX_MAX_BYTES))
+            return kn_err(ctx, KN_ERR_INVALID, "%s: IDX data larger than the limit (2^%d bytes)", path, es > 1 ? 34 : 31);
     }
     if (!data)
         return kn_err(ctx, KN_ERR_INVALID, "%s: no data given for the IDX file", path);
 
-    uint8_t hdr[4 + 16];
+    uint8_t hdr[4 + 4 * KN_MAX_DIMS];
     hdr[0] = 0;
     hdr[1] = 0;
-    hdr[2] = 0x08;
+    hdr[2] = (uint8_t)type;
     hdr[3] = (uint8_t)nd;
     for (int i = 0; i < nd; i++) {
         uint32_t d = (uint32_t)dims[i];
@@ -378,4 +342,30 @@ int kn_idx_write(kn_ctx *ctx, const char *path, int nd, const int64_t *dims, con
         return kn_err(ctx, KN_ERR_IO, "%s: write failed while closing (%s)", path,
                       zrc == Z_ERRNO ? strerror(errno) : "zlib error");
     return KN_OK;
+}
+
+int kn_idx_write(kn_ctx *ctx, const char *path, int nd, const int64_t *dims, const uint8_t *data, int gz) {
+    return idx_write(ctx, path, 0x08, 4, nd, dims, data, gz);
+}
+
+int kn_idx_write_typed(kn_ctx *ctx, const char *path, kn_eltype t, int nd, const int64_t *dims, const void *data,
+                       int gz) {
+    static const int code[] = {[KN_EL_U8] = 0x08, [KN_EL_I8] = 0x09, [KN_EL_I16] = 0x0B, [KN_EL_I32] = 0x0C,
+                               [KN_EL_I64] = 0, [KN_EL_F32] = 0x0D, [KN_EL_F64] = 0x0E};
+    if ((unsigned)t > KN_EL_F64 || !code[t])
+        return kn_err(ctx, KN_ERR_INVALID, "%s: IDX has no element type for %s", path, kn_eltype_name(t));
+    const int type = code[t], es = idx_elsize(type);
+    int64_t n = 1;
+    for (int i = 0; i < nd && i < KN_MAX_DIMS; i++)
+        if (dims[i] <= 0 || kn_mul_ovf(n, dims[i], &n)) return idx_write(ctx, path, type, KN_MAX_DIMS, nd, dims, data, gz);
+    if (es == 1 || !data || nd < 1 || nd > KN_MAX_DIMS || n > KN_DATA_MAX_BYTES / es)
+        return idx_write(ctx, path, type, KN_MAX_DIMS, nd, dims, data, gz);
+    uint8_t *be = malloc((size_t)(n * es));
+    if (!be) return kn_err(ctx, KN_ERR_NOMEM, "%s: out of memory writing %lld elements", path, (long long)n);
+    const uint8_t *src = data;
+    for (int64_t i = 0; i < n; i++)
+        for (int b = 0; b < es; b++) be[i * es + b] = src[i * es + es - 1 - b];
+    int rc = idx_write(ctx, path, type, KN_MAX_DIMS, nd, dims, be, gz);
+    free(be);
+    return rc;
 }

@@ -1,11 +1,43 @@
 /* Fuzz harness: the IDX reader (plain and gzip: the format is told from the content,
  * so gzip seeds let the fuzzer mutate compressed streams), the header-only peek the
  * planner uses, and a dataset made of the input as images or as labels.
+ * The typed reader (kn_idx_read: every element type) reads the same file; for an
+ * unsigned-byte file it must agree with kn_idx_load, and what it reads writes back
+ * (kn_idx_write_typed) and reads again as the same array.
  * Input: one flags byte, then the file. flags & 1: load it as the labels of a fixed
  * 2-image set; otherwise as images with fixed labels. */
 #include "fuzz_common.h"
 
 #include "data/data.h"
+#include "data/source.h"
+
+/* the typed reader: agrees with the u8 one, round-trips through the writer */
+static void typed(kn_ctx *ctx, const char *path, const kn_idx *u8, int u8ok) {
+    kn_array a;
+    kn_ctx_clear(ctx);
+    if (kn_idx_read(ctx, path, &a) != KN_OK) {
+        if (u8ok) abort(); /* every u8 file kn_idx_load reads is a typed IDX file too */
+        return;
+    }
+    if (a.nd < 1 || a.nd > KN_MAX_DIMS) abort();
+    int64_t n = 1;
+    for (int i = 0; i < a.nd; i++) n *= a.dims[i];
+    if (n != a.numel) abort();
+    if (u8ok && (a.type != KN_EL_U8 || a.nd != u8->nd || memcmp(a.data, u8->data, (size_t)n))) abort();
+    const char *out = kn_fuzz_path(".out.idx");
+    if (kn_idx_write_typed(ctx, out, a.type, a.nd, a.dims, a.data, 0) == KN_OK) {
+        kn_array b;
+        if (kn_idx_read(ctx, out, &b) != KN_OK || b.type != a.type || b.numel != a.numel ||
+            memcmp(a.data, b.data, (size_t)n * kn_eltype_size(a.type)))
+            abort();
+        kn_array_free(&b);
+        unlink(out);
+    }
+    kn_table t = {0};
+    kn_ctx_clear(ctx);
+    kn_table_add_array(ctx, &t, path, "image", KN_FIELD_INPUT, KN_F32, &a);
+    kn_table_free(&t);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
@@ -20,7 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int64_t dims[4];
     int prc = kn_idx_peek(ctx, path, &nd, dims);
     kn_ctx_clear(ctx);
-    if (kn_idx_load(ctx, path, &x) == KN_OK) {
+    int u8ok = kn_idx_load(ctx, path, &x) == KN_OK;
+    typed(ctx, path, &x, u8ok);
+    if (u8ok) {
         /* what the peek said is what the load found */
         if (prc != KN_OK || nd != x.nd) abort();
         int64_t total = 1;
