@@ -14,9 +14,14 @@
  *
  * The fixture is committed; CI needs no torch. To regenerate it (needs torch):
  *     python3 tests/fixtures/make_op_ref.py     (from the repository root)
+ * Each case of an op with kiln's own kernels also runs on the baseline x86-64 path and
+ * must give the same bits as on this CPU's path (avx2, avx512): kiln's kernels do not
+ * reassociate.
  * KN_OPS_TORCH_ONLY=NAME-PREFIX runs only the cases whose name starts with it. */
+#define _POSIX_C_SOURCE 200809L
 #include <string.h>
 
+#include "backend/cpu/isa.h"
 #include "gradcheck.h"
 
 #define RTOL 1e-5
@@ -64,6 +69,35 @@ static double compare(const float *got, const ref_t *ref, double *elem) {
     return mx > 0 ? err / (RTOL * mx) : (err == 0 ? 0 : INFINITY);
 }
 
+/* Build and run one case: forward, then the backward seeded with dy; returns the output
+ * followed by every parameter's gradient (malloc'ed, *n floats), NULL if it cannot build. */
+static float *run_case(const kn_op *op, const kn_attrs *a, const gc_tensor *in, int nin, const float *dy, int64_t *n) {
+    gc_graph G;
+    if (gc_build(&G, op, a, in, nin, 1, 1)) {
+        gc_free(&G);
+        return NULL;
+    }
+    kn_graph *g = G.g;
+    int64_t tot = kn_numel(g, G.y);
+    for (int i = 0; i < nin; i++)
+        if (in[i].kind == GC_PARAM) tot += kn_numel(g, G.vid[i]);
+    float *r = malloc((size_t)tot * sizeof *r);
+    gc_forward(&G);
+    int64_t off = kn_numel(g, G.y);
+    memcpy(r, kn_ptr(g, G.y), (size_t)off * sizeof *r);
+    gc_poison(&G);
+    kn_g_backward(g, &G.rt, dy);
+    for (int i = 0; i < nin; i++) {
+        if (in[i].kind != GC_PARAM) continue;
+        const int64_t m = kn_numel(g, G.vid[i]);
+        memcpy(r + off, kn_ptr(g, g->v[G.vid[i]].grad), (size_t)m * sizeof *r);
+        off += m;
+    }
+    *n = tot;
+    gc_free(&G);
+    return r;
+}
+
 int main(void) {
     const char *path = kn_test_src("tests/fixtures/op_ref.txt");
     const char *only = getenv("KN_OPS_TORCH_ONLY");
@@ -72,7 +106,7 @@ int main(void) {
     if (!f) return kn_test_finish("test_ops_torch");
     kn_set_threads(1);
     char line[512], word[64], name[128], opname[64];
-    int ncases = 0, nbad = 0;
+    int ncases = 0, nbad = 0, nbits = 0;
     double worst = 0, worst_elem = 0;
     char worst_name[160] = "";
     while (fscanf(f, "%63s", word) == 1) {
@@ -161,6 +195,23 @@ int main(void) {
                         worst_elem = fmax(worst_elem, el);
                     }
                 }
+                /* kiln's own kernels give the same bits on every instruction-set path
+                 * (no reassociation): this case again on the baseline x86-64 path
+                 * (oneDNN's ops, linear and conv2d, differ between paths) */
+                if (!bad && g->isa != KN_ISA_BASE && strcmp(opname, "linear") && strcmp(opname, "conv2d")) {
+                    int64_t n1 = 0, n2 = 0;
+                    float *seed = malloc((size_t)dy.n * sizeof *seed);
+                    for (int64_t k = 0; k < dy.n; k++) seed[k] = (float)dy.v[k];
+                    float *r1 = run_case(op, &a, in, nin, seed, &n1);
+                    setenv("KN_MAX_ISA", "x86-64", 1);
+                    float *r2 = run_case(op, &a, in, nin, seed, &n2);
+                    unsetenv("KN_MAX_ISA");
+                    const int same = r1 && r2 && n1 == n2 && !memcmp(r1, r2, (size_t)n1 * sizeof *r1);
+                    CHECK(same, "%s: the x86-64 path gives other bits than the %s path", name, kn_isa_name(g->isa));
+                    bad |= !same;
+                    nbits += same;
+                    free(seed), free(r1), free(r2);
+                }
                 printf("%s%s\n", msg, bad ? "   FAIL" : "");
                 CHECK(!bad, "%s: kiln and PyTorch differ by more than %g of the largest magnitude (ratios above)", name,
                       RTOL);
@@ -175,6 +226,7 @@ int main(void) {
     }
     fclose(f);
     CHECK(ncases >= (only ? 1 : 100), "only %d cases read from %s", ncases, path);
+    printf("%d cases the same bits on the x86-64 path as on this CPU's\n", nbits);
     printf("%d cases against PyTorch, %d failed; worst max|err| / (1e-5 max|ref|) = %.3f (%s), i.e. %.2e relative; "
            "worst element-wise relative error %.2e\n",
            ncases, nbad, worst, worst_name, worst * RTOL, worst_elem);

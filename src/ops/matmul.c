@@ -5,7 +5,7 @@
  *   output C (batch..., M, N), C = op(A) @ op(B) per batch matrix.
  * Backward: dA = dC @ op(B)^T, dB = op(A)^T @ dC (each stored in its input's layout),
  * summed over the batch matrices that a broadcast operand fed, in batch order.
- * Kernel: a blocked loop (4 rows x 256 columns of C at a time, the inner dimension in
+ * Kernel: register blocks of 4 x 16 elements of C over the whole inner dimension (in
  * order), so every element of C is the sum over k in order from 0, computed the same
  * way whatever the blocking and the thread count: the same bits for any thread count.
  * An operand whose columns are not contiguous is transposed into scratch first. */
@@ -104,41 +104,61 @@ typedef struct {
     const int64_t *bs;
 } mm_opnd;
 
-/* rows [r0, r1) of T (R x Cc, contiguous) (+)= X @ Y, inner dimension I */
-static void mm_rows(int64_t r0, int64_t r1, int64_t Cc, int64_t I, const float *restrict X, int64_t sr, int64_t si,
-                    const float *restrict Y, int64_t syi, float *restrict T, int acc) {
-    for (int64_t c0 = 0; c0 < Cc; c0 += 256) {
-        const int64_t w = c0 + 256 < Cc ? 256 : Cc - c0;
+/* 8 floats; unaligned loads and stores through a may_alias type (no function takes or
+ * returns one by value, so no vector-ABI question arises on any of the three compiles) */
+typedef float mm_v8 __attribute__((vector_size(32)));
+typedef float mm_v8u __attribute__((vector_size(32), aligned(4), may_alias));
+#define MM_LD(p) (*(const mm_v8u *)(const void *)(p))
+#define MM_ST(p, v) ((void)(*(mm_v8u *)(void *)(p) = (v)))
+#define MM_SPLAT(x) ((mm_v8){(x), (x), (x), (x), (x), (x), (x), (x)})
+
+/* rows [r0, r1) of T (R x Cc, contiguous) (+)= X @ Y, inner dimension I.
+ * Register blocks of 4 rows x 16 columns (8 accumulators) run over the whole inner
+ * dimension; the column remainder runs one element at a time. Either way an element is
+ * t = (...((t0 + x0 y0) + x1 y1) + ...) with i in order and t0 = 0 (or T's value when
+ * acc): the same bits whatever the blocking. */
+static void mm_rows(int64_t r0, int64_t r1, int64_t Cc, int64_t I, const float *X, int64_t sr, int64_t si,
+                    const float *Y, int64_t syi, float *T, int acc) {
+    const int64_t C16 = Cc / 16 * 16;
+    for (int64_t c = 0; c < C16; c += 16) {
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4) {
-            float *restrict t0 = T + r * Cc + c0, *restrict t1 = t0 + Cc, *restrict t2 = t1 + Cc, *restrict t3 = t2 + Cc;
-            if (!acc)
-                for (int64_t j = 0; j < w; j++) t0[j] = t1[j] = t2[j] = t3[j] = 0.0f;
-            const float *x0 = X + r * sr;
-            for (int64_t i = 0; i < I; i++) {
-                const float a0 = x0[i * si], a1 = x0[sr + i * si], a2 = x0[2 * sr + i * si], a3 = x0[3 * sr + i * si];
-                const float *restrict y = Y + i * syi + c0;
-                for (int64_t j = 0; j < w; j++) {
-                    const float v = y[j];
-                    t0[j] += a0 * v;
-                    t1[j] += a1 * v;
-                    t2[j] += a2 * v;
-                    t3[j] += a3 * v;
-                }
+            float *t = T + r * Cc + c;
+            const mm_v8 z = MM_SPLAT(0.0f);
+            mm_v8 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+            if (acc) {
+                c00 = MM_LD(t), c01 = MM_LD(t + 8), c10 = MM_LD(t + Cc), c11 = MM_LD(t + Cc + 8);
+                c20 = MM_LD(t + 2 * Cc), c21 = MM_LD(t + 2 * Cc + 8), c30 = MM_LD(t + 3 * Cc), c31 = MM_LD(t + 3 * Cc + 8);
             }
+            const float *x = X + r * sr, *y = Y + c;
+            for (int64_t i = 0; i < I; i++, x += si, y += syi) {
+                const mm_v8 y0 = MM_LD(y), y1 = MM_LD(y + 8);
+                const mm_v8 a0 = MM_SPLAT(x[0]), a1 = MM_SPLAT(x[sr]), a2 = MM_SPLAT(x[2 * sr]), a3 = MM_SPLAT(x[3 * sr]);
+                c00 += a0 * y0, c01 += a0 * y1, c10 += a1 * y0, c11 += a1 * y1;
+                c20 += a2 * y0, c21 += a2 * y1, c30 += a3 * y0, c31 += a3 * y1;
+            }
+            MM_ST(t, c00), MM_ST(t + 8, c01), MM_ST(t + Cc, c10), MM_ST(t + Cc + 8, c11);
+            MM_ST(t + 2 * Cc, c20), MM_ST(t + 2 * Cc + 8, c21), MM_ST(t + 3 * Cc, c30), MM_ST(t + 3 * Cc + 8, c31);
         }
         for (; r < r1; r++) {
-            float *restrict t0 = T + r * Cc + c0;
-            if (!acc)
-                for (int64_t j = 0; j < w; j++) t0[j] = 0.0f;
-            const float *x0 = X + r * sr;
-            for (int64_t i = 0; i < I; i++) {
-                const float a0 = x0[i * si];
-                const float *restrict y = Y + i * syi + c0;
-                for (int64_t j = 0; j < w; j++) t0[j] += a0 * y[j];
+            float *t = T + r * Cc + c;
+            mm_v8 c0 = MM_SPLAT(0.0f), c1 = c0;
+            if (acc) c0 = MM_LD(t), c1 = MM_LD(t + 8);
+            const float *x = X + r * sr, *y = Y + c;
+            for (int64_t i = 0; i < I; i++, x += si, y += syi) {
+                const mm_v8 a = MM_SPLAT(x[0]);
+                c0 += a * MM_LD(y), c1 += a * MM_LD(y + 8);
             }
+            MM_ST(t, c0), MM_ST(t + 8, c1);
         }
     }
+    for (int64_t r = r0; r < r1 && C16 < Cc; r++)
+        for (int64_t c = C16; c < Cc; c++) {
+            float v = acc ? T[r * Cc + c] : 0.0f;
+            const float *x = X + r * sr;
+            for (int64_t i = 0; i < I; i++) v += x[i * si] * Y[i * syi + c];
+            T[r * Cc + c] = v;
+        }
 }
 
 /* The batch matrix of C whose target coordinates are t (over the dims along which
