@@ -127,14 +127,23 @@ static void bin_grad_full(int op, int i, const kn_graph *g, const kn_node *n, co
         const float *br = b + nd_offset(r, nd - 1, G.d, G.st[2]);
         const float *dr = dy + r * L;
         float *tr = t + r * L;
-        for (int64_t j = 0; j < L; j++) {
-            const float av = ar[j * sa], bv = br[j * sb];
-            float v;
-            if (op == BIN_MUL) v = dr[j] * (i == 0 ? bv : av);
-            else if (i == 0) v = dr[j] / bv;
-            else v = -dr[j] * av / (bv * bv);
-            tr[j] = v;
-        }
+        /* the four stride cases as separate loops, so that each vectorises */
+#define BIN_GRAD_LOOP(AV, BV)                                                                              \
+    do {                                                                                                   \
+        if (op == BIN_MUL && i == 0)                                                                       \
+            for (int64_t j = 0; j < L; j++) tr[j] = dr[j] * (BV);                                          \
+        else if (op == BIN_MUL)                                                                            \
+            for (int64_t j = 0; j < L; j++) tr[j] = dr[j] * (AV);                                          \
+        else if (i == 0)                                                                                   \
+            for (int64_t j = 0; j < L; j++) tr[j] = dr[j] / (BV);                                          \
+        else                                                                                               \
+            for (int64_t j = 0; j < L; j++) tr[j] = -dr[j] * (AV) / ((BV) * (BV));                         \
+    } while (0)
+        if (sa && sb) BIN_GRAD_LOOP(ar[j], br[j]);
+        else if (sa) BIN_GRAD_LOOP(ar[j], br[0]);
+        else if (sb) BIN_GRAD_LOOP(ar[0], br[j]);
+        else BIN_GRAD_LOOP(ar[0], br[0]);
+#undef BIN_GRAD_LOOP
     }
 }
 

@@ -156,14 +156,19 @@ static inline void nd_reduce_sum(const nd_red *r, const float *x, float *y, doub
  * arg[o] = its position among them (row-major; the first of equal maxima). */
 static inline void nd_reduce_max(const nd_red *r, const float *x, float *y, int32_t *arg) {
     const int64_t nout = r->nout, nred = r->nred;
+    const int64_t last = r->nr ? r->rd[r->nr - 1] : 1, ls = r->nr ? r->rs[r->nr - 1] : 1;
+    const int64_t nrow = nred / last;
 #pragma omp parallel for schedule(static) if (nout * nred > KN_ND_PAR && nout > 1)
     for (int64_t o = 0; o < nout; o++) {
         const float *xo = x + nd_offset(o, r->nk, r->kd, r->ks);
         float m = xo[0];
         int64_t at = 0;
-        for (int64_t i = 1; i < nred; i++) {
-            const float v = xo[nd_offset(i, r->nr, r->rd, r->rs)];
-            if (v > m || (v != v && m == m)) m = v, at = i;
+        for (int64_t i = 0; i < nrow; i++) {
+            const float *xr = xo + nd_offset(i, r->nr - 1, r->rd, r->rs);
+            for (int64_t j = 0; j < last; j++) {
+                const float v = xr[j * ls];
+                if (v > m || (v != v && m == m)) m = v, at = i * last + j;
+            }
         }
         y[o] = m;
         arg[o] = (int32_t)at;

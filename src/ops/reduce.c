@@ -87,6 +87,18 @@ static void red_backward(int op, const kn_node *n, kn_rt *rt, float *const *din,
         return;
     }
     const float s = op == RED_MEAN ? (float)(1.0 / (double)nred) : 1.0f;
+    if (r.leading && r.nk > 0) {
+        /* dx is [nred, nout]: every row is dy (times 1/count) */
+#pragma omp parallel for schedule(static) if (nout * nred > KN_ND_PAR && nred > 1)
+        for (int64_t i = 0; i < nred; i++) {
+            float *xr = dx + i * nout;
+            if (op == RED_MEAN)
+                for (int64_t o = 0; o < nout; o++) xr[o] = dy[o] * s;
+            else
+                memcpy(xr, dy, (size_t)nout * sizeof(float));
+        }
+        return;
+    }
     const int64_t last = r.nr ? r.rd[r.nr - 1] : 1, ls = r.nr ? r.rs[r.nr - 1] : 1, nrow = nred / last;
 #pragma omp parallel for schedule(static) if (nout * nred > KN_ND_PAR && nout > 1)
     for (int64_t o = 0; o < nout; o++) {

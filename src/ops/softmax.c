@@ -1,8 +1,9 @@
 /* softmax and log_softmax over one axis.
  *   input x float32, any rank; attrs: i[0] = the axis (negative: from the end, -1 the last).
- *   softmax:     y = exp(x - lse)   dx = y * (dy - sum(dy * y))
- *   log_softmax: y = x - lse        dx = dy - exp(y) * sum(dy)
- * with lse = max + log(sum(exp(x - max))) over the axis; sums in double. Backward reads
+ *   softmax:     y = e / sum(e), e = exp(x - max)   dx = y * (dy - sum(dy * y))
+ *   log_softmax: y = x - lse                        dx = dy - exp(y) * sum(dy)
+ * with lse = max + log(sum(exp(x - max))) over the axis; exp in float, the sums and the
+ * log in double. Backward reads
  * y only; dx may overwrite dy (each line's sum is taken before it is written). */
 #include <math.h>
 
@@ -57,12 +58,19 @@ static void sm_forward(int logsm, const kn_node *n, kn_rt *rt) {
         for (int64_t a = 1; a < A; a++)
             if (xl[a * inner] > mx) mx = xl[a * inner];
         double s = 0.0;
-        for (int64_t a = 0; a < A; a++) s += exp((double)xl[a * inner] - (double)mx);
-        const double lse = (double)mx + log(s);
-        if (logsm)
+        if (logsm) {
+            for (int64_t a = 0; a < A; a++) s += (double)expf(xl[a * inner] - mx);
+            const double lse = (double)mx + log(s);
             for (int64_t a = 0; a < A; a++) yl[a * inner] = (float)((double)xl[a * inner] - lse);
-        else
-            for (int64_t a = 0; a < A; a++) yl[a * inner] = (float)exp((double)xl[a * inner] - lse);
+        } else {
+            for (int64_t a = 0; a < A; a++) {
+                const float e = expf(xl[a * inner] - mx);
+                yl[a * inner] = e;
+                s += (double)e;
+            }
+            const float r = (float)(1.0 / s);
+            for (int64_t a = 0; a < A; a++) yl[a * inner] *= r;
+        }
     }
 }
 
@@ -83,7 +91,7 @@ static void sm_backward(int logsm, const kn_node *n, kn_rt *rt, float *const *di
         if (logsm) {
             for (int64_t a = 0; a < A; a++) s += (double)dl[a * inner];
             for (int64_t a = 0; a < A; a++)
-                xl[a * inner] = (float)((double)dl[a * inner] - exp((double)yl[a * inner]) * s);
+                xl[a * inner] = (float)((double)dl[a * inner] - (double)expf(yl[a * inner]) * s);
         } else {
             for (int64_t a = 0; a < A; a++) s += (double)dl[a * inner] * (double)yl[a * inner];
             for (int64_t a = 0; a < A; a++)
