@@ -1025,6 +1025,47 @@ static void check_flops(void) {
     }
 }
 
+static void check_primitive_flops(void) {
+    /* the compute primitives report FLOPs (data movement reports 0) */
+    gc_tensor x = gc_param(gc_shape3(2, 3, 4), GC_POSITIVE, 0);
+    kn_attrs a = {{0}, {1e-5}};
+    const kn_op *one[] = {&kn_op_exp, &kn_op_log,  &kn_op_sqrt,    &kn_op_rsqrt,       &kn_op_neg,      &kn_op_square,
+                          &kn_op_affine, &kn_op_sum, &kn_op_mean,  &kn_op_max,         &kn_op_softmax,  &kn_op_log_softmax,
+                          &kn_op_layernorm};
+    for (size_t i = 0; i < sizeof one / sizeof *one; i++) {
+        gc_graph G;
+        if (gc_build(&G, one[i], &a, &x, 1, 1, 1)) {
+            CHECK(0, "%s build: %s", one[i]->name, kn_ctx_message(G.ctx));
+        } else {
+            const kn_node *n = &G.g->n[G.node];
+            CHECK(one[i]->flops_fwd(G.g, n) > 0 && one[i]->flops_bwd(G.g, n) > 0, "%s reports no FLOPs", one[i]->name);
+        }
+        gc_free(&G);
+    }
+    gc_tensor ab[2] = {gc_param(gc_shape3(2, 3, 4), GC_POSITIVE, 0), gc_param(gc_shape3(2, 4, 5), GC_POSITIVE, 0)};
+    gc_graph G;
+    if (!gc_build(&G, &kn_op_matmul, &a, ab, 2, 1, 1)) {
+        const kn_node *n = &G.g->n[G.node];
+        CHECK(kn_op_matmul.flops_fwd(G.g, n) == 2.0 * 2 * 3 * 4 * 5 && kn_op_matmul.flops_bwd(G.g, n) == 4.0 * 2 * 3 * 4 * 5,
+              "matmul FLOPs %g / %g", kn_op_matmul.flops_fwd(G.g, n), kn_op_matmul.flops_bwd(G.g, n));
+    } else {
+        CHECK(0, "matmul build: %s", kn_ctx_message(G.ctx));
+    }
+    gc_free(&G);
+    const kn_op *bin[] = {&kn_op_sub, &kn_op_mul, &kn_op_div};
+    for (int i = 0; i < 3; i++) {
+        ab[1] = gc_param(kn_shape1(4), GC_POSITIVE, 0);
+        if (!gc_build(&G, bin[i], &a, ab, 2, 1, 1)) {
+            const kn_node *n = &G.g->n[G.node];
+            CHECK(bin[i]->flops_fwd(G.g, n) == 24, "%s FLOPs %g, want 24 (one per output element)", bin[i]->name,
+                  bin[i]->flops_fwd(G.g, n));
+        } else {
+            CHECK(0, "%s build: %s", bin[i]->name, kn_ctx_message(G.ctx));
+        }
+        gc_free(&G);
+    }
+}
+
 int main(void) {
     double t0 = kn_now_seconds();
     kn_set_threads(1);
@@ -1047,6 +1088,7 @@ int main(void) {
     check_primitive_errors();
     check_primitives_parallel();
     check_flops();
+    check_primitive_flops();
     printf("%d gradient-check cases in %.1f s\n", g_cases, kn_now_seconds() - t0);
     return kn_test_finish("test_gradcheck");
 }
