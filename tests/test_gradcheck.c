@@ -637,6 +637,107 @@ static void check_primitives_parallel(void) {
     parallel_case(&ln, 0, 0);
 }
 
+/* ---------------- a composition: one attention head from primitives ----------------
+ * x [2,5,6] -> q, k, v = linear(x) (N-d) -> softmax(affine(q @ k^T, 1/sqrt(d)), -1) @ v
+ * -> layernorm -> mul by a broadcast [6] -> sum over axis 1: several ops in one graph,
+ * x feeding three consumers (gradient contributions summed), in-place gradients and the
+ * planner's reuse of dead memory between them. Finite differences of L = sum R * y, as in
+ * gc_check, on a random subset of every parameter. */
+static void check_attention_composition(void) {
+    kn_ctx *ctx = kn_ctx_new();
+    kn_store st;
+    kn_store_init(&st);
+    kn_graph *g = kn_g_new(&st, 1);
+    kn_init z = {KN_INIT_ZEROS, 0, 0, 0};
+    const int64_t B = 2, T = 5, C = 6, H = 4;
+    int x = kn_g_param(ctx, g, "x", gc_shape3(B, T, C), z);
+    int wq = kn_g_param(ctx, g, "wq", kn_shape2(H, C), z), wk = kn_g_param(ctx, g, "wk", kn_shape2(H, C), z);
+    int wv = kn_g_param(ctx, g, "wv", kn_shape2(H, C), z), bq = kn_g_param(ctx, g, "bq", kn_shape1(H), z);
+    int gam = kn_g_param(ctx, g, "gamma", kn_shape1(H), z), bet = kn_g_param(ctx, g, "beta", kn_shape1(H), z);
+    int sc = kn_g_param(ctx, g, "scale", kn_shape1(H), z);
+    kn_attrs none = {{0}, {0}};
+    kn_g_set_layer(g, "attn");
+    int in3[3] = {x, wq, bq};
+    int q = kn_g_op(ctx, g, &kn_op_linear, in3, 3, &none);
+    int in2[2] = {x, wk};
+    int k = kn_g_op(ctx, g, &kn_op_linear, in2, 2, &none);
+    in2[1] = wv;
+    int v = kn_g_op(ctx, g, &kn_op_linear, in2, 2, &none);
+    kn_attrs tb = {{0, 1}, {0}};
+    int qk[2] = {q, k};
+    int s = kn_g_op(ctx, g, &kn_op_matmul, qk, 2, &tb);
+    kn_attrs af = {{0}, {0.5, 0.0}};
+    s = kn_g_op(ctx, g, &kn_op_affine, &s, 1, &af);
+    kn_attrs last = {{-1}, {0}};
+    int p = kn_g_op(ctx, g, &kn_op_softmax, &s, 1, &last);
+    int pv[2] = {p, v};
+    int o = kn_g_op(ctx, g, &kn_op_matmul, pv, 2, &none);
+    kn_attrs eps = {{0}, {1e-5}};
+    int ln[3] = {o, gam, bet};
+    o = kn_g_op(ctx, g, &kn_op_layernorm, ln, 3, &eps);
+    int ms[2] = {o, sc};
+    o = kn_g_op(ctx, g, &kn_op_mul, ms, 2, &none);
+    kn_attrs red = {{0x2, 0}, {0}};
+    int y = kn_g_op(ctx, g, &kn_op_sum, &o, 1, &red);
+    CHECK(y >= 0, "attention composition: %s", kn_ctx_message(ctx));
+    if (y < 0) goto out;
+    kn_g_set_loss(g, y);
+    if (kn_g_compile(ctx, g) != KN_OK) {
+        CHECK(0, "attention composition compile: %s", kn_ctx_message(ctx));
+        goto out;
+    }
+    g_cases++;
+    kn_rng rng;
+    kn_rng_seed(&rng, 2024);
+    for (int i = 0; i < st.n; i++) {
+        float *d = kn_store_data(&st, &st.e[i]);
+        for (int64_t j = 0; j < st.e[i].numel; j++) d[j] = (float)(0.7 * kn_rng_normal(&rng));
+    }
+    kn_rt rt = {.g = g, .training = 1};
+    const int64_t ny = kn_numel(g, y);
+    float *R = malloc((size_t)ny * sizeof *R), *yp = malloc((size_t)ny * sizeof *yp);
+    for (int64_t j = 0; j < ny; j++) R[j] = (float)kn_rng_normal(&rng);
+    kn_g_forward(g, &rt);
+    kn_g_backward(g, &rt, R);
+    int params[] = {x, wq, wk, wv, bq, gam, bet, sc};
+    double worst = 0;
+    for (int pi = 0; pi < 8; pi++) {
+        const int vid = params[pi];
+        const int64_t m = kn_numel(g, vid);
+        float *xv = kn_ptr(g, vid), *ga = kn_ptr(g, g->v[vid].grad);
+        double scale = 1e-6;
+        for (int64_t j = 0; j < m; j++) scale = fmax(scale, fabs(ga[j]));
+        int bad = 0;
+        for (int e = 0; e < 12 && e < m; e++) {
+            const int64_t j = m <= 12 ? e : (int64_t)kn_rng_below(&rng, (uint64_t)m);
+            const float orig = xv[j], xp = orig + 1e-2f, xm = orig - 1e-2f;
+            xv[j] = xp;
+            kn_g_forward(g, &rt);
+            memcpy(yp, kn_ptr(g, y), (size_t)ny * sizeof *yp);
+            xv[j] = xm;
+            kn_g_forward(g, &rt);
+            double d = 0;
+            for (int64_t t = 0; t < ny; t++) d += (double)R[t] * ((double)yp[t] - (double)kn_ptr(g, y)[t]);
+            xv[j] = orig;
+            const double num = d / ((double)xp - (double)xm), a = ga[j];
+            const double tol = 1e-2 * fmax(fabs(a), fabs(num)) + 1e-3 * scale;
+            worst = fmax(worst, fabs(a - num) / tol);
+            if (!(fabs(a - num) <= tol)) {
+                if (bad++ < 3) fprintf(stderr, "  attention %s[%lld]: analytic %g numeric %g\n", g->v[vid].name, (long long)j, a, num);
+            }
+        }
+        CHECK(bad == 0, "attention composition: %d gradient elements of %s differ from finite differences", bad,
+              g->v[vid].name);
+    }
+    if (gc_verbose()) printf("  attention composition: worst err/tol %.3f\n", worst);
+    free(R);
+    free(yp);
+out:
+    kn_g_free(g);
+    kn_store_free(&st);
+    kn_ctx_free(ctx);
+}
+
 /* ---------------- forward values ---------------- */
 static void check_softmax_values(void) {
     const float logits[] = {1, 2, 3, 0, 0, 0, 1000, 0, -1000};
@@ -1087,6 +1188,7 @@ int main(void) {
     check_primitives();
     check_primitive_errors();
     check_primitives_parallel();
+    check_attention_composition();
     check_flops();
     check_primitive_flops();
     printf("%d gradient-check cases in %.1f s\n", g_cases, kn_now_seconds() - t0);
