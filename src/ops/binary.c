@@ -40,7 +40,7 @@ static int bin_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
 static double bin_flops(const kn_graph *g, const kn_node *n) { return (double)kn_numel(g, n->out[0]); }
 static double bin_flops_bwd(const kn_graph *g, const kn_node *n) { return 3.0 * (double)kn_numel(g, n->out[0]); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 /* Output dims and the broadcast strides of a and b, collapsed. */
 typedef struct {
@@ -69,7 +69,8 @@ static inline float bin_apply(int op, float a, float b) {
 }
 
 /* y = a OP b over collapsed geometry: rows of the last dim, each input's last stride 0 or 1 */
-static void bin_run(int op, const bin_geom *G, const float *a, const float *b, float *y) {
+static void bin_run(int op, const bin_geom *G, const float *a /* (...) a's shape */, const float *b /* (...) b's shape */,
+                    float *y /* (...) the broadcast shape */) {
     const int nd = G->nd;
     const int64_t L = G->d[nd - 1], sa = G->st[1][nd - 1], sb = G->st[2][nd - 1];
     int64_t rows = 1;
@@ -112,8 +113,9 @@ static void bin_forward(int op, const kn_node *n, kn_rt *rt) {
 }
 
 /* the element-wise factor of input i's gradient: t = dy * dOP/dinput_i (output shape) */
-static void bin_grad_full(int op, int i, const kn_graph *g, const kn_node *n, const float *dy, float *t) {
-    const float *a = kn_ptr(g, n->in[0]), *b = kn_ptr(g, n->in[1]);
+static void bin_grad_full(int op, int i, const kn_graph *g, const kn_node *n, const float *dy /* (...) output shape */,
+                          float *t /* (...) output shape */) {
+    const float *a = kn_ptr(g, n->in[0]), *b = kn_ptr(g, n->in[1]); // a's shape, b's shape
     bin_geom G;
     bin_geom_make(g, n, &G);
     const int nd = G.nd;
@@ -207,7 +209,7 @@ BIN_KERNELS(sub, BIN_SUB)
 BIN_KERNELS(mul, BIN_MUL)
 BIN_KERNELS(div, BIN_DIV)
 
-/* ======================= the op table ======================= */
+/* ============ (1, continued) the op table: the definition as a struct; only its .kernels entry names section 2 ============ */
 #define BIN_DEF(sym, tag, reads)                                                                           \
     KN_OP_DEF(sym) = {                                                                                     \
         .name = #tag,                                                                                      \

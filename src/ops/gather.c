@@ -40,7 +40,7 @@ static double gather_flops(const kn_graph *g, const kn_node *n) {
 }
 static double gather_flops_bwd(const kn_graph *g, const kn_node *n) { return (double)kn_numel(g, n->out[0]); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 static void gather_forward(const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
@@ -82,7 +82,7 @@ static void gather_backward(const kn_node *n, kn_rt *rt, float *const *din, cons
 
 KN_ISA_KERNELS(gather, gather_forward, gather_backward)
 
-/* ======================= the op ======================= */
+/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
 KN_OP_DEF(kn_op_gather) = {
     .name = "gather",
     .infer = gather_infer,

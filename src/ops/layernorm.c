@@ -43,7 +43,7 @@ static int ln_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
 static double ln_flops(const kn_graph *g, const kn_node *n) { return 8.0 * (double)kn_numel(g, n->in[0]); }
 static double ln_flops_bwd(const kn_graph *g, const kn_node *n) { return 12.0 * (double)kn_numel(g, n->in[0]); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 static void ln_forward(const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
@@ -129,7 +129,7 @@ static void ln_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
 
 KN_ISA_KERNELS(layernorm, ln_forward, ln_backward)
 
-/* ======================= the op ======================= */
+/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
 KN_OP_DEF(kn_op_layernorm) = {
     .name = "layernorm",
     .infer = ln_infer,

@@ -94,7 +94,7 @@ static double mm_flops(const kn_graph *g, const kn_node *n) {
 }
 static double mm_flops_bwd(const kn_graph *g, const kn_node *n) { return 2.0 * mm_flops(g, n); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 /* An operand of T = X @ Y: X read as X[r * sr + i * si], Y as Y[i * si + c] (columns
  * contiguous); matrix index strides over the batch dims of C. */
@@ -117,8 +117,9 @@ typedef float mm_v8u __attribute__((vector_size(32), aligned(4), may_alias));
  * dimension; the column remainder runs one element at a time. Either way an element is
  * t = (...((t0 + x0 y0) + x1 y1) + ...) with i in order and t0 = 0 (or T's value when
  * acc): the same bits whatever the blocking. */
-static void mm_rows(int64_t r0, int64_t r1, int64_t Cc, int64_t I, const float *X, int64_t sr, int64_t si,
-                    const float *Y, int64_t syi, float *T, int acc) {
+static void mm_rows(int64_t r0, int64_t r1, int64_t Cc, int64_t I, const float *X /* (R, I) by strides sr, si */,
+                    int64_t sr, int64_t si, const float *Y /* (I, Cc), rows syi apart */, int64_t syi,
+                    float *T /* (R, Cc) */, int acc) {
     const int64_t C16 = Cc / 16 * 16;
     for (int64_t c = 0; c < C16; c += 16) {
         int64_t r = r0;
@@ -194,7 +195,7 @@ static void mm_drive(const mm_geom *G, float *T, int64_t nt, const int64_t *tbs,
 }
 
 /* dst[b] = src[b]^T for nmat matrices of R x Cc */
-static void mm_transpose(const float *src, int64_t nmat, int64_t R, int64_t Cc, float *dst) {
+static void mm_transpose(const float *src /* (nmat, R, Cc) */, int64_t nmat, int64_t R, int64_t Cc, float *dst /* (nmat, Cc, R) */) {
     const int64_t cb = (Cc + 31) / 32, ntask = nmat * cb;
 #pragma omp parallel for schedule(static) if (nmat * R * Cc > KN_ND_PAR && ntask > 1)
     for (int64_t task = 0; task < ntask; task++) {
@@ -287,7 +288,7 @@ static void mm_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
 
 KN_ISA_KERNELS(matmul, mm_forward, mm_backward)
 
-/* ======================= the op ======================= */
+/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
 KN_OP_DEF(kn_op_matmul) = {
     .name = "matmul",
     .infer = mm_infer,

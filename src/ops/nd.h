@@ -6,6 +6,7 @@
  * "broadcast stride" is an input's element stride along an output dim: 0 where the
  * input is broadcast along it.
  *
+ * nd_bcast_shape serves the shape rules; the rest serves the CPU kernels.
  * Reductions (sum, max) run per output element over the reduced elements in row-major
  * order, accumulated in double: every output element is computed the same way whatever
  * the thread count, so results are the same bits for any number of threads. */
@@ -120,7 +121,7 @@ static inline void nd_red_init(nd_red *r, int nd, const int64_t *d, unsigned mas
 
 /* y[o] = scale * sum of x over the reduced elements of output element o (double, in
  * row-major order of the reduced dims). */
-static inline void nd_reduce_sum(const nd_red *r, const float *x, float *y, double scale) {
+static inline void nd_reduce_sum(const nd_red *r, const float *x /* (dims) */, float *y /* (kept dims) */, double scale) {
     const int64_t nout = r->nout, nred = r->nred;
     if (r->leading && r->nk > 0) {
         /* x is [nred, nout]: rows added in order, a block of columns at a time */
@@ -154,7 +155,8 @@ static inline void nd_reduce_sum(const nd_red *r, const float *x, float *y, doub
 
 /* y[o] = the largest x over output element o's reduced elements (NaN if any is NaN),
  * arg[o] = its position among them (row-major; the first of equal maxima). */
-static inline void nd_reduce_max(const nd_red *r, const float *x, float *y, int32_t *arg) {
+static inline void nd_reduce_max(const nd_red *r, const float *x /* (dims) */, float *y /* (kept dims) */,
+                                 int32_t *arg /* (kept dims) */) {
     const int64_t nout = r->nout, nred = r->nred;
     const int64_t last = r->nr ? r->rd[r->nr - 1] : 1, ls = r->nr ? r->rs[r->nr - 1] : 1;
     const int64_t nrow = nred / last;

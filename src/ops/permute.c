@@ -37,10 +37,10 @@ static double perm_flops(const kn_graph *g, const kn_node *n) {
     return 0.0;
 }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 /* dst (dims od, contiguous) [o] = src [offset of o under the strides ss] */
-static void perm_copy(float *dst, int nd, const int64_t *od, const int64_t *ss, const float *src) {
+static void perm_copy(float *dst /* (od...) */, int nd, const int64_t *od, const int64_t *ss, const float *src /* (the source's dims) */) {
     int64_t d[KN_MAX_DIMS], st[2][KN_MAX_DIMS];
     memcpy(d, od, sizeof d);
     nd_strides(nd, d, st[0]);
@@ -78,7 +78,7 @@ static void perm_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
 
 KN_ISA_KERNELS(permute, perm_forward, perm_backward)
 
-/* ======================= the op ======================= */
+/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
 KN_OP_DEF(kn_op_permute) = {
     .name = "permute",
     .infer = perm_infer,

@@ -52,7 +52,7 @@ static int red_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
 
 static double red_flops(const kn_graph *g, const kn_node *n) { return (double)kn_numel(g, n->in[0]); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 static void red_geom(const kn_graph *g, const kn_node *n, nd_red *r) {
     const kn_shape *x = kn_shp(g, n->in[0]);
@@ -122,7 +122,7 @@ RED_KERNELS(rsum, RED_SUM)
 RED_KERNELS(rmean, RED_MEAN)
 RED_KERNELS(rmax, RED_MAX)
 
-/* ======================= the op table ======================= */
+/* ============ (1, continued) the op table: the definition as a struct; only its .kernels entry names section 2 ============ */
 #define RED_DEF(sym, nm, tag, reads_out)                                                                   \
     KN_OP_DEF(sym) = {                                                                                     \
         .name = nm,                                                                                        \

@@ -57,7 +57,7 @@ static double sl_flops(const kn_graph *g, const kn_node *n) {
     return 0.0;
 }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 /* the output's dims, x's strides per output step, and the offset of y[0] in x */
 static int64_t sl_geom(const kn_graph *g, const kn_node *n, int64_t *d, int64_t *xs_) {
@@ -118,7 +118,7 @@ static void sl_backward(const kn_node *n, kn_rt *rt, float *const *din, const fl
 
 KN_ISA_KERNELS(slice, sl_forward, sl_backward)
 
-/* ======================= the op ======================= */
+/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
 KN_OP_DEF(kn_op_slice) = {
     .name = "slice",
     .infer = sl_infer,

@@ -31,7 +31,7 @@ static int sm_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
 static double sm_flops(const kn_graph *g, const kn_node *n) { return 5.0 * (double)kn_numel(g, n->in[0]); }
 static double sm_flops_bwd(const kn_graph *g, const kn_node *n) { return 4.0 * (double)kn_numel(g, n->in[0]); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
 /* x as [outer, A, inner]: a line is A elements of stride inner */
 static void sm_geom(const kn_graph *g, const kn_node *n, int64_t *outer, int64_t *A, int64_t *inner) {
@@ -112,7 +112,7 @@ static void logsm_backward(const kn_node *n, kn_rt *rt, float *const *din, const
 KN_ISA_KERNELS(softmax, softmax_forward, softmax_backward)
 KN_ISA_KERNELS(logsm, logsm_forward, logsm_backward)
 
-/* ======================= the op table ======================= */
+/* ============ (1, continued) the op table: the definition as a struct; only its .kernels entry names section 2 ============ */
 KN_OP_DEF(kn_op_softmax) = {
     .name = "softmax",
     .infer = sm_infer,

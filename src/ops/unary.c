@@ -26,7 +26,7 @@ static int un_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
 static double un_flops(const kn_graph *g, const kn_node *n) { return (double)kn_numel(g, n->in[0]); }
 static double un_flops_bwd(const kn_graph *g, const kn_node *n) { return 2.0 * (double)kn_numel(g, n->in[0]); }
 
-/* ======================= (2) CPU kernels ======================= */
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 /* FWD(x) and BWD(x, y, dy) are expressions; a and c are f[0] and f[1]. */
 #define UNARY_KERNELS(tag, FWD, BWD)                                                                       \
     static void tag##_forward(const kn_node *n, kn_rt *rt) {                                               \
@@ -75,7 +75,7 @@ UNARY_KERNELS(neg, NEG_F, NEG_B)
 UNARY_KERNELS(square, SQUARE_F, SQUARE_B)
 UNARY_KERNELS(affine, AFFINE_F, AFFINE_B)
 
-/* ======================= the op table ======================= */
+/* ============ (1, continued) the op table: the definition as a struct; only its .kernels entry names section 2 ============ */
 #define UNARY_DEF(tag, reads_in, reads_out)                                                                \
     KN_OP_DEF(kn_op_##tag) = {                                                                             \
         .name = #tag,                                                                                      \
