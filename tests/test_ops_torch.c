@@ -1,6 +1,7 @@
 /* Per-op comparison with PyTorch (like tinygrad's helper_test_op): for every case of
  * tests/fixtures/op_ref.txt, build the op in a one-op training graph (gradcheck.h's
- * gc_build: float inputs marked `p` are parameters, `c` inputs are constants), run the
+ * gc_build: float inputs marked `p` are parameters, `c` inputs are constants, `s`
+ * persistent state), run the
  * forward, seed the backward with the fixture's dy, and compare the output and every
  * parameter's gradient with PyTorch's float64 results computed from the same float32
  * inputs. One line per case.
@@ -33,7 +34,8 @@ static const kn_op *find_op(const char *name) {
                           &kn_op_log_softmax, &kn_op_matmul, &kn_op_permute,  &kn_op_slice,   &kn_op_concat,
                           &kn_op_gather,  &kn_op_layernorm, &kn_op_linear,    &kn_op_relu,    &kn_op_gelu,
                           &kn_op_silu,    &kn_op_tanh,    &kn_op_sigmoid,     &kn_op_leaky_relu, &kn_op_softmax_ce,
-                          &kn_op_mse,     &kn_op_conv2d};
+                          &kn_op_mse,     &kn_op_conv2d,  &kn_op_maxpool2d,   &kn_op_avgpool2d, &kn_op_global_avgpool,
+                          &kn_op_reshape, &kn_op_batchnorm};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
         if (!strcmp(ops[i]->name, name)) return ops[i];
     return NULL;
@@ -138,7 +140,9 @@ int main(void) {
                 if (isint) ((int32_t *)vals[i])[k] = (int32_t)t.v[k];
                 else ((float *)vals[i])[k] = (float)t.v[k];
             }
-            in[i] = kind[0] == 'p' ? gc_param(t.s, GC_VALUES, 0) : gc_input(isint ? KN_I32 : KN_F32, t.s, GC_VALUES, 0);
+            in[i] = kind[0] == 'p'   ? gc_param(t.s, GC_VALUES, 0)
+                    : kind[0] == 's' ? gc_state(t.s, GC_VALUES, 0)
+                                     : gc_input(isint ? KN_I32 : KN_F32, t.s, GC_VALUES, 0);
             in[i].values = vals[i];
             free(t.v);
         }
