@@ -9,6 +9,7 @@
  *         dx = dy there, 0 elsewhere (PyTorch's max(dim) routes the gradient to one
  *         index; amax would share it between ties). */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "backend/cpu/isa.h"
@@ -45,6 +46,9 @@ static int red_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
         else if (n->a.i[1]) y.d[y.nd++] = 1;
     }
     if (y.nd == 0) y = kn_shape1(1);
+    if (n->op == &kn_op_max && kn_shape_numel(&x->shape) / kn_shape_numel(&y) > INT32_MAX)
+        return kn_err(ctx, KN_ERR_SHAPE, "max over more than 2^31 - 1 elements per result (input %s): its argmax is int32",
+                      kn_shape_str(&x->shape, a, sizeof a));
     if (kn_g_declare_out(g, n, 0, KN_F32, y) < 0) return KN_ERR_NOMEM;
     if (n->op == &kn_op_max && kn_g_declare_out(g, n, 1, KN_I32, y) < 0) return KN_ERR_NOMEM;
     return KN_OK;

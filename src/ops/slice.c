@@ -27,7 +27,7 @@ static void sl_axis(const kn_shape *x, const kn_attrs *a, int k, int64_t *first,
     s = s < 0 ? 0 : s > D ? D : s;
     e = e < 0 ? 0 : e > D ? D : e;
     *first = s, *step = st;
-    *count = e > s ? (e - s + st - 1) / st : 0;
+    *count = e > s ? (e - s - 1) / st + 1 : 0; /* (no overflow for any step) */
 }
 
 static int sl_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
