@@ -244,7 +244,7 @@ static int gc_verbose(void) {
 }
 
 /* Run a gradient check; returns the number of failed tensors (also counted by CHECK). */
-static int gc_check(const gc_case *c) {
+__attribute__((unused)) static int gc_check(const gc_case *c) {
     gc_graph G;
     const char *nm = c->name ? c->name : c->op->name;
     if (gc_build(&G, c->op, &c->attrs, c->in, c->nin, 1, c->seed ? c->seed : 1)) {
@@ -365,7 +365,7 @@ static int gc_check(const gc_case *c) {
  * of itself. The gradient checks run on one thread; this covers the parallel loops of
  * large tensors, where finite differences of a float32 scalar loss would drown in its
  * rounding. Leaves the thread count at 1. */
-static int gc_threads_agree(const gc_case *c, int threads, double rtol) {
+__attribute__((unused)) static int gc_threads_agree(const gc_case *c, int threads, double rtol) {
     gc_graph G;
     const char *nm = c->name ? c->name : c->op->name;
     if (gc_build(&G, c->op, &c->attrs, c->in, c->nin, 1, c->seed ? c->seed : 1)) {

@@ -448,6 +448,296 @@ static void check_parallel(void) {
     parallel_case(&conv, 1e-5, 1);
 }
 
+/* ---------------- primitive ops (ops/binary.c, unary.c, reduce.c, softmax.c, matmul.c,
+ * permute.c, slice.c, gather.c, layernorm.c; concat on any axis; linear on N-d) ---------------- */
+static kn_shape shp(int nd, int64_t a, int64_t b, int64_t c, int64_t d, int64_t e) {
+    kn_shape s = {nd, {a, b, c, d, e}};
+    return s;
+}
+
+static void prim_case(const char *name, const kn_op *op, const kn_attrs *a, int nin, const gc_tensor *in) {
+    gc_case c = {.name = name, .op = op, .nin = nin};
+    if (a) c.attrs = *a;
+    for (int i = 0; i < nin; i++) c.in[i] = in[i];
+    run(&c);
+}
+
+static void check_primitives(void) {
+    char nm[128], s1[64], s2[64];
+    /* binary with broadcasting, size-1 axes, missing leading dims */
+    const kn_op *bin[] = {&kn_op_add, &kn_op_sub, &kn_op_mul, &kn_op_div};
+    const kn_shape pairs[][2] = {{shp(3, 3, 4, 5, 0, 0), shp(3, 3, 4, 5, 0, 0)}, {shp(3, 3, 4, 5, 0, 0), shp(1, 5, 0, 0, 0, 0)},
+                                 {shp(3, 3, 1, 5, 0, 0), shp(2, 4, 1, 0, 0, 0)}, {shp(1, 1, 0, 0, 0, 0), shp(2, 2, 3, 0, 0, 0)},
+                                 {shp(4, 2, 3, 4, 5, 0), shp(4, 2, 1, 4, 1, 0)}, {shp(5, 2, 1, 3, 1, 2), shp(3, 3, 4, 1, 0, 0)}};
+    for (int k = 0; k < 4; k++)
+        for (int p = 0; p < 6; p++) {
+            snprintf(nm, sizeof nm, "%s %s %s", bin[k]->name, kn_shape_str(&pairs[p][0], s1, sizeof s1),
+                     kn_shape_str(&pairs[p][1], s2, sizeof s2));
+            gc_tensor in[2] = {gc_param(pairs[p][0], GC_RANDN, 0), gc_param(pairs[p][1], bin[k] == &kn_op_div ? GC_POSITIVE : GC_RANDN, 0)};
+            prim_case(nm, bin[k], NULL, 2, in);
+        }
+    {
+        gc_tensor in[2] = {gc_param(kn_shape2(3, 4), GC_RANDN, 0), gc_param(kn_shape2(3, 4), GC_RANDN, 0)};
+        in[0].name = in[1].name = "a";
+        prim_case("mul(a, a)", &kn_op_mul, NULL, 2, in);
+        gc_tensor ci[2] = {gc_param(kn_shape2(3, 4), GC_RANDN, 0), gc_input(KN_F32, kn_shape1(4), GC_POSITIVE, 0)};
+        prim_case("div(param, input[4])", &kn_op_div, NULL, 2, ci);
+    }
+    /* unary maths */
+    const kn_op *un[] = {&kn_op_exp, &kn_op_log, &kn_op_sqrt, &kn_op_rsqrt, &kn_op_neg, &kn_op_square, &kn_op_affine};
+    for (int k = 0; k < 7; k++) {
+        kn_attrs a = {{0}, {1.5, -0.25}};
+        int pos = un[k] == &kn_op_log || un[k] == &kn_op_sqrt || un[k] == &kn_op_rsqrt;
+        gc_tensor in = gc_param(gc_shape3(3, 4, 5), pos ? GC_POSITIVE : GC_RANDN, 0);
+        prim_case(un[k]->name, un[k], &a, 1, &in);
+    }
+    /* reductions over sets of axes */
+    const kn_op *red[] = {&kn_op_sum, &kn_op_mean, &kn_op_max};
+    const int masks[] = {0, 1, 2, 4, 5, 6, 3};
+    for (int k = 0; k < 3; k++)
+        for (int m = 0; m < 7; m++)
+            for (int keep = 0; keep < 2; keep++) {
+                kn_attrs a = {{masks[m], keep}, {0}};
+                snprintf(nm, sizeof nm, "%s axes 0x%x keepdim %d", red[k]->name, masks[m], keep);
+                gc_tensor in = gc_param(gc_shape3(3, 4, 5), k == 2 ? GC_DISTINCT : GC_RANDN, 0);
+                prim_case(nm, red[k], &a, 1, &in);
+            }
+    {
+        kn_attrs a = {{0x5, 0}, {0}};
+        gc_tensor in = gc_param(shp(4, 2, 1, 3, 4, 0), GC_RANDN, 0);
+        prim_case("sum axes 0x5 of [2,1,3,4]", &kn_op_sum, &a, 1, &in);
+    }
+    /* softmax, log_softmax */
+    const int axes[] = {0, 1, 2, -1, -2};
+    for (int k = 0; k < 2; k++)
+        for (int ax = 0; ax < 5; ax++) {
+            const kn_op *op = k ? &kn_op_log_softmax : &kn_op_softmax;
+            kn_attrs a = {{axes[ax]}, {0}};
+            snprintf(nm, sizeof nm, "%s axis %d", op->name, axes[ax]);
+            gc_tensor in = gc_param(gc_shape3(3, 4, 5), GC_RANDN, 2.0);
+            prim_case(nm, op, &a, 1, &in);
+        }
+    /* matmul: transposes, batch broadcasting */
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            const int64_t M = 3, K = 4, N = 5;
+            kn_shape as[3] = {ta ? kn_shape2(K, M) : kn_shape2(M, K), ta ? gc_shape3(2, K, M) : gc_shape3(2, M, K),
+                              ta ? shp(4, 2, 1, K, M, 0) : shp(4, 2, 1, M, K, 0)};
+            kn_shape bs[3] = {tb ? kn_shape2(N, K) : kn_shape2(K, N), tb ? kn_shape2(N, K) : kn_shape2(K, N),
+                              tb ? gc_shape3(3, N, K) : gc_shape3(3, K, N)};
+            for (int v = 0; v < 3; v++) {
+                kn_attrs a = {{ta, tb}, {0}};
+                snprintf(nm, sizeof nm, "matmul ta%d tb%d %s @ %s", ta, tb, kn_shape_str(&as[v], s1, sizeof s1),
+                         kn_shape_str(&bs[v], s2, sizeof s2));
+                gc_tensor in[2] = {gc_param(as[v], GC_RANDN, 0), gc_param(bs[v], GC_RANDN, 0)};
+                prim_case(nm, &kn_op_matmul, &a, 2, in);
+            }
+        }
+    {
+        kn_attrs a = {{0, 0}, {0}};
+        gc_tensor in[2] = {gc_param(gc_shape3(1, 9, 6), GC_RANDN, 0), gc_param(gc_shape3(4, 6, 7), GC_RANDN, 0)};
+        prim_case("matmul [1,9,6] @ [4,6,7] (two row blocks)", &kn_op_matmul, &a, 2, in);
+    }
+    /* permute */
+    {
+        kn_attrs a = {{2, 0, 1}, {0}};
+        gc_tensor in = gc_param(gc_shape3(2, 3, 4), GC_RANDN, 0);
+        prim_case("permute [2,0,1]", &kn_op_permute, &a, 1, &in);
+        kn_attrs b = {{4, 2, 0, 3, 1}, {0}};
+        gc_tensor i5 = gc_param(shp(5, 2, 3, 1, 2, 3), GC_RANDN, 0);
+        prim_case("permute [4,2,0,3,1]", &kn_op_permute, &b, 1, &i5);
+        kn_attrs c = {{1, 0}, {0}};
+        gc_tensor i2 = gc_param(kn_shape2(3, 5), GC_RANDN, 0);
+        prim_case("permute [1,0] (transpose)", &kn_op_permute, &c, 1, &i2);
+    }
+    /* slice */
+    {
+        kn_attrs a = {{0, 0, 0, 1, 5, 2, -4, -1, 1}, {0}};
+        gc_tensor in = gc_param(gc_shape3(4, 5, 6), GC_RANDN, 0);
+        prim_case("slice [:, 1:5:2, -4:-1]", &kn_op_slice, &a, 1, &in);
+        kn_attrs b = {{1, 100, 3}, {0}};
+        prim_case("slice [1::3]", &kn_op_slice, &b, 1, &in);
+    }
+    /* concat on any axis */
+    {
+        kn_attrs a = {{0}, {0}};
+        gc_tensor in[2] = {gc_param(gc_shape3(2, 3, 4), GC_RANDN, 0), gc_param(gc_shape3(1, 3, 4), GC_RANDN, 0)};
+        prim_case("concat axis 0", &kn_op_concat, &a, 2, in);
+        kn_attrs b = {{-1}, {0}};
+        gc_tensor j[3] = {gc_param(gc_shape3(2, 3, 4), GC_RANDN, 0), gc_param(gc_shape3(2, 3, 1), GC_RANDN, 0),
+                          gc_param(gc_shape3(2, 3, 2), GC_RANDN, 0)};
+        prim_case("concat axis -1", &kn_op_concat, &b, 3, j);
+    }
+    /* gather */
+    {
+        gc_tensor in[2] = {gc_param(kn_shape2(7, 5), GC_RANDN, 0), gc_input(KN_I32, kn_shape2(3, 4), GC_LABELS, 7)};
+        prim_case("gather [7,5] by [3,4]", &kn_op_gather, NULL, 2, in);
+        gc_tensor i1[2] = {gc_param(kn_shape2(4, 3), GC_RANDN, 0), gc_input(KN_I32, kn_shape1(9), GC_LABELS, 4)};
+        prim_case("gather [4,3] by [9]", &kn_op_gather, NULL, 2, i1);
+    }
+    /* layernorm */
+    {
+        kn_attrs a = {{0}, {1e-5}};
+        gc_tensor in[3] = {gc_param(gc_shape3(3, 4, 6), GC_RANDN, 2.0), gc_param(kn_shape1(6), GC_RANDN, 0),
+                           gc_param(kn_shape1(6), GC_RANDN, 0)};
+        prim_case("layernorm [3,4,6]", &kn_op_layernorm, &a, 3, in);
+        gc_tensor x = gc_param(kn_shape2(5, 8), GC_RANDN, 0);
+        prim_case("layernorm [5,8] no affine", &kn_op_layernorm, &a, 1, &x);
+    }
+    /* linear on a 3-D input */
+    {
+        gc_tensor in[3] = {gc_param(gc_shape3(2, 3, 4), GC_RANDN, 0), gc_param(kn_shape2(5, 4), GC_RANDN, 0),
+                           gc_param(kn_shape1(5), GC_RANDN, 0)};
+        prim_case("linear [2,3,4]", &kn_op_linear, NULL, 3, in);
+    }
+}
+
+static void check_primitives_parallel(void) {
+    /* large enough for the parallel loops: 1 vs 2 threads bitwise, two runs on 2 threads the same */
+    gc_case mul = {.op = &kn_op_mul, .nin = 2};
+    mul.in[0] = gc_param(gc_shape3(40, 30, 64), GC_RANDN, 0);
+    mul.in[1] = gc_param(gc_shape3(40, 1, 64), GC_RANDN, 0);
+    parallel_case(&mul, 0, 1);
+    gc_case dv = {.op = &kn_op_div, .nin = 2};
+    dv.in[0] = gc_param(kn_shape2(300, 256), GC_RANDN, 0);
+    dv.in[1] = gc_param(kn_shape1(256), GC_POSITIVE, 0);
+    parallel_case(&dv, 0, 1);
+    gc_case sum = {.op = &kn_op_sum, .nin = 1};
+    sum.attrs.i[0] = 0x1;
+    sum.in[0] = gc_param(kn_shape2(300, 600), GC_RANDN, 0);
+    parallel_case(&sum, 0, 0);
+    sum.attrs.i[0] = 0x2;
+    parallel_case(&sum, 0, 0);
+    gc_case mx = {.op = &kn_op_max, .nin = 1};
+    mx.attrs.i[0] = 0x2;
+    mx.in[0] = gc_param(kn_shape2(300, 600), GC_DISTINCT, 0);
+    parallel_case(&mx, 0, 0);
+    gc_case sm = {.op = &kn_op_softmax, .nin = 1};
+    sm.attrs.i[0] = 1;
+    sm.in[0] = gc_param(gc_shape3(20, 50, 40), GC_RANDN, 0);
+    parallel_case(&sm, 0, 0);
+    gc_case mm = {.op = &kn_op_matmul, .nin = 2};
+    mm.attrs.i[1] = 1;
+    mm.in[0] = gc_param(gc_shape3(4, 64, 48), GC_RANDN, 0);
+    mm.in[1] = gc_param(kn_shape2(80, 48), GC_RANDN, 0);
+    parallel_case(&mm, 0, 1);
+    gc_case pm = {.op = &kn_op_permute, .nin = 1};
+    pm.attrs.i[0] = 2, pm.attrs.i[1] = 0, pm.attrs.i[2] = 1;
+    pm.in[0] = gc_param(gc_shape3(40, 30, 64), GC_RANDN, 0);
+    parallel_case(&pm, 0, 1);
+    gc_case ga = {.op = &kn_op_gather, .nin = 2};
+    ga.in[0] = gc_param(kn_shape2(50, 256), GC_RANDN, 0);
+    ga.in[1] = gc_input(KN_I32, kn_shape2(8, 64), GC_LABELS, 50);
+    parallel_case(&ga, 0, 1);
+    gc_case ln = {.op = &kn_op_layernorm, .nin = 3};
+    ln.attrs.f[0] = 1e-5;
+    ln.in[0] = gc_param(kn_shape2(256, 192), GC_RANDN, 0);
+    ln.in[1] = gc_param(kn_shape1(192), GC_RANDN, 0);
+    ln.in[2] = gc_param(kn_shape1(192), GC_RANDN, 0);
+    parallel_case(&ln, 0, 0);
+}
+
+/* ---------------- a composition: one attention head from primitives ----------------
+ * x [2,5,6] -> q, k, v = linear(x) (N-d) -> softmax(affine(q @ k^T, 1/sqrt(d)), -1) @ v
+ * -> layernorm -> mul by a broadcast [6] -> sum over axis 1: several ops in one graph,
+ * x feeding three consumers (gradient contributions summed), in-place gradients and the
+ * planner's reuse of dead memory between them. Finite differences of L = sum R * y, as in
+ * gc_check, on a random subset of every parameter. */
+static void check_attention_composition(void) {
+    kn_ctx *ctx = kn_ctx_new();
+    kn_store st;
+    kn_store_init(&st);
+    kn_graph *g = kn_g_new(&st, 1);
+    kn_init z = {KN_INIT_ZEROS, 0, 0, 0};
+    const int64_t B = 2, T = 5, C = 6, H = 4;
+    int x = kn_g_param(ctx, g, "x", gc_shape3(B, T, C), z);
+    int wq = kn_g_param(ctx, g, "wq", kn_shape2(H, C), z), wk = kn_g_param(ctx, g, "wk", kn_shape2(H, C), z);
+    int wv = kn_g_param(ctx, g, "wv", kn_shape2(H, C), z), bq = kn_g_param(ctx, g, "bq", kn_shape1(H), z);
+    int gam = kn_g_param(ctx, g, "gamma", kn_shape1(H), z), bet = kn_g_param(ctx, g, "beta", kn_shape1(H), z);
+    int sc = kn_g_param(ctx, g, "scale", kn_shape1(H), z);
+    kn_attrs none = {{0}, {0}};
+    kn_g_set_layer(g, "attn");
+    int in3[3] = {x, wq, bq};
+    int q = kn_g_op(ctx, g, &kn_op_linear, in3, 3, &none);
+    int in2[2] = {x, wk};
+    int k = kn_g_op(ctx, g, &kn_op_linear, in2, 2, &none);
+    in2[1] = wv;
+    int v = kn_g_op(ctx, g, &kn_op_linear, in2, 2, &none);
+    kn_attrs tb = {{0, 1}, {0}};
+    int qk[2] = {q, k};
+    int s = kn_g_op(ctx, g, &kn_op_matmul, qk, 2, &tb);
+    kn_attrs af = {{0}, {0.5, 0.0}};
+    s = kn_g_op(ctx, g, &kn_op_affine, &s, 1, &af);
+    kn_attrs last = {{-1}, {0}};
+    int p = kn_g_op(ctx, g, &kn_op_softmax, &s, 1, &last);
+    int pv[2] = {p, v};
+    int o = kn_g_op(ctx, g, &kn_op_matmul, pv, 2, &none);
+    kn_attrs eps = {{0}, {1e-5}};
+    int ln[3] = {o, gam, bet};
+    o = kn_g_op(ctx, g, &kn_op_layernorm, ln, 3, &eps);
+    int ms[2] = {o, sc};
+    o = kn_g_op(ctx, g, &kn_op_mul, ms, 2, &none);
+    kn_attrs red = {{0x2, 0}, {0}};
+    int y = kn_g_op(ctx, g, &kn_op_sum, &o, 1, &red);
+    CHECK(y >= 0, "attention composition: %s", kn_ctx_message(ctx));
+    if (y < 0) goto out;
+    kn_g_set_loss(g, y);
+    if (kn_g_compile(ctx, g) != KN_OK) {
+        CHECK(0, "attention composition compile: %s", kn_ctx_message(ctx));
+        goto out;
+    }
+    g_cases++;
+    kn_rng rng;
+    kn_rng_seed(&rng, 2024);
+    for (int i = 0; i < st.n; i++) {
+        float *d = kn_store_data(&st, &st.e[i]);
+        for (int64_t j = 0; j < st.e[i].numel; j++) d[j] = (float)(0.7 * kn_rng_normal(&rng));
+    }
+    kn_rt rt = {.g = g, .training = 1};
+    const int64_t ny = kn_numel(g, y);
+    float *R = malloc((size_t)ny * sizeof *R), *yp = malloc((size_t)ny * sizeof *yp);
+    for (int64_t j = 0; j < ny; j++) R[j] = (float)kn_rng_normal(&rng);
+    kn_g_forward(g, &rt);
+    kn_g_backward(g, &rt, R);
+    int params[] = {x, wq, wk, wv, bq, gam, bet, sc};
+    double worst = 0;
+    for (int pi = 0; pi < 8; pi++) {
+        const int vid = params[pi];
+        const int64_t m = kn_numel(g, vid);
+        float *xv = kn_ptr(g, vid), *ga = kn_ptr(g, g->v[vid].grad);
+        double scale = 1e-6;
+        for (int64_t j = 0; j < m; j++) scale = fmax(scale, fabs(ga[j]));
+        int bad = 0;
+        for (int e = 0; e < 12 && e < m; e++) {
+            const int64_t j = m <= 12 ? e : (int64_t)kn_rng_below(&rng, (uint64_t)m);
+            const float orig = xv[j], xp = orig + 1e-2f, xm = orig - 1e-2f;
+            xv[j] = xp;
+            kn_g_forward(g, &rt);
+            memcpy(yp, kn_ptr(g, y), (size_t)ny * sizeof *yp);
+            xv[j] = xm;
+            kn_g_forward(g, &rt);
+            double d = 0;
+            for (int64_t t = 0; t < ny; t++) d += (double)R[t] * ((double)yp[t] - (double)kn_ptr(g, y)[t]);
+            xv[j] = orig;
+            const double num = d / ((double)xp - (double)xm), a = ga[j];
+            const double tol = 1e-2 * fmax(fabs(a), fabs(num)) + 1e-3 * scale;
+            worst = fmax(worst, fabs(a - num) / tol);
+            if (!(fabs(a - num) <= tol)) {
+                if (bad++ < 3) fprintf(stderr, "  attention %s[%lld]: analytic %g numeric %g\n", g->v[vid].name, (long long)j, a, num);
+            }
+        }
+        CHECK(bad == 0, "attention composition: %d gradient elements of %s differ from finite differences", bad,
+              g->v[vid].name);
+    }
+    if (gc_verbose()) printf("  attention composition: worst err/tol %.3f\n", worst);
+    free(R);
+    free(yp);
+out:
+    kn_g_free(g);
+    kn_store_free(&st);
+    kn_ctx_free(ctx);
+}
+
 /* ---------------- forward values ---------------- */
 static void check_softmax_values(void) {
     const float logits[] = {1, 2, 3, 0, 0, 0, 1000, 0, -1000};
@@ -764,10 +1054,10 @@ static void check_errors(void) {
     expect_error("reshape 6 dims", &kn_op_reshape, &rs4, &ab[0], 1, 1, "1 to 5 output dims", "got 6");
     kn_attrs cat1 = {{1}, {0}};
     expect_error("concat dims", &kn_op_concat, &cat1, ab, 2, 1, "[3,4]", "[4,3]");
-    kn_attrs cat0 = {{0}, {0}};
+    kn_attrs cat2 = {{2}, {0}};
     gc_tensor same[2] = {ab[0], ab[0]};
     same[1].name = "other";
-    expect_error("concat axis 0", &kn_op_concat, &cat0, same, 2, 1, "axis must be between 1 and 1", NULL);
+    expect_error("concat axis 2 of 2-D", &kn_op_concat, &cat2, same, 2, 1, "axis must be between -2 and 1", "got 2");
     gc_tensor sce[2] = {gc_param(kn_shape2(4, 3), GC_CONST, 0), gc_input(KN_F32, kn_shape1(4), GC_CONST, 0)};
     expect_error("softmax_ce float labels", &kn_op_softmax_ce, &none, sce, 2, 1, "int32 labels", "float32");
     sce[1] = gc_input(KN_I32, kn_shape1(5), GC_LABELS, 3);
@@ -790,6 +1080,34 @@ static void check_errors(void) {
     expect_error("relu on int32", &kn_op_relu, &none, &li, 1, 0, "float32", NULL);
 }
 
+static void check_primitive_errors(void) {
+    kn_attrs none = {{0}, {0}};
+    gc_tensor ab[2] = {gc_param(kn_shape2(3, 4), GC_CONST, 0), gc_param(kn_shape2(2, 4), GC_CONST, 0)};
+    expect_error("mul shapes", &kn_op_mul, &none, ab, 2, 1, "broadcast", "[2,4]");
+    expect_error("matmul inner", &kn_op_matmul, &none, ab, 2, 1, "inner dims do not match", "K = 4");
+    gc_tensor mb[2] = {gc_param(gc_shape3(2, 3, 4), GC_CONST, 0), gc_param(gc_shape3(3, 4, 5), GC_CONST, 0)};
+    expect_error("matmul batch", &kn_op_matmul, &none, mb, 2, 1, "batch dims", "[3,4,5]");
+    expect_error("matmul 1-D", &kn_op_matmul, &none, (gc_tensor[]){gc_param(kn_shape1(4), GC_CONST, 0), ab[0]}, 2, 1,
+                 "rank >= 2", "[4]");
+    kn_attrs bad = {{0x8}, {0}};
+    expect_error("sum axes", &kn_op_sum, &bad, &mb[0], 1, 1, "bitmask", "got 8");
+    kn_attrs ax = {{3}, {0}};
+    expect_error("softmax axis", &kn_op_softmax, &ax, &mb[0], 1, 1, "between -3 and 2", "got 3");
+    kn_attrs pm = {{0, 0, 1}, {0}};
+    expect_error("permute", &kn_op_permute, &pm, &mb[0], 1, 1, "permutation", "attribute 1 is 0");
+    kn_attrs sl = {{3, 5, 1}, {0}};
+    expect_error("slice empty", &kn_op_slice, &sl, &mb[0], 1, 1, "is empty", "axis 0");
+    gc_tensor gi[2] = {gc_param(kn_shape2(4, 3), GC_CONST, 0), gc_input(KN_F32, kn_shape1(4), GC_CONST, 0)};
+    expect_error("gather float indices", &kn_op_gather, &none, gi, 2, 1, "int32 indices", "float32");
+    gc_tensor ln[3] = {gc_param(kn_shape2(3, 4), GC_CONST, 0), gc_param(kn_shape1(3), GC_CONST, 1),
+                       gc_param(kn_shape1(4), GC_CONST, 0)};
+    kn_attrs eps = {{0}, {1e-5}};
+    expect_error("layernorm gamma", &kn_op_layernorm, &eps, ln, 3, 1, "gamma must be a float32 [4]", "got [3]");
+    expect_error("layernorm eps", &kn_op_layernorm, &none, ln, 1, 1, "eps", "> 0");
+    gc_tensor li[2] = {gc_param(kn_shape4(2, 3, 4, 4), GC_CONST, 0), gc_param(kn_shape2(5, 48), GC_CONST, 0)};
+    expect_error("linear on 4-D", &kn_op_linear, &none, li, 2, 1, "expected [out, 4]", "put a flatten layer before it");
+}
+
 static void check_flops(void) {
     /* every op reports its FLOPs (zero for pure data movement) */
     gc_tensor x = gc_param(kn_shape4(2, 3, 6, 6), GC_RANDN, 0);
@@ -803,6 +1121,47 @@ static void check_flops(void) {
         } else {
             const kn_node *n = &G.g->n[G.node];
             CHECK(ops[i]->flops_fwd(G.g, n) > 0 && ops[i]->flops_bwd(G.g, n) > 0, "%s reports no FLOPs", ops[i]->name);
+        }
+        gc_free(&G);
+    }
+}
+
+static void check_primitive_flops(void) {
+    /* the compute primitives report FLOPs (data movement reports 0) */
+    gc_tensor x = gc_param(gc_shape3(2, 3, 4), GC_POSITIVE, 0);
+    kn_attrs a = {{0}, {1e-5}};
+    const kn_op *one[] = {&kn_op_exp, &kn_op_log,  &kn_op_sqrt,    &kn_op_rsqrt,       &kn_op_neg,      &kn_op_square,
+                          &kn_op_affine, &kn_op_sum, &kn_op_mean,  &kn_op_max,         &kn_op_softmax,  &kn_op_log_softmax,
+                          &kn_op_layernorm};
+    for (size_t i = 0; i < sizeof one / sizeof *one; i++) {
+        gc_graph G;
+        if (gc_build(&G, one[i], &a, &x, 1, 1, 1)) {
+            CHECK(0, "%s build: %s", one[i]->name, kn_ctx_message(G.ctx));
+        } else {
+            const kn_node *n = &G.g->n[G.node];
+            CHECK(one[i]->flops_fwd(G.g, n) > 0 && one[i]->flops_bwd(G.g, n) > 0, "%s reports no FLOPs", one[i]->name);
+        }
+        gc_free(&G);
+    }
+    gc_tensor ab[2] = {gc_param(gc_shape3(2, 3, 4), GC_POSITIVE, 0), gc_param(gc_shape3(2, 4, 5), GC_POSITIVE, 0)};
+    gc_graph G;
+    if (!gc_build(&G, &kn_op_matmul, &a, ab, 2, 1, 1)) {
+        const kn_node *n = &G.g->n[G.node];
+        CHECK(kn_op_matmul.flops_fwd(G.g, n) == 2.0 * 2 * 3 * 4 * 5 && kn_op_matmul.flops_bwd(G.g, n) == 4.0 * 2 * 3 * 4 * 5,
+              "matmul FLOPs %g / %g", kn_op_matmul.flops_fwd(G.g, n), kn_op_matmul.flops_bwd(G.g, n));
+    } else {
+        CHECK(0, "matmul build: %s", kn_ctx_message(G.ctx));
+    }
+    gc_free(&G);
+    const kn_op *bin[] = {&kn_op_sub, &kn_op_mul, &kn_op_div};
+    for (int i = 0; i < 3; i++) {
+        ab[1] = gc_param(kn_shape1(4), GC_POSITIVE, 0);
+        if (!gc_build(&G, bin[i], &a, ab, 2, 1, 1)) {
+            const kn_node *n = &G.g->n[G.node];
+            CHECK(bin[i]->flops_fwd(G.g, n) == 24, "%s FLOPs %g, want 24 (one per output element)", bin[i]->name,
+                  bin[i]->flops_fwd(G.g, n));
+        } else {
+            CHECK(0, "%s build: %s", bin[i]->name, kn_ctx_message(G.ctx));
         }
         gc_free(&G);
     }
@@ -826,7 +1185,12 @@ int main(void) {
     check_dropout_values();
     check_loss_determinism();
     check_errors();
+    check_primitives();
+    check_primitive_errors();
+    check_primitives_parallel();
+    check_attention_composition();
     check_flops();
+    check_primitive_flops();
     printf("%d gradient-check cases in %.1f s\n", g_cases, kn_now_seconds() - t0);
     return kn_test_finish("test_gradcheck");
 }

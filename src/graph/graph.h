@@ -287,6 +287,16 @@ extern const kn_op kn_op_linear, kn_op_conv2d, kn_op_maxpool2d, kn_op_avgpool2d,
     kn_op_silu, kn_op_tanh, kn_op_sigmoid, kn_op_dropout, kn_op_reshape, kn_op_add,
     kn_op_concat, kn_op_softmax_ce, kn_op_mse;
 
+/* Primitive ops (docs/ARCHITECTURE.md, "Primitive ops", has their inputs, attribute
+ * slots and shape rules): binary element-wise with broadcasting (add above, sub, mul,
+ * div: ops/binary.c), unary maths (ops/unary.c), reductions (ops/reduce.c), softmax and
+ * log-softmax, batched matmul, permute, slice, gather, layer normalisation. */
+extern const kn_op kn_op_sub, kn_op_mul, kn_op_div;
+extern const kn_op kn_op_exp, kn_op_log, kn_op_sqrt, kn_op_rsqrt, kn_op_neg, kn_op_square, kn_op_affine;
+extern const kn_op kn_op_sum, kn_op_mean, kn_op_max;
+extern const kn_op kn_op_softmax, kn_op_log_softmax;
+extern const kn_op kn_op_matmul, kn_op_permute, kn_op_slice, kn_op_gather, kn_op_layernorm;
+
 /* conv2d's algorithm attribute (a.i[5]); the config names them auto, direct, winograd */
 enum { KN_CONV_AUTO = 0, KN_CONV_DIRECT = 1, KN_CONV_WINOGRAD = 2 };
 

@@ -150,7 +150,15 @@ static int build_linear(layer_ctx *L, int *out) {
     }
     if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "bias", 1, &bias))) return rc;
     const kn_shape *xs = kn_shp(L->g, L->in[0]);
-    int64_t fan_in = xs->nd == 2 ? xs->d[1] : 1;
+    /* the linear op works on any rank (over the last axis); the config layer still asks
+     * for [batch, features], so that a linear layer after a convolution without a
+     * flatten stays an error rather than a product over the image's last axis */
+    if (xs->nd != 2) {
+        char sb[64];
+        return kn_err(L->ctx, KN_ERR_SHAPE, "linear expects a 2-D input [batch, features], got %s; put a flatten layer before it",
+                      kn_shape_str(xs, sb, sizeof sb));
+    }
+    int64_t fan_in = xs->d[1];
     kn_init wi, bi;
     if ((rc = get_init(L, "init", KN_INIT_KAIMING_UNIFORM, fan_in, o, &wi))) return rc;
     if (!bias && ((rc = unused_key(L, "bias_init", "with bias = false")) || (rc = unused_key(L, "bias_init_scale", "with bias = false")))) return rc;

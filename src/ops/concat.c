@@ -1,4 +1,6 @@
-/* concat: y = x0 ++ x1 ++ ... along axis i[0] (>= 1: the batch dim is never split).
+/* concat: y = x0 ++ x1 ++ ... along axis i[0], any axis: 0 to rank-1, or negative
+ * from the end (-1: the last). (The model builder's concat layer asks for 1 to 4: it
+ * never joins along the batch axis.)
  * 2 to 8 float32 inputs with the same rank and the same dims except on the axis.
  * Backward: each input's gradient is its slice of dy. */
 #include <string.h>
@@ -12,9 +14,10 @@ static int concat_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
         return kn_err(ctx, KN_ERR_SHAPE, "concat takes 2 to %d inputs, got %d", KN_MAX_IN, n->nin);
     const kn_shape *s0 = kn_shp(g, n->in[0]);
     int64_t axis = n->a.i[0];
-    if (axis < 1 || axis >= s0->nd)
-        return kn_err(ctx, KN_ERR_SHAPE, "concat axis must be between 1 and %d for input %s, got %lld", s0->nd - 1,
-                      kn_shape_str(s0, a, sizeof a), (long long)axis);
+    if (axis < -s0->nd || axis >= s0->nd)
+        return kn_err(ctx, KN_ERR_SHAPE, "concat axis must be between %d and %d for input %s, got %lld", -s0->nd,
+                      s0->nd - 1, kn_shape_str(s0, a, sizeof a), (long long)axis);
+    if (axis < 0) axis += s0->nd;
     kn_shape out = *s0;
     out.d[axis] = 0;
     for (int i = 0; i < n->nin; i++) {
@@ -43,8 +46,9 @@ static double concat_flops(const kn_graph *g, const kn_node *n) {
 /* outer = prod(dims before the axis); each input is `outer` rows of `row_i` floats. */
 static int64_t concat_outer(const kn_graph *g, const kn_node *n) {
     const kn_shape *s = kn_shp(g, n->out[0]);
+    const int64_t axis = n->a.i[0] < 0 ? n->a.i[0] + s->nd : n->a.i[0];
     int64_t o = 1;
-    for (int k = 0; k < n->a.i[0]; k++) o *= s->d[k];
+    for (int k = 0; k < axis; k++) o *= s->d[k];
     return o;
 }
 

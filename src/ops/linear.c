@@ -1,4 +1,7 @@
 /* linear: y[N,O] = x[N,I] · W[O,I]^T + b[O]   (inputs: x, W, optional b)
+ * x may have any rank >= 1: it is applied over the last axis, x (..., I) -> y (..., O),
+ * with N the product of the other dims (the same GEMMs as a 2-D x of N rows, so a 2-D
+ * input gives the numbers it always did).
  * Backward: dx = dy · W;  dW = dy^T · x;  db = column sums of dy (in double, rows in
  * order: the same for any thread count).
  * GEMMs run as oneDNN matmul primitives created once at plan time.
@@ -25,25 +28,35 @@ static int linear_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     char a[64], b[64];
     if (n->nin < 2 || n->nin > 3) return kn_err(ctx, KN_ERR_SHAPE, "linear takes x, weight and an optional bias");
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
-    if (x->nd != 2)
-        return kn_err(ctx, KN_ERR_SHAPE,
-                      "linear expects a 2-D input [batch, features], got %s; put a flatten layer before it",
+    if (x->nd < 1 || g->v[n->in[0]].dtype != KN_F32)
+        return kn_err(ctx, KN_ERR_SHAPE, "linear expects a float32 input [..., features], got %s",
                       kn_shape_str(x, a, sizeof a));
-    if (w->nd != 2 || w->d[1] != x->d[1])
-        return kn_err(ctx, KN_ERR_SHAPE, "linear weight %s does not match input %s (expected [out, %lld])",
-                      kn_shape_str(w, a, sizeof a), kn_shape_str(x, b, sizeof b), (long long)x->d[1]);
+    const int64_t I = x->d[x->nd - 1];
+    if (w->nd != 2 || w->d[1] != I)
+        return kn_err(ctx, KN_ERR_SHAPE, "linear weight %s does not match input %s (expected [out, %lld]: linear acts on "
+                      "the last axis%s)",
+                      kn_shape_str(w, a, sizeof a), kn_shape_str(x, b, sizeof b), (long long)I,
+                      x->nd == 4 ? "; for [batch, channels, height, width] put a flatten layer before it" : "");
     if (n->nin == 3) {
         const kn_shape *bs = kn_shp(g, n->in[2]);
         if (bs->nd != 1 || bs->d[0] != w->d[0])
             return kn_err(ctx, KN_ERR_SHAPE, "linear bias %s does not match %lld outputs", kn_shape_str(bs, a, sizeof a),
                           (long long)w->d[0]);
     }
-    return kn_g_declare_out(g, n, 0, KN_F32, kn_shape2(x->d[0], w->d[0])) < 0 ? KN_ERR_NOMEM : KN_OK;
+    kn_shape y = *x;
+    y.d[y.nd - 1] = w->d[0];
+    return kn_g_declare_out(g, n, 0, KN_F32, y) < 0 ? KN_ERR_NOMEM : KN_OK;
+}
+
+/* rows of the GEMM: the product of every dim of x but the last */
+static int64_t linear_rows(const kn_graph *g, const kn_node *n) {
+    const kn_shape *x = kn_shp(g, n->in[0]);
+    return kn_numel(g, n->in[0]) / x->d[x->nd - 1];
 }
 
 static double linear_flops(const kn_graph *g, const kn_node *n) {
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
-    return 2.0 * (double)x->d[0] * (double)x->d[1] * (double)w->d[0];
+    return 2.0 * (double)linear_rows(g, n) * (double)x->d[x->nd - 1] * (double)w->d[0];
 }
 static double linear_flops_bwd(const kn_graph *g, const kn_node *n) { return 2.0 * linear_flops(g, n); }
 
@@ -64,7 +77,7 @@ static size_t bwd_pad(const linear_priv *p) {
 
 static int linear_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
-    int64_t N = x->d[0], I = x->d[1], O = w->d[0];
+    int64_t N = linear_rows(g, n), I = x->d[x->nd - 1], O = w->d[0];
     const int relu = n->op == &kn_op_linear_relu;
     linear_priv *p = calloc(1, sizeof *p);
     if (!p) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
@@ -94,8 +107,8 @@ static void linear_forward(const kn_node *n, kn_rt *rt) {
 static void linear_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
     linear_priv *p = n->priv;
     kn_graph *g = rt->g;
-    const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
-    const int64_t N = x->d[0], O = w->d[0];
+    const kn_shape *w = kn_shp(g, n->in[1]);
+    const int64_t N = linear_rows(g, n), O = w->d[0];
     const int relu = n->op == &kn_op_linear_relu;
     char *S = rt->scratch;
     float *dy = (float *)dout[0];

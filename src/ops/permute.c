@@ -1,0 +1,91 @@
+/* permute: y = x with its axes reordered (a transpose is a permute that swaps two axes).
+ *   input x float32, rank d; attrs: i[0..d) = the permutation: output axis k is input
+ *   axis i[k]. y.shape[k] = x.shape[i[k]].
+ * Backward: dx = dy permuted back (the inverse permutation). */
+#include <string.h>
+
+#include "backend/cpu/isa.h"
+#include "graph/graph.h"
+#include "ops/nd.h"
+
+/* ======================= (1) definition ======================= */
+
+static int perm_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
+    char a[64];
+    if (n->nin != 1) return kn_err(ctx, KN_ERR_SHAPE, "permute takes one input, got %d", n->nin);
+    const kn_value *x = &g->v[n->in[0]];
+    if (x->dtype != KN_F32) return kn_err(ctx, KN_ERR_SHAPE, "permute expects a float32 input, got an integer tensor");
+    const int nd = x->shape.nd;
+    unsigned seen = 0;
+    kn_shape y = {nd, {0}};
+    for (int k = 0; k < nd; k++) {
+        const int64_t p = n->a.i[k];
+        if (p < 0 || p >= nd || (seen >> p & 1u))
+            return kn_err(ctx, KN_ERR_SHAPE,
+                          "permute expects attributes 0..%d to be a permutation of the axes 0..%d of input %s; "
+                          "attribute %d is %lld",
+                          nd - 1, nd - 1, kn_shape_str(&x->shape, a, sizeof a), k, (long long)p);
+        seen |= 1u << p;
+        y.d[k] = x->shape.d[p];
+    }
+    return kn_g_declare_out(g, n, 0, KN_F32, y) < 0 ? KN_ERR_NOMEM : KN_OK;
+}
+
+static double perm_flops(const kn_graph *g, const kn_node *n) {
+    (void)g;
+    (void)n;
+    return 0.0;
+}
+
+/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
+
+/* dst (dims od, contiguous) [o] = src [offset of o under the strides ss] */
+static void perm_copy(float *dst /* (od...) */, int nd, const int64_t *od, const int64_t *ss, const float *src /* (the source's dims) */) {
+    int64_t d[KN_MAX_DIMS], st[2][KN_MAX_DIMS];
+    memcpy(d, od, sizeof d);
+    nd_strides(nd, d, st[0]);
+    memcpy(st[1], ss, sizeof st[1]);
+    const int m = nd_collapse(nd, d, 2, st);
+    const int64_t L = d[m - 1], ls = st[1][m - 1];
+    int64_t rows = 1;
+    for (int k = 0; k < m - 1; k++) rows *= d[k];
+#pragma omp parallel for schedule(static) if (rows * L > KN_ND_PAR && rows > 1)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *s = src + nd_offset(r, m - 1, d, st[1]);
+        float *o = dst + r * L;
+        for (int64_t j = 0; j < L; j++) o[j] = s[j * ls];
+    }
+}
+
+static void perm_forward(const kn_node *n, kn_rt *rt) {
+    kn_graph *g = rt->g;
+    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
+    int64_t xst[KN_MAX_DIMS], ss[KN_MAX_DIMS];
+    nd_strides(xs->nd, xs->d, xst);
+    for (int k = 0; k < xs->nd; k++) ss[k] = xst[n->a.i[k]];
+    perm_copy(kn_ptr(g, n->out[0]) /* y: (x.shape[p[k]]...) */, ys->nd, ys->d, ss, kn_ptr(g, n->in[0]) /* x */);
+}
+
+static void perm_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
+    if (!din[0]) return;
+    kn_graph *g = rt->g;
+    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
+    int64_t yst[KN_MAX_DIMS], ss[KN_MAX_DIMS];
+    nd_strides(ys->nd, ys->d, yst);
+    for (int k = 0; k < ys->nd; k++) ss[n->a.i[k]] = yst[k]; /* input axis p[k] is output axis k */
+    perm_copy(din[0] /* dx: x's shape */, xs->nd, xs->d, ss, dout[0] /* dy: y's shape */);
+}
+
+KN_ISA_KERNELS(permute, perm_forward, perm_backward)
+
+/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
+KN_OP_DEF(kn_op_permute) = {
+    .name = "permute",
+    .infer = perm_infer,
+    .flops_fwd = perm_flops,
+    .flops_bwd = perm_flops,
+    .bwd_reads_in = 0,
+    .bwd_reads_out = 0,
+    .diff_inputs = 0x1,
+    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(permute), KN_ISA_BWD(permute)}},
+};
