@@ -1229,24 +1229,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                     fprintf(stderr, "%skiln: warning: %s\n", bar && out ? "\n" : "", msg);
                     guard_event(mf, S.step, "grad_spike", st.guard_auto_clip ? "clip" : "warn", NULL, msg, S.lr_scale);
                     spikes_since_snapshot++;
-                    if (st.guard_auto_clip) {
-                        float c = (float)(limit / (gnorm + 1e-6));
-                        for (int64_t i = 0; i < m->store.nparam; i++) m->store.grad[i] *= c;
-                        gnorm = limit;
-                    }
+                    if (st.guard_auto_clip) gnorm = kn_clip_grad_norm(m->store.grad, m->store.nparam, gnorm, limit);
                 }
                 kn_spike_add(&spike, gnorm);
             }
-            if (st.opt.clip_norm > 0) {
-                double coef = st.opt.clip_norm / (gnorm + 1e-6);
-                if (coef < 1.0) {
-                    float c = (float)coef;
-                    float *gr = m->store.grad;
-                    int64_t np = m->store.nparam;
-#pragma omp parallel for schedule(static) if (np > 65536)
-                    for (int64_t i = 0; i < np; i++) gr[i] *= c;
-                }
-            }
+            if (st.opt.clip_norm > 0) kn_clip_grad_norm(m->store.grad, m->store.nparam, gnorm, st.opt.clip_norm);
             double lr = kn_opt_lr(&st.opt, S.step) * S.lr_scale;
             kn_opt_step(&o, m->store.param, m->store.grad, lr);
             if (health_now) {
