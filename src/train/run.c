@@ -31,6 +31,7 @@
 #include "train/guard.h"
 #include "train/health.h"
 #include "train/plan.h"
+#include "train/state.h"
 #include "train/trainer.h"
 
 static volatile sig_atomic_t g_stop = 0;
@@ -92,19 +93,6 @@ static int file_exists(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* ---------------- training state ---------------- */
-typedef struct {
-    int64_t step, epoch, batch_in_epoch;
-    double ep_loss_sum;
-    int64_t ep_steps;
-    double best_val;
-    int64_t best_step;
-    long metrics_bytes;
-    double lr_scale;      /* guard: multiplier on the schedule after rollbacks */
-    int64_t guard_events; /* guard: non-finite events so far */
-    int64_t bad_epochs;   /* epochs since the best validation loss */
-} train_state;
-
 typedef struct {
     kn_job *job;
     kn_optimizer *opt;
@@ -133,7 +121,7 @@ static void algorithms_of(const kn_graph *g, char *buf, size_t n) {
     }
 }
 
-static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_state *s) {
+static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const kn_train_state *s) {
     kn_store *store = &R->job->model.store;
     kn_optimizer *o = R->opt;
     int nmom = o->v ? 2 : 1;
@@ -155,50 +143,21 @@ static int save_state(kn_ctx *ctx, run_ctx *R, const char *path, const train_sta
     char algos[4096], isa[256];
     algorithms_of(R->job->model.train, algos, sizeof algos);
     kn_isa_path(isa, sizeof isa);
-    char v[19][64];
-    snprintf(v[0], 64, "%lld", (long long)s->step);
-    snprintf(v[1], 64, "%lld", (long long)s->epoch);
-    snprintf(v[2], 64, "%lld", (long long)s->batch_in_epoch);
-    snprintf(v[3], 64, "%llu", (unsigned long long)R->st->seed);
-    snprintf(v[4], 64, "%lld", (long long)o->t);
-    snprintf(v[5], 64, "%.17g", s->ep_loss_sum);
-    snprintf(v[6], 64, "%lld", (long long)s->ep_steps);
-    snprintf(v[7], 64, "%.17g", s->best_val);
-    snprintf(v[8], 64, "%lld", (long long)s->best_step);
-    snprintf(v[9], 64, "%ld", s->metrics_bytes);
-    snprintf(v[10], 64, "%016llx", (unsigned long long)fnv1a(R->cfg_text));
-    snprintf(v[11], 64, "%d", (int)o->c.kind);
-    snprintf(v[12], 64, "%.17g", s->lr_scale);
-    snprintf(v[13], 64, "%lld", (long long)s->guard_events);
-    snprintf(v[14], 64, "%lld", (long long)s->bad_epochs);
-    snprintf(v[15], 64, "%.17g", (double)R->job->mean);
-    snprintf(v[16], 64, "%.17g", (double)R->job->std);
-    snprintf(v[17], 64, "%d", kn_get_threads());
-    snprintf(v[18], 64, "%lld", (long long)R->job->model.batch);
-    kn_ckpt_meta meta[] = {{"kind", "train"},      {"step", v[0]},          {"epoch", v[1]},
-                           {"batch_in_epoch", v[2]}, {"seed", v[3]},         {"optimizer_t", v[4]},
-                           {"epoch_loss_sum", v[5]}, {"epoch_steps", v[6]},  {"best_val_loss", v[7]},
-                           {"best_step", v[8]},     {"metrics_bytes", v[9]}, {"config_hash", v[10]},
-                           {"optimizer_kind", v[11]}, {"guard_lr_scale", v[12]}, {"guard_events", v[13]},
-                           {"bad_epochs", v[14]},   {"data_mean", v[15]},    {"data_std", v[16]},
-                           {"threads", v[17]},      {"micro_batch", v[18]},
-                           {"algorithms", algos},   {"isa_path", isa},       {"config", R->cfg_text}};
+    kn_ckpt_record rec = {.kind = "train", .s = *s, .seed = R->st->seed, .optimizer_t = o->t,
+                          .optimizer_kind = (int64_t)o->c.kind, .config_hash = fnv1a(R->cfg_text),
+                          .data_mean = (double)R->job->mean, .data_std = (double)R->job->std,
+                          .threads = kn_get_threads(), .micro_batch = R->job->model.batch,
+                          .algorithms = algos, .isa_path = isa, .config = R->cfg_text};
+    char v[KN_CKPT_MAX_FIELDS][64];
+    kn_ckpt_meta meta[KN_CKPT_MAX_FIELDS];
+    int nmeta = kn_ckpt_record_meta(&rec, v, meta);
     double t0 = kn_now_seconds();
-    int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, (int)(sizeof meta / sizeof meta[0]));
+    int rc = kn_ckpt_save(ctx, path, store, ex, nex, meta, nmeta);
     R->write_seconds += kn_now_seconds() - t0;
     R->nwrites++;
     free(ex);
     free(names);
     return rc;
-}
-
-static int meta_i64(kn_ctx *ctx, const kn_ckpt *c, const char *path, const char *key, int64_t *out) {
-    (void)path; /* range-checked there (docs/FORMATS.md) */
-    return kn_ckpt_meta_int(ctx, c, key, out);
-}
-static int meta_f64(kn_ctx *ctx, const kn_ckpt *c, const char *path, const char *key, double *out) {
-    (void)path;
-    return kn_ckpt_meta_num(ctx, c, key, out);
 }
 
 /* Keys whose values differ between two config texts: "section.key: 'a' -> 'b'; ..." */
@@ -273,7 +232,7 @@ static void check_algorithms(const kn_ckpt *c, const run_ctx *R, const char *pat
 
 /* Load a training checkpoint into the job and optimizer. config_error is set when the
  * failure is a config mismatch (not a bad file). */
-static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s, int allow_change, int *config_error) {
+static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, kn_train_state *s, int allow_change, int *config_error) {
     *config_error = 0;
     kn_ckpt *c = NULL;
     int rc = kn_ckpt_open(ctx, path, &c);
@@ -284,22 +243,14 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
         kn_ckpt_close(c);
         return kn_err(ctx, KN_ERR_FORMAT, "%s: not a kiln training checkpoint (no training state in its metadata)", path);
     }
-    int64_t t, okind;
-    if ((rc = meta_i64(ctx, c, path, "step", &s->step)) || (rc = meta_i64(ctx, c, path, "epoch", &s->epoch)) ||
-        (rc = meta_i64(ctx, c, path, "batch_in_epoch", &s->batch_in_epoch)) ||
-        (rc = meta_i64(ctx, c, path, "optimizer_t", &t)) || (rc = meta_f64(ctx, c, path, "epoch_loss_sum", &s->ep_loss_sum)) ||
-        (rc = meta_i64(ctx, c, path, "epoch_steps", &s->ep_steps)) || (rc = meta_f64(ctx, c, path, "best_val_loss", &s->best_val)) ||
-        (rc = meta_i64(ctx, c, path, "best_step", &s->best_step)) || (rc = meta_i64(ctx, c, path, "optimizer_kind", &okind))) {
+    kn_ckpt_record rec;
+    memset(&rec, 0, sizeof rec);
+    if ((rc = kn_ckpt_record_read(ctx, c, &rec))) {
         kn_ckpt_close(c);
         return rc;
     }
-    int64_t mb = 0;
-    if ((rc = meta_i64(ctx, c, path, "metrics_bytes", &mb)) || (rc = meta_f64(ctx, c, path, "guard_lr_scale", &s->lr_scale)) ||
-        (rc = meta_i64(ctx, c, path, "guard_events", &s->guard_events)) || (rc = meta_i64(ctx, c, path, "bad_epochs", &s->bad_epochs))) {
-        kn_ckpt_close(c);
-        return rc;
-    }
-    s->metrics_bytes = (long)mb;
+    *s = rec.s;
+    int64_t t = rec.optimizer_t, okind = rec.optimizer_kind;
     /* a checkpoint of another model is a bad file (skipped); a changed config of the
      * same model is the user's decision (refused unless allowed) */
     kn_store *store = &R->job->model.store;
@@ -348,7 +299,7 @@ static int load_state(kn_ctx *ctx, run_ctx *R, const char *path, train_state *s,
 typedef struct {
     float *param, *state, *m, *v;
     int64_t t;
-    train_state S;
+    kn_train_state S;
     int valid;
 } snapshot;
 
@@ -400,7 +351,7 @@ static void guard_free(guard_buf *G) {
     memset(G, 0, sizeof *G);
 }
 
-static void snapshot_take(guard_buf *G, snapshot *sn, kn_model *m, kn_optimizer *o, const train_state *S) {
+static void snapshot_take(guard_buf *G, snapshot *sn, kn_model *m, kn_optimizer *o, const kn_train_state *S) {
     memcpy(sn->param, m->store.param, (size_t)G->nparam * sizeof(float));
     memcpy(sn->state, m->store.state, (size_t)G->nstate * sizeof(float));
     memcpy(sn->m, o->m, (size_t)G->nparam * sizeof(float));
@@ -410,7 +361,7 @@ static void snapshot_take(guard_buf *G, snapshot *sn, kn_model *m, kn_optimizer 
     sn->valid = 1;
 }
 
-static void snapshot_restore(guard_buf *G, const snapshot *sn, kn_model *m, kn_optimizer *o, train_state *S) {
+static void snapshot_restore(guard_buf *G, const snapshot *sn, kn_model *m, kn_optimizer *o, kn_train_state *S) {
     memcpy(m->store.param, sn->param, (size_t)G->nparam * sizeof(float));
     memcpy(m->store.state, sn->state, (size_t)G->nstate * sizeof(float));
     memcpy(o->m, sn->m, (size_t)G->nparam * sizeof(float));
@@ -541,7 +492,7 @@ static void prune(run_ctx *R) {
 
 /* Save step checkpoint (and prune). Returns rc; on failure with on_error=continue,
  * prints a warning and returns KN_OK. */
-static int checkpoint(kn_ctx *ctx, run_ctx *R, const train_state *s, const char *also_as, int quiet) {
+static int checkpoint(kn_ctx *ctx, run_ctx *R, const kn_train_state *s, const char *also_as, int quiet) {
     char p[2600];
     snprintf(p, sizeof p, "%s/step-%09lld.safetensors", R->ckpt_dir, (long long)s->step);
     int rc = save_state(ctx, R, p, s);
@@ -767,7 +718,7 @@ static char *effective_config_text(kn_ctx *ctx, const kn_config *cfg, const kn_s
 /* best.safetensors is a hard link to the step checkpoint of the lowest validation loss;
  * a kill between writing that checkpoint (which records best_step) and linking leaves it
  * at an older step. Repair it from the resumed state: relink to step-<best_step>. */
-static void repair_best(run_ctx *R, const train_state *S, FILE *out) {
+static void repair_best(run_ctx *R, const kn_train_state *S, FILE *out) {
     if (S->best_step < 0) return;
     char bp[2600], sp[2600];
     snprintf(bp, sizeof bp, "%s/best.safetensors", R->ckpt_dir);
@@ -997,7 +948,8 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     remove_dead_temps(run_dir);
 
     /* resume from the newest good checkpoint, if any */
-    train_state S = {.best_val = INFINITY, .best_step = -1, .lr_scale = 1.0};
+    kn_train_state S;
+    kn_train_state_init(&S);
     int resumed = 0;
     {
         ck_entry *v;
@@ -1011,7 +963,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
                 snprintf(path, sizeof path, "%s/%s", R.ckpt_dir, v[i].name);
             }
             int cfg_err = 0;
-            train_state T;
+            kn_train_state T;
             if (load_state(ctx, &R, path, &T, opt->allow_config_change, &cfg_err) == KN_OK) {
                 S = T;
                 resumed = 1;
