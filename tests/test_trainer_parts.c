@@ -4,7 +4,11 @@
  *    otherwise, and what it returns;
  *  - the training checkpoint's field table (state.c): a record written and read back is
  *    bit-exact (infinities, NaN, 2^53, negative best_step), the metadata keys and text
- *    are kiln 0.1's, and a missing or out-of-range field is an error naming it. */
+ *    are kiln 0.1's, and a missing or out-of-range field is an error naming it;
+ *  - the step (kn_trainer_step) gives the bits of the plain sequence forward, backward,
+ *    clip, update; a gate that vetoes leaves the parameters untouched; the all-reduce
+ *    hook sees the gradient once per step, before the norm;
+ *  - the JSON-lines sink writes kiln 0.1's bytes and cuts back to a mark. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -13,7 +17,10 @@
 
 #include "optim/optim.h"
 #include "testutil.h"
+#include "nn/model.h"
+#include "train/sinks/sink.h"
 #include "train/state.h"
+#include "train/step.h"
 
 static void test_clip(void) {
     /* [3, 4, 0, 12]: norm 13 */
@@ -150,10 +157,135 @@ static void test_fields(void) {
     CHECK(save_meta(path, &r, "threads", NULL, NULL) == KN_OK && read_back(path, &b) == KN_OK, "no threads: %s", kn_ctx_message(ctx));
 }
 
+static const char *MODEL =
+    "[conv1]\ntype = conv2d\nout_channels = 2\nkernel = 3\npadding = 1\n"
+    "[bn1]\ntype = batchnorm\nactivation = relu\n"
+    "[flat]\ntype = flatten\n"
+    "[fc]\ntype = linear\nout = 3\n";
+
+static int build(kn_model *m) {
+    kn_config *cfg = NULL;
+    int rc = kn_config_parse_string(ctx, "model.ini", MODEL, &cfg);
+    if (!rc) rc = kn_model_build(ctx, cfg, 4, 4, 1, 4, 4, 3, m);
+    kn_config_free(cfg);
+    if (!rc) kn_model_init(m, 5);
+    return rc;
+}
+
+static int g_reduced;
+static double g_norm_seen;
+static void count_reduce(void *arg, float *grad, int64_t n) {
+    (void)arg;
+    g_reduced++;
+    g_norm_seen = kn_global_norm(grad, n);
+}
+static int veto(void *arg, kn_trainer *t) {
+    (void)t;
+    ++*(int *)arg;
+    return KN_STEP_SKIPPED;
+}
+
+static void test_step(void) {
+    kn_model a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    kn_optimizer oa = {0}, ob = {0};
+    kn_opt_config oc;
+    kn_opt_defaults(&oc);
+    oc.kind = KN_OPT_ADAM;
+    oc.lr = 1e-2;
+    oc.clip_norm = 0.05; /* small: the step clips */
+    int ok = build(&a) == KN_OK && build(&b) == KN_OK && kn_opt_init(ctx, &oa, &oc, a.store.nparam) == KN_OK &&
+             kn_opt_init(ctx, &ob, &oc, b.store.nparam) == KN_OK;
+    CHECK(ok, "models: %s", kn_ctx_message(ctx));
+    if (!ok) return;
+    kn_trainer tr;
+    CHECK(kn_trainer_init(ctx, &tr, &b, &ob, 4, 9, oc.clip_norm) == KN_OK, "trainer: %s", kn_ctx_message(ctx));
+    tr.allreduce = count_reduce;
+    int32_t y[4] = {0, 2, 1, 2};
+    float *xa = kn_ptr(a.train, a.x_train);
+    int64_t nx = kn_numel(a.train, a.x_train);
+    kn_rt rt = {0};
+    rt.seed = 9;
+    for (int s = 0; s < 3; s++) {
+        for (int64_t i = 0; i < nx; i++) xa[i] = tr.acc.x[i] = (float)((i * 7 + s * 13) % 11) / 11.0f - 0.4f;
+        memcpy(tr.y, y, sizeof y);
+        double lr = kn_opt_lr(&oc, s);
+        /* the plain sequence */
+        kn_model_set_targets(&a, y);
+        rt.step = s;
+        float la = kn_model_forward_backward(&a, &rt);
+        double na = kn_clip_grad(a.store.grad, a.store.nparam, oc.clip_norm);
+        kn_opt_step(&oa, a.store.param, a.store.grad, lr);
+        /* the step */
+        g_reduced = 0;
+        int act = kn_trainer_step(&tr, s, lr, NULL);
+        CHECK(act == KN_STEP_UPDATED && g_reduced == 1 && g_norm_seen == na, "step %d: action %d, all-reduce calls %d", s, act, g_reduced);
+        CHECK(tr.loss == la && tr.gnorm == na, "step %d: loss %.9g vs %.9g, norm %.17g vs %.17g", s, (double)tr.loss, (double)la, tr.gnorm, na);
+        CHECK(na > oc.clip_norm, "step %d clips (norm %g)", s, na);
+        CHECK(!memcmp(a.store.param, b.store.param, (size_t)a.store.nparam * sizeof(float)), "step %d: parameters differ", s);
+        CHECK(tr.last.forward > 0 && tr.last.backward > 0 && tr.last.optimizer > 0, "step %d: stage times %g %g %g", s,
+              tr.last.forward, tr.last.backward, tr.last.optimizer);
+    }
+    /* a gate that vetoes: no update, the optimizer count unchanged */
+    int vetoes = 0;
+    tr.gate = veto;
+    tr.gate_arg = &vetoes;
+    float *before = malloc((size_t)b.store.nparam * sizeof(float));
+    memcpy(before, b.store.param, (size_t)b.store.nparam * sizeof(float));
+    int64_t t = ob.t;
+    int act = kn_trainer_step(&tr, 3, 1e-2, NULL);
+    CHECK(act == KN_STEP_SKIPPED && vetoes == 1 && ob.t == t && tr.steps == 3, "veto: action %d, gate calls %d, t %lld", act, vetoes,
+          (long long)ob.t);
+    CHECK(!memcmp(before, b.store.param, (size_t)b.store.nparam * sizeof(float)), "veto: parameters changed");
+    free(before);
+    kn_trainer_free(&tr);
+    kn_opt_free(&oa);
+    kn_opt_free(&ob);
+    kn_model_free(&a);
+    kn_model_free(&b);
+}
+
+static void test_jsonl(void) {
+    char path[1200], text[4096];
+    snprintf(path, sizeof path, "%s/m.jsonl", kn_test_tmpdir("test_trainer_parts"));
+    kn_sinks ss;
+    memset(&ss, 0, sizeof ss);
+    kn_sink s;
+    CHECK(kn_sink_jsonl_open(ctx, path, -1, &s, &ss.jsonl) == KN_OK, "open: %s", kn_ctx_message(ctx));
+    kn_sinks_add(&ss, s);
+    kn_record r;
+    kn_rec_begin(&r, "epoch");
+    kn_rec_int(&r, "epoch", 2);
+    kn_rec_num(&r, "train_loss", KN_MV_G9, 0.1);
+    kn_rec_num(&r, "val_accuracy", KN_MV_F6, 0.5);
+    kn_rec_num(&r, "seconds", KN_MV_F3, 1.23456);
+    kn_rec_str(&r, "message", "a \"quote\"\n");
+    kn_rec_raw(&r, "examples", "[[1,2]]");
+    kn_sinks_write(&ss, &r);
+    int64_t mark = kn_sinks_mark(&ss);
+    kn_rec_begin(&r, "step");
+    kn_rec_int(&r, "step", 5);
+    kn_sinks_write(&ss, &r);
+    kn_sinks_rewind(&ss, mark);
+    kn_rec_begin(&r, "test");
+    kn_rec_num(&r, "test_loss", KN_MV_G9, 1.0 / 3.0);
+    kn_sinks_write(&ss, &r);
+    kn_sinks_close(&ss);
+    kn_test_slurp(path, text, sizeof text);
+    const char *want = "{\"event\":\"epoch\",\"epoch\":2,\"train_loss\":0.1,\"val_accuracy\":0.500000,\"seconds\":1.235,"
+                       "\"message\":\"a \\\"quote\\\"\\u000a\",\"examples\":[[1,2]]}\n"
+                       "{\"event\":\"test\",\"test_loss\":0.333333333}\n";
+    CHECK(!strcmp(text, want), "metrics.jsonl:\n%s\nexpected:\n%s", text, want);
+    CHECK(mark == (int64_t)(strchr(text, '\n') - text + 1), "mark %lld", (long long)mark);
+}
+
 int main(void) {
     ctx = kn_ctx_new();
     test_clip();
     test_fields();
+    test_step();
+    test_jsonl();
     kn_ctx_free(ctx);
     return kn_test_finish("test_trainer_parts");
 }
