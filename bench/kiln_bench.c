@@ -29,6 +29,7 @@
 #include "graph/graph.h"
 #include "nn/model.h"
 #include "optim/optim.h"
+#include "train/step.h"
 #include "train/trainer.h"
 
 static void die(kn_ctx *ctx, const char *what) {
@@ -172,25 +173,21 @@ static int run_train(const opts *o) {
     st.opt.total_steps = 1000000;
     if (kn_opt_init(ctx, &opt, &st.opt, m->store.nparam)) die(ctx, "optimizer");
     kn_model_init(m, st.seed);
-    float *x = kn_ptr(m->train, m->x_train);
-    int32_t *y = malloc((size_t)st.batch * sizeof *y);
-    kn_rt rt = {0};
-    rt.seed = st.seed;
+    /* the trainer's step (src/train/step.c): forward, backward, clipping, update */
+    kn_trainer tr;
+    if (kn_trainer_init(ctx, &tr, m, &opt, st.batch, st.seed, st.opt.clip_norm)) die(ctx, "trainer");
     int64_t step = 0, epoch = 0, timed = 0;
     double t0 = 0, el = 0, tw = kn_now_seconds();
     int warm = 1;
     float loss = NAN;
     kn_loader_start_epoch(job.train_loader, epoch, 0);
     for (;;) {
-        if (kn_loader_next(job.train_loader, x, y) <= 0) {
+        if (kn_trainer_next_batch(&tr, job.train_loader) <= 0) {
             kn_loader_start_epoch(job.train_loader, ++epoch, 0);
             continue;
         }
-        kn_model_set_targets(m, y);
-        rt.step = step;
-        loss = kn_model_forward_backward(m, &rt);
-        if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
-        kn_opt_step(&opt, m->store.param, m->store.grad, kn_opt_lr(&st.opt, step));
+        kn_trainer_step(&tr, step, kn_opt_lr(&st.opt, step), NULL);
+        loss = tr.loss;
         step++;
         if (warm) {
             if (step >= 3 && kn_now_seconds() - tw >= o->warmup) {
@@ -230,7 +227,7 @@ static int run_train(const opts *o) {
            "\"train_sps\": %.1f, \"infer_sps\": %.1f, \"peak_rss\": %ld, \"train_steps\": %lld, \"loss\": %.6f}\n",
            KILN_VERSION, o->config, (long long)st.batch, kn_get_threads(), train_sps, infer_sps, peak_rss_bytes(),
            (long long)timed, (double)loss);
-    free(y);
+    kn_trainer_free(&tr);
     free(ye);
     kn_opt_free(&opt);
     kn_job_close(&job);
