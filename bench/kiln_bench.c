@@ -1,11 +1,12 @@
 /* kiln's side of the benchmark (bench/bench.sh runs it next to bench/torch_bench.py).
  *
  *   kiln_bench train CONFIG --batch B --threads T [--seconds S] [--warmup W]
- *       Trains CONFIG on its data set exactly as `kiln train` does (prefetching loader,
- *       forward + backward, optimizer step; no logging, no checkpoints), then runs the
- *       evaluation graph over the test set with batch B. Prints one JSON line: training
- *       samples/s over S seconds after W seconds (at least 3 steps) of warm-up,
- *       inference samples/s, peak RSS of the process.
+ *       Trains CONFIG on its data set with the trainer's step, as `kiln train` does
+ *       (prefetching loader, kn_trainer_step: forward + backward, clipping, optimizer
+ *       step; no guard, logging or checkpoints), then runs the evaluation graph over the
+ *       test set with batch B. Prints one JSON line: training samples/s over S seconds
+ *       after W seconds (at least 3 steps) of warm-up, inference samples/s, peak RSS of
+ *       the process, and the step's mean stage times (step_ms, warm-up included).
  *   kiln_bench micro CONFIG --batch B --threads T [--reps R]
  *   (both also take --set SECTION.KEY=VALUE, as `kiln train` does, and
  *   --conv-algorithm A, which sets `algorithm = A` on every conv2d layer)
@@ -224,9 +225,11 @@ static int run_train(const opts *o) {
     }
     double infer_sps = (double)done / el;
     printf("{\"engine\": \"kiln\", \"kiln\": \"%s\", \"model\": \"%s\", \"batch\": %lld, \"threads\": %d, "
-           "\"train_sps\": %.1f, \"infer_sps\": %.1f, \"peak_rss\": %ld, \"train_steps\": %lld, \"loss\": %.6f}\n",
+           "\"train_sps\": %.1f, \"infer_sps\": %.1f, \"peak_rss\": %ld, \"train_steps\": %lld, \"loss\": %.6f, "
+           "\"step_ms\": {\"data\": %.4f, \"forward\": %.4f, \"backward\": %.4f, \"optimizer\": %.4f}}\n",
            KILN_VERSION, o->config, (long long)st.batch, kn_get_threads(), train_sps, infer_sps, peak_rss_bytes(),
-           (long long)timed, (double)loss);
+           (long long)timed, (double)loss, 1e3 * tr.total.data / (double)tr.steps, 1e3 * tr.total.forward / (double)tr.steps,
+           1e3 * tr.total.backward / (double)tr.steps, 1e3 * tr.total.optimizer / (double)tr.steps);
     kn_trainer_free(&tr);
     free(ye);
     kn_opt_free(&opt);
