@@ -1,11 +1,12 @@
 /* kiln's side of the benchmark (bench/bench.sh runs it next to bench/torch_bench.py).
  *
  *   kiln_bench train CONFIG --batch B --threads T [--seconds S] [--warmup W]
- *       Trains CONFIG on its data set exactly as `kiln train` does (prefetching loader,
- *       forward + backward, optimizer step; no logging, no checkpoints), then runs the
- *       evaluation graph over the test set with batch B. Prints one JSON line: training
- *       samples/s over S seconds after W seconds (at least 3 steps) of warm-up,
- *       inference samples/s, peak RSS of the process.
+ *       Trains CONFIG on its data set with the trainer's step, as `kiln train` does
+ *       (prefetching loader, kn_trainer_step: forward + backward, clipping, optimizer
+ *       step; no guard, logging or checkpoints), then runs the evaluation graph over the
+ *       test set with batch B. Prints one JSON line: training samples/s over S seconds
+ *       after W seconds (at least 3 steps) of warm-up, inference samples/s, peak RSS of
+ *       the process, and the step's mean stage times (step_ms, warm-up included).
  *   kiln_bench micro CONFIG --batch B --threads T [--reps R]
  *   (both also take --set SECTION.KEY=VALUE, as `kiln train` does, and
  *   --conv-algorithm A, which sets `algorithm = A` on every conv2d layer)
@@ -29,6 +30,7 @@
 #include "graph/graph.h"
 #include "nn/model.h"
 #include "optim/optim.h"
+#include "train/step.h"
 #include "train/trainer.h"
 
 static void die(kn_ctx *ctx, const char *what) {
@@ -172,25 +174,21 @@ static int run_train(const opts *o) {
     st.opt.total_steps = 1000000;
     if (kn_opt_init(ctx, &opt, &st.opt, m->store.nparam)) die(ctx, "optimizer");
     kn_model_init(m, st.seed);
-    float *x = kn_ptr(m->train, m->x_train);
-    int32_t *y = malloc((size_t)st.batch * sizeof *y);
-    kn_rt rt = {0};
-    rt.seed = st.seed;
+    /* the trainer's step (src/train/step.c): forward, backward, clipping, update */
+    kn_trainer tr;
+    if (kn_trainer_init(ctx, &tr, m, &opt, st.batch, st.seed, st.opt.clip_norm)) die(ctx, "trainer");
     int64_t step = 0, epoch = 0, timed = 0;
     double t0 = 0, el = 0, tw = kn_now_seconds();
     int warm = 1;
     float loss = NAN;
     kn_loader_start_epoch(job.train_loader, epoch, 0);
     for (;;) {
-        if (kn_loader_next(job.train_loader, x, y) <= 0) {
+        if (kn_trainer_next_batch(&tr, job.train_loader) <= 0) {
             kn_loader_start_epoch(job.train_loader, ++epoch, 0);
             continue;
         }
-        kn_model_set_targets(m, y);
-        rt.step = step;
-        loss = kn_model_forward_backward(m, &rt);
-        if (st.opt.clip_norm > 0) kn_clip_grad(m->store.grad, m->store.nparam, st.opt.clip_norm);
-        kn_opt_step(&opt, m->store.param, m->store.grad, kn_opt_lr(&st.opt, step));
+        kn_trainer_step(&tr, step, kn_opt_lr(&st.opt, step), NULL);
+        loss = tr.loss;
         step++;
         if (warm) {
             if (step >= 3 && kn_now_seconds() - tw >= o->warmup) {
@@ -227,10 +225,12 @@ static int run_train(const opts *o) {
     }
     double infer_sps = (double)done / el;
     printf("{\"engine\": \"kiln\", \"kiln\": \"%s\", \"model\": \"%s\", \"batch\": %lld, \"threads\": %d, "
-           "\"train_sps\": %.1f, \"infer_sps\": %.1f, \"peak_rss\": %ld, \"train_steps\": %lld, \"loss\": %.6f}\n",
+           "\"train_sps\": %.1f, \"infer_sps\": %.1f, \"peak_rss\": %ld, \"train_steps\": %lld, \"loss\": %.6f, "
+           "\"step_ms\": {\"data\": %.4f, \"forward\": %.4f, \"backward\": %.4f, \"optimizer\": %.4f}}\n",
            KILN_VERSION, o->config, (long long)st.batch, kn_get_threads(), train_sps, infer_sps, peak_rss_bytes(),
-           (long long)timed, (double)loss);
-    free(y);
+           (long long)timed, (double)loss, 1e3 * tr.total.data / (double)tr.steps, 1e3 * tr.total.forward / (double)tr.steps,
+           1e3 * tr.total.backward / (double)tr.steps, 1e3 * tr.total.optimizer / (double)tr.steps);
+    kn_trainer_free(&tr);
     free(ye);
     kn_opt_free(&opt);
     kn_job_close(&job);

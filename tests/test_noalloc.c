@@ -58,6 +58,7 @@
 #include "optim/optim.h"
 #include "testutil.h"
 #include "train/plan.h"
+#include "train/step.h"
 #include "train/trainer.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -189,9 +190,8 @@ static void case_step(const char *rel, int64_t batch, int64_t micro, double clip
     memset(&m, 0, sizeof m);
     kn_optimizer o = {0};
     kn_loader *L = NULL;
-    kn_accum acc;
-    memset(&acc, 0, sizeof acc);
-    int32_t *y = malloc((size_t)batch * sizeof *y);
+    kn_trainer tr;
+    memset(&tr, 0, sizeof tr);
     int ok = kn_config_load(ctx, kn_test_src(rel), &cfg) == KN_OK &&
              kn_model_build(ctx, cfg, micro, 100, 1, 28, 28, 10, &m) == KN_OK;
     kn_opt_config oc;
@@ -209,23 +209,21 @@ static void case_step(const char *rel, int64_t batch, int64_t micro, double clip
     lc.mean = 0.3f;
     lc.std = 0.3f;
     lc.prefetch = 2;
-    ok = ok && kn_loader_create(ctx, &lc, &L) == KN_OK && kn_accum_init(ctx, &acc, &m, batch) == KN_OK;
+    ok = ok && kn_loader_create(ctx, &lc, &L) == KN_OK && kn_trainer_init(ctx, &tr, &m, &o, batch, 1, clip) == KN_OK;
     CHECK(ok, "%s: %s", rel, kn_ctx_message(ctx));
     if (ok) {
         kn_model_init(&m, 1);
-        kn_rt rt = {0};
-        rt.seed = 1;
         kn_loader_start_epoch(L, 0, 0);
         long first[NSRC] = {0};
         (void)first;
         (void)src_name;
         for (int s = 0; s < 8; s++) {
             if (s >= 3) { reset(); counting(1); }
-            int got = kn_loader_next(L, acc.x, y);
-            rt.step = s;
-            float loss = kn_accum_step(&acc, &m, &rt, y);
-            if (oc.clip_norm > 0) kn_clip_grad(m.store.grad, m.store.nparam, oc.clip_norm);
-            kn_opt_step(&o, m.store.param, m.store.grad, kn_opt_lr(&oc, s));
+            /* the trainer's step (src/train/step.c): batch, forward + backward (accumulated),
+             * clipping, update, with its stage timings */
+            int got = kn_trainer_next_batch(&tr, L);
+            kn_trainer_step(&tr, s, kn_opt_lr(&oc, s), NULL);
+            float loss = tr.loss;
             counting(0);
             CHECK(got == batch && loss == loss, "%s: step %d: batch %d, loss %g", rel, s, got, (double)loss);
             if (s < 3) continue;
@@ -253,13 +251,12 @@ static void case_step(const char *rel, int64_t batch, int64_t micro, double clip
                (long)g_dnnl_calls, (long)g_max[SRC_DNNL], (long)g_alloc[SRC_GEMM], (long)g_max[SRC_GEMM],
                (long)g_alloc[SRC_GOMP], (long)g_max[SRC_GOMP]);
     }
-    kn_accum_free(&acc);
+    kn_trainer_free(&tr);
     kn_loader_free(L);
     kn_opt_free(&o);
     kn_model_free(&m);
     kn_config_free(cfg);
     kn_dataset_free(&ds);
-    free(y);
     kn_ctx_free(ctx);
 }
 

@@ -151,14 +151,18 @@ double kn_global_norm(const float *g, int64_t n) {
     return sqrt(s);
 }
 
+double kn_clip_grad_norm(float *g, int64_t n, double norm, double max_norm) {
+    double coef = max_norm / (norm + 1e-6);
+    if (!(coef < 1.0)) return norm;
+    float c = (float)coef;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) g[i] *= c;
+    return max_norm;
+}
+
 double kn_clip_grad(float *g, int64_t n, double max_norm) {
     double norm = kn_global_norm(g, n);
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-        float c = (float)coef;
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) g[i] *= c;
-    }
+    kn_clip_grad_norm(g, n, norm, max_norm);
     return norm;
 }
 

@@ -41,8 +41,14 @@ void kn_opt_free(kn_optimizer *o);
 double kn_opt_lr(const kn_opt_config *c, int64_t step);
 /* Global L2 norm of g (deterministic for a fixed thread count). */
 double kn_global_norm(const float *g, int64_t n);
-/* Scale g so its norm is at most max_norm (PyTorch clip_grad_norm_ semantics).
- * Returns the norm before clipping. */
+/* Gradient clipping by global norm, the one implementation (the trainer's
+ * optimizer.clip_norm and the guard's auto-clip both call it). `norm` is the global
+ * norm of g, already known (kn_global_norm). With coef = max_norm / (norm + 1e-6), as in
+ * PyTorch's clip_grad_norm_: if coef < 1, every element is multiplied by (float)coef.
+ * Returns the norm after clipping as the trainer counts it: max_norm when g was scaled,
+ * else norm. */
+double kn_clip_grad_norm(float *g, int64_t n, double norm, double max_norm);
+/* The same with the norm computed first; returns the norm before clipping. */
 double kn_clip_grad(float *g, int64_t n, double max_norm);
 /* One update of all parameters with learning rate lr. */
 void kn_opt_step(kn_optimizer *o, float *param, const float *grad, double lr);

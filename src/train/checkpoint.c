@@ -1,6 +1,7 @@
 /* kiln — safetensors checkpoints. See checkpoint.h and docs/FORMATS.md. */
 #define _POSIX_C_SOURCE 200809L
 #include "train/checkpoint.h"
+#include "train/state.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -542,42 +543,11 @@ int kn_ckpt_load_init(kn_ctx *ctx, const kn_ckpt *c, kn_store *s) {
 }
 
 /* ---------------- metadata ---------------- */
+/* The ranges of kiln's own keys are those of the training checkpoint's field table
+ * (kn_ckpt_fields, state.c); a key it does not know gets these. */
 #define P53 ((int64_t)1 << 53)
-typedef struct {
-    const char *key;
-    int is_float, required, nan_ok;
-    int64_t imin, imax;
-    double fmin, fmax;
-} meta_rule;
-/* Ranges of the training state kiln writes (run.c save_state). epoch: train.epochs is at
- * most 1,000,000; a batch index fits the IDX reader's 2^31 samples. */
-static const meta_rule k_rules[] = {
-    {"step", 0, 1, 0, 0, P53, 0, 0},
-    {"epoch", 0, 1, 0, 0, 1000000, 0, 0},
-    {"batch_in_epoch", 0, 1, 0, 0, (int64_t)1 << 31, 0, 0},
-    {"optimizer_t", 0, 1, 0, 0, P53, 0, 0},
-    {"epoch_steps", 0, 1, 0, 0, (int64_t)1 << 31, 0, 0},
-    {"best_step", 0, 1, 0, -1, P53, 0, 0},
-    {"optimizer_kind", 0, 1, 0, 0, 2, 0, 0},
-    {"metrics_bytes", 0, 1, 0, 0, P53, 0, 0},
-    {"guard_events", 0, 1, 0, 0, P53, 0, 0},
-    {"bad_epochs", 0, 1, 0, 0, 1000000, 0, 0},
-    {"threads", 0, 0, 0, 0, 1024, 0, 0},
-    /* the running loss of a diverged run (guard off) is legitimately NaN or infinite */
-    {"epoch_loss_sum", 1, 1, 1, 0, 0, -INFINITY, INFINITY},
-    {"best_val_loss", 1, 1, 0, 0, 0, -INFINITY, INFINITY}, /* +inf before the first evaluation */
-    {"guard_lr_scale", 1, 1, 0, 0, 0, 4.9406564584124654e-324, 1.0},
-    {"data_mean", 1, 0, 0, 0, 0, -3.4028234663852886e38, 3.4028234663852886e38}, /* float32 range */
-    {"data_std", 1, 0, 0, 0, 0, 1.1754943508222875e-38, 3.4028234663852886e38},
-    {NULL, 0, 0, 0, 0, 0, 0, 0}};
-static const meta_rule k_default_int = {NULL, 0, 0, 0, 0, P53, 0, 0};
-static const meta_rule k_default_num = {NULL, 1, 0, 0, 0, 0, -1.7976931348623157e308, 1.7976931348623157e308};
-
-static const meta_rule *rule_of(const char *key) {
-    for (int i = 0; k_rules[i].key; i++)
-        if (!strcmp(k_rules[i].key, key)) return &k_rules[i];
-    return NULL;
-}
+static const kn_state_field k_default_int = {NULL, KN_FIELD_I64, 0, 0, 0, P53, 0, 0, 0};
+static const kn_state_field k_default_num = {NULL, KN_FIELD_F64, 0, 0, 0, 0, -1.7976931348623157e308, 1.7976931348623157e308, 0};
 
 static int meta_str(kn_ctx *ctx, const kn_ckpt *c, const char *key, const char **out) {
     const char *s = kn_ckpt_meta_get(c, key);
@@ -639,33 +609,30 @@ int kn_ckpt_meta_f64(kn_ctx *ctx, const kn_ckpt *c, const char *key, double min,
 }
 
 int kn_ckpt_meta_int(kn_ctx *ctx, const kn_ckpt *c, const char *key, int64_t *out) {
-    const meta_rule *r = rule_of(key);
-    if (!r || r->is_float) r = &k_default_int;
+    const kn_state_field *r = kn_ckpt_field(key);
+    if (!r || r->type != KN_FIELD_I64) r = &k_default_int;
     return kn_ckpt_meta_i64(ctx, c, key, r->imin, r->imax, out);
 }
 
 int kn_ckpt_meta_num(kn_ctx *ctx, const kn_ckpt *c, const char *key, double *out) {
-    const meta_rule *r = rule_of(key);
-    if (!r || !r->is_float) r = &k_default_num;
-    return meta_f64(ctx, c, key, r->fmin, r->fmax, r->nan_ok, out);
+    const kn_state_field *r = kn_ckpt_field(key);
+    if (!r || r->type != KN_FIELD_F64) r = &k_default_num;
+    return meta_f64(ctx, c, key, r->fmin, r->fmax, (r->flags & KN_FIELD_NAN_OK) != 0, out);
 }
 
 int kn_ckpt_check_train_meta(kn_ctx *ctx, const kn_ckpt *c) {
     const char *kind = kn_ckpt_meta_get(c, "kind");
     if (!kind || strcmp(kind, "train") != 0 || !kn_ckpt_meta_get(c, "config"))
         return kn_err(ctx, KN_ERR_FORMAT, "%s: not a kiln training checkpoint (no training state in its metadata)", c->path);
-    for (int i = 0; k_rules[i].key; i++) {
-        const meta_rule *r = &k_rules[i];
-        if (!r->required && !kn_ckpt_meta_get(c, r->key)) continue;
+    for (const kn_state_field *r = kn_ckpt_fields; r->key; r++) {
+        if (!(r->flags & (KN_FIELD_RESTORE | KN_FIELD_CHECK))) continue;
+        if (!(r->flags & KN_FIELD_RESTORE) && !kn_ckpt_meta_get(c, r->key)) continue;
         int64_t iv = 0;
         double fv = 0;
-        int rc = r->is_float ? meta_f64(ctx, c, r->key, r->fmin, r->fmax, r->nan_ok, &fv)
-                             : kn_ckpt_meta_i64(ctx, c, r->key, r->imin, r->imax, &iv);
-        if (rc) return rc;
-    }
-    uint64_t seed;
-    if (kn_ckpt_meta_get(c, "seed")) {
-        int rc = kn_ckpt_meta_u64(ctx, c, "seed", UINT64_MAX, &seed);
+        uint64_t uv = 0;
+        int rc = r->type == KN_FIELD_F64 ? meta_f64(ctx, c, r->key, r->fmin, r->fmax, (r->flags & KN_FIELD_NAN_OK) != 0, &fv)
+                 : r->type == KN_FIELD_U64 ? kn_ckpt_meta_u64(ctx, c, r->key, r->umax, &uv)
+                                           : kn_ckpt_meta_i64(ctx, c, r->key, r->imin, r->imax, &iv);
         if (rc) return rc;
     }
     return KN_OK;

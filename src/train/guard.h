@@ -1,7 +1,7 @@
 /* kiln — the non-finite guard: cheap per-step checks (loss and global gradient norm),
  * an explanation of a failure by replaying the step op by op (diagnose mode), and a
  * gradient-norm spike detector against the running median. Recovery policies (skip,
- * rollback with a smaller learning rate, stop) live in the training loop (run.c). */
+ * rollback with a smaller learning rate, stop) live in guard_policy.c, the step's gate. */
 #ifndef KN_GUARD_H
 #define KN_GUARD_H
 

@@ -217,7 +217,7 @@ static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info 
     loaders += (size_t)st->prefetch * (al((size_t)p->batch * elems * 4) + al((size_t)p->batch * 4));
     loaders += (size_t)p->batch * 4 + (size_t)p->eval_batch * 4; /* label buffers */
     m->loaders = loaders;
-    /* run.c: the guard's BatchNorm statistics before the step and two snapshots
+    /* guard_policy.c: the guard's BatchNorm statistics before the step and two snapshots
      * (parameters, state, optimizer moments; the batch itself is not copied: the
      * loader reproduces it for a replay), the health checks' copy of the parameters
      * and the leakage check's hash table (16 bytes per training sample, freed before
@@ -690,73 +690,4 @@ int kn_plan_command(kn_ctx *ctx, const kn_config *cfg, int json, FILE *out) {
     }
     kn_plan_free(&p);
     return KN_OK;
-}
-
-/* ---------------- gradient accumulation ---------------- */
-int kn_accum_init(kn_ctx *ctx, kn_accum *a, kn_model *m, int64_t batch) {
-    memset(a, 0, sizeof *a);
-    a->batch = batch;
-    a->micro = m->batch;
-    if (a->micro <= 0 || batch % a->micro)
-        return kn_err(ctx, KN_ERR_INTERNAL, "micro-batch %lld does not divide the batch %lld", (long long)a->micro,
-                      (long long)batch);
-    a->steps = batch / a->micro;
-    a->sample_floats = kn_numel(m->train, m->x_train) / a->micro;
-    if (a->steps == 1) {
-        a->x = kn_ptr(m->train, m->x_train);
-        return KN_OK;
-    }
-    a->x = kn_aligned_alloc((size_t)(batch * a->sample_floats) * sizeof(float));
-    a->gsum = kn_aligned_alloc((size_t)m->store.nparam * sizeof(float));
-    if (!a->x || !a->gsum) {
-        kn_accum_free(a);
-        return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the gradient accumulation buffers");
-    }
-    return KN_OK;
-}
-
-void kn_accum_load(kn_accum *a, kn_model *m, const int32_t *y, int64_t i) {
-    if (a->steps > 1)
-        memcpy(kn_ptr(m->train, m->x_train), a->x + i * a->micro * a->sample_floats,
-               (size_t)(a->micro * a->sample_floats) * sizeof(float));
-    kn_model_set_targets(m, y + i * a->micro);
-}
-
-float kn_accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y) {
-    if (a->steps == 1) {
-        kn_model_set_targets(m, y);
-        return kn_model_forward_backward(m, rt);
-    }
-    int64_t step = rt->step, n = m->store.nparam;
-    float *g = m->store.grad, *s = a->gsum;
-    double loss = 0;
-    for (int64_t i = 0; i < a->steps; i++) {
-        kn_accum_load(a, m, y, i);
-        rt->step = step * a->steps + i;
-        loss += kn_model_forward_backward(m, rt);
-        /* small models run these serially: a one-thread parallel region would make
-         * libgomp allocate a team descriptor */
-        if (i == 0) memcpy(s, g, (size_t)n * sizeof(float));
-        else if (n <= 65536)
-            for (int64_t k = 0; k < n; k++) s[k] += g[k];
-        else {
-#pragma omp parallel for schedule(static)
-            for (int64_t k = 0; k < n; k++) s[k] += g[k];
-        }
-    }
-    const float inv = 1.0f / (float)a->steps;
-    if (n <= 65536)
-        for (int64_t k = 0; k < n; k++) g[k] = s[k] * inv;
-    else {
-#pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < n; k++) g[k] = s[k] * inv;
-    }
-    rt->step = step;
-    return (float)(loss / (double)a->steps);
-}
-
-void kn_accum_free(kn_accum *a) {
-    if (a->steps > 1) kn_aligned_free(a->x);
-    kn_aligned_free(a->gsum);
-    memset(a, 0, sizeof *a);
 }

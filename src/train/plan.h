@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "graph/graph.h"
+#include "train/step.h" /* kn_accum: gradient accumulation over micro-batches */
 #include "train/trainer.h"
 
 /* Measured resident size of `kiln train` without arena, store, optimizer, data,
@@ -123,23 +124,5 @@ int kn_plan_for_training(kn_ctx *ctx, const kn_config *cfg, kn_settings *st, FIL
  * budget and print the per-layer table and summary (or JSON) to out. */
 int kn_plan_command(kn_ctx *ctx, const kn_config *cfg, int json, FILE *out);
 
-/* Gradient accumulation over micro-batches. With accum_steps == 1 it is exactly
- * kn_model_set_targets + kn_model_forward_backward on the graph's own input. */
-typedef struct {
-    int64_t batch, micro, steps;
-    int64_t sample_floats;   /* floats per input sample */
-    float *x;                /* where the loader writes a batch (the graph input when steps == 1) */
-    float *gsum;             /* gradient sum (steps > 1) */
-} kn_accum;
-
-int kn_accum_init(kn_ctx *ctx, kn_accum *a, kn_model *m, int64_t batch);
-/* Forward + backward of the batch in a->x with labels y (batch of them): leaves the
- * gradient of the mean loss over the whole batch in the store and returns that loss.
- * Micro-batch i runs with rt->step = step * steps + i (dropout masks differ between
- * micro-batches). Allocates nothing. */
-float kn_accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y);
-/* Put micro-batch i of a->x and its labels into the train graph's inputs. */
-void kn_accum_load(kn_accum *a, kn_model *m, const int32_t *y, int64_t i);
-void kn_accum_free(kn_accum *a);
 
 #endif
