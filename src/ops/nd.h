@@ -91,6 +91,35 @@ static inline int nd_collapse(int nd, int64_t *d, int nops, int64_t (*st)[KN_MAX
     return m;
 }
 
+/* Copy between a contiguous buffer and a strided view of dims d[0..nd): gather
+ * (scatter == 0): dst (d...) contiguous <- src at strides ss; scatter: dst at strides ss
+ * <- src (d...) contiguous. Rows of the innermost collapsed dim run in parallel. Used
+ * by permute (both ways a gather) and slice (forward gather, backward scatter). */
+static inline void nd_copy_strided(float *dst, const float *src, int nd, const int64_t *dims, const int64_t *ss,
+                                   int scatter) {
+    int64_t d[KN_MAX_DIMS], st[2][KN_MAX_DIMS]; /* st[0]: the contiguous side; st[1]: the strided side */
+    memcpy(d, dims, (size_t)nd * sizeof d[0]);
+    nd_strides(nd, d, st[0]);
+    memcpy(st[1], ss, (size_t)nd * sizeof st[1][0]);
+    const int m = nd_collapse(nd, d, 2, st);
+    const int64_t L = d[m - 1], ls = st[1][m - 1];
+    int64_t rows = 1;
+    for (int k = 0; k < m - 1; k++) rows *= d[k];
+#pragma omp parallel for schedule(static) if (rows * L > KN_ND_PAR && rows > 1)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t off = nd_offset(r, m - 1, d, st[1]);
+        if (scatter) {
+            float *o = dst + off;
+            const float *s = src + r * L;
+            for (int64_t j = 0; j < L; j++) o[j * ls] = s[j];
+        } else {
+            const float *s = src + off;
+            float *o = dst + r * L;
+            for (int64_t j = 0; j < L; j++) o[j] = s[j * ls];
+        }
+    }
+}
+
 /* A reduction of x (dims d[0..nd), contiguous) over the dims in `mask` (bit k: dim k):
  * the kept dims in order, and the reduced ones, with x's strides. */
 typedef struct {

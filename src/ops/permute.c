@@ -39,31 +39,13 @@ static double perm_flops(const kn_graph *g, const kn_node *n) {
 
 /* ======================= (2) CPU kernels: forward and backward side by side ======================= */
 
-/* dst (dims od, contiguous) [o] = src [offset of o under the strides ss] */
-static void perm_copy(float *dst /* (od...) */, int nd, const int64_t *od, const int64_t *ss, const float *src /* (the source's dims) */) {
-    int64_t d[KN_MAX_DIMS], st[2][KN_MAX_DIMS];
-    memcpy(d, od, sizeof d);
-    nd_strides(nd, d, st[0]);
-    memcpy(st[1], ss, sizeof st[1]);
-    const int m = nd_collapse(nd, d, 2, st);
-    const int64_t L = d[m - 1], ls = st[1][m - 1];
-    int64_t rows = 1;
-    for (int k = 0; k < m - 1; k++) rows *= d[k];
-#pragma omp parallel for schedule(static) if (rows * L > KN_ND_PAR && rows > 1)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *s = src + nd_offset(r, m - 1, d, st[1]);
-        float *o = dst + r * L;
-        for (int64_t j = 0; j < L; j++) o[j] = s[j * ls];
-    }
-}
-
 static void perm_forward(const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
     const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
     int64_t xst[KN_MAX_DIMS], ss[KN_MAX_DIMS];
     nd_strides(xs->nd, xs->d, xst);
     for (int k = 0; k < xs->nd; k++) ss[k] = xst[n->a.i[k]];
-    perm_copy(kn_ptr(g, n->out[0]) /* y: (x.shape[p[k]]...) */, ys->nd, ys->d, ss, kn_ptr(g, n->in[0]) /* x */);
+    nd_copy_strided(kn_ptr(g, n->out[0]) /* y: (x.shape[p[k]]...) */, kn_ptr(g, n->in[0]) /* x */, ys->nd, ys->d, ss, 0);
 }
 
 static void perm_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
@@ -73,7 +55,7 @@ static void perm_backward(const kn_node *n, kn_rt *rt, float *const *din, const 
     int64_t yst[KN_MAX_DIMS], ss[KN_MAX_DIMS];
     nd_strides(ys->nd, ys->d, yst);
     for (int k = 0; k < ys->nd; k++) ss[n->a.i[k]] = yst[k]; /* input axis p[k] is output axis k */
-    perm_copy(din[0] /* dx: x's shape */, xs->nd, xs->d, ss, dout[0] /* dy: y's shape */);
+    nd_copy_strided(din[0] /* dx: x's shape */, dout[0] /* dy: y's shape */, xs->nd, xs->d, ss, 0);
 }
 
 KN_ISA_KERNELS(permute, perm_forward, perm_backward)

@@ -76,44 +76,22 @@ static int64_t sl_geom(const kn_graph *g, const kn_node *n, int64_t *d, int64_t 
 
 static void sl_forward(const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
-    const int nd = kn_shp(g, n->in[0])->nd;
-    int64_t d[KN_MAX_DIMS], st[2][KN_MAX_DIMS];
-    const int64_t base = sl_geom(g, n, d, st[1]);
-    nd_strides(nd, d, st[0]);
+    int64_t d[KN_MAX_DIMS], ss[KN_MAX_DIMS];
+    const int64_t base = sl_geom(g, n, d, ss); /* the slice's dims; its strides in x */
     const float *x = kn_ptr(g, n->in[0]) + base; // (...) at the first sliced element
     float *y = kn_ptr(g, n->out[0]);             // (...) the slice
-    const int m = nd_collapse(nd, d, 2, st);
-    const int64_t L = d[m - 1], ls = st[1][m - 1];
-    int64_t rows = 1;
-    for (int k = 0; k < m - 1; k++) rows *= d[k];
-#pragma omp parallel for schedule(static) if (rows * L > KN_ND_PAR && rows > 1)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *s = x + nd_offset(r, m - 1, d, st[1]);
-        float *o = y + r * L;
-        for (int64_t j = 0; j < L; j++) o[j] = s[j * ls];
-    }
+    nd_copy_strided(y, x, kn_shp(g, n->in[0])->nd, d, ss, 0);
 }
 
 static void sl_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
     if (!din[0]) return;
     kn_graph *g = rt->g;
-    const int nd = kn_shp(g, n->in[0])->nd;
-    int64_t d[KN_MAX_DIMS], st[2][KN_MAX_DIMS];
-    const int64_t base = sl_geom(g, n, d, st[1]);
-    nd_strides(nd, d, st[0]);
+    int64_t d[KN_MAX_DIMS], ss[KN_MAX_DIMS];
+    const int64_t base = sl_geom(g, n, d, ss);
     memset(din[0], 0, (size_t)kn_numel(g, n->in[0]) * sizeof(float));
     float *dx = din[0] + base;  // (...) x's shape, at the first sliced element
     const float *dy = dout[0];  // (...) the slice
-    const int m = nd_collapse(nd, d, 2, st);
-    const int64_t L = d[m - 1], ls = st[1][m - 1];
-    int64_t rows = 1;
-    for (int k = 0; k < m - 1; k++) rows *= d[k];
-#pragma omp parallel for schedule(static) if (rows * L > KN_ND_PAR && rows > 1)
-    for (int64_t r = 0; r < rows; r++) {
-        float *s = dx + nd_offset(r, m - 1, d, st[1]);
-        const float *o = dy + r * L;
-        for (int64_t j = 0; j < L; j++) s[j * ls] = o[j];
-    }
+    nd_copy_strided(dx, dy, kn_shp(g, n->in[0])->nd, d, ss, 1);
 }
 
 KN_ISA_KERNELS(slice, sl_forward, sl_backward)
