@@ -31,10 +31,11 @@ run_one() {
   # regression: every seed and every crash input found so far, once
   "$bin" -runs=0 -rss_limit_mb="$rss" tests/fuzz/corpus/"$h" tests/fuzz/regress/"$h" >"build-fuzz/$h.regress.log" 2>&1 ||
     { echo "kiln: fuzz_$h fails on a committed input: see build-fuzz/$h.regress.log" >&2; return 1; }
-  # the library must be instrumented: a harness that sees only its own few edges fuzzes blind
+  # the library must be instrumented: a harness that sees only its own few edges fuzzes
+  # blind (67 counters when it was not; the smallest instrumented harness, idx, has ~1,300)
   local counters
   counters=$(sed -n 's/^INFO: Loaded [0-9]* modules *(\([0-9]*\) inline 8-bit counters.*/\1/p' "build-fuzz/$h.regress.log" | head -1)
-  if [ -z "$counters" ] || [ "$counters" -lt 2000 ]; then
+  if [ -z "$counters" ] || [ "$counters" -lt 500 ]; then
     echo "kiln: fuzz_$h has ${counters:-no} coverage counters: the library is not instrumented (tests/fuzz/CMakeLists.txt)" >&2
     return 1
   fi

@@ -554,6 +554,9 @@ static void test_norm(void) {
     /* from_string errors */
     EXPECT(kn_norm_from_string(ctx, "zscore;1;1;0;1", &w), KN_ERR_FORMAT, "KIND one of none, per_feature", NULL, NULL);
     EXPECT(kn_norm_from_string(ctx, "per_feature;x;1;0;1", &w), KN_ERR_FORMAT, "bad COUNT or INNER", NULL, NULL);
+    /* a COUNT beyond what the text holds (fuzz_csv: 1888544163 made a 30 GB allocation) */
+    EXPECT(kn_norm_from_string(ctx, "per_feature;001888544163;1;0.5,5;.1", &w), KN_ERR_FORMAT,
+           "COUNT 1888544163 is more than the", "checkpoint metadata is damaged", NULL);
     EXPECT(kn_norm_from_string(ctx, "per_feature;2;1;0;1", &w), KN_ERR_FORMAT, "mean 0 of 2 is not a finite decimal number followed by ','",
            NULL, NULL);
     EXPECT(kn_norm_from_string(ctx, "per_feature;1;1;0;0", &w), KN_ERR_FORMAT, "std 0 is 0; it must be positive", NULL, NULL);

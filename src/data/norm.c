@@ -172,6 +172,13 @@ int kn_norm_from_string(kn_ctx *ctx, const char *s, kn_norm *out) {
         (kind != KN_NORM_NONE && (count < 1 || inner < 1)))
         return kn_err(ctx, KN_ERR_FORMAT, "normalisation statistics '%.40s': bad COUNT or INNER (expected positive integers)", s);
     p = e + 1;
+    /* every one of the COUNT means takes at least one character: a COUNT the text cannot
+     * hold is damage, found before allocating for it (at most 16 bytes per character) */
+    if (count > 0 && (size_t)count > strlen(p) + 1)
+        return kn_err(ctx, KN_ERR_FORMAT,
+                      "normalisation statistics '%.40s': COUNT %lld is more than the %zu characters after it can hold; "
+                      "the checkpoint metadata is damaged",
+                      s, count, strlen(p));
     out->kind = (kn_norm_kind)kind;
     out->count = count;
     out->inner = inner;
