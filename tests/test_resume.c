@@ -197,6 +197,7 @@ typedef struct {
 
 static const char *g_ref;   /* the uninterrupted run these must match */
 static const char *g_flags; /* flags of the first train command */
+static const char *g_cfg = "cfg.ini"; /* its config */
 static int g_points, g_failed_points;
 
 static void pre_for(const char *env, char *pre, size_t n) {
@@ -212,7 +213,7 @@ static void kill_case(const kill_point *kp) {
     int failures = kn_test_failures;
     sh("rm -rf %s", rd);
     pre_for(kp->env, pre, sizeof pre);
-    snprintf(args, sizeof args, "train cfg.ini --run-dir %s %s --no-progress", rd, g_flags);
+    snprintf(args, sizeof args, "train %s --run-dir %s %s --no-progress", g_cfg, rd, g_flags);
     int st = run(pre, args);
     CHECK(st == kp->expect || (kp->lenient && st == 0), "[%s] the first process exited %d, expected %d (the kill point was not reached?): %s", kp->name, st,
           kp->expect, g_err);
@@ -342,6 +343,46 @@ static void kill_suite(const char *ref, const char *flags) {
     if (g_full) full_points();
     printf("kill test (train %s): %d kill points, %d failed, %.1fs\n", *flags ? flags : "with default flags", g_points - before,
            g_failed_points - failed, kn_now_seconds() - t0);
+}
+
+/* ---------------- a guard rollback ---------------- */
+/* SGD with momentum warming up to 3: step 67 overflows to NaN, the guard rolls back to
+ * step 0 (its anchor) with the learning rate x0.1, and the run then completes. The step
+ * checkpoints 60 and 65 (and best, from step 40) belong to the abandoned steps: a resume
+ * must never continue them. Before the fix the new step-5 and step-10 were pruned at
+ * once (keep_last = 2 kept the abandoned 65 and 60) and a kill resumed step 65. */
+static const char *RB_CFG =
+    "[data]\ndir = data\nbatch_size = 16\neval_batch_size = 128\n\n"
+    "[train]\nepochs = 3\nlog_every = 1\n\n"
+    "[checkpoint]\nevery_steps = 5\nkeep_last = 2\n\n"
+    "[optimizer]\ntype = sgd\nmomentum = 0.9\nlr = 3\nwarmup_steps = 60\n\n"
+    "[guard]\nsnapshot_every = 10\nlr_factor = 0.1\n\n"
+    "[flat]\ntype = flatten\n\n"
+    "[fc1]\ntype = linear\nout = 24\nactivation = relu\n\n"
+    "[fc2]\ntype = linear\nout = 10\n";
+
+static void test_guard_rollback(void) {
+    kn_test_write(D, "rb.ini", RB_CFG);
+    sh("rm -rf %s", "rbref");
+    int st = run(NULL, "train rb.ini --run-dir rbref --no-progress");
+    CHECK(st == 0 && strstr(g_err, "rolled back from step 67 to step 0"), "the rollback reference did not roll back at step 67: %d %s",
+          st, g_err);
+    CHECK(strstr(g_out, "removed 3 checkpoint(s) of the abandoned steps"), "the rollback did not remove step-60, step-65 and best: %s", g_out);
+    static const kill_point pts[] = {
+        {"rollback: the abandoned checkpoints removed, killed before the restored state's", "KILL_CALL=rename KILL_PATH=step-000000000",
+         137, {0}, 0},
+        {"rollback: the restored state written", "KILL_CALL=rename KILL_PATH=step-000000000 KILL_WHEN=after", 137, {0}, 0},
+        {"rollback: step 10 after it", "KILL_CALL=rename KILL_PATH=step-000000010 KILL_NTH=2 KILL_WHEN=after", 137, {0}, 0},
+        {"rollback: step 70 after it", "KILN_TEST_HOOK=step:70:kill", 137, {0}, 0},
+    };
+    const char *ref = g_ref, *flags = g_flags;
+    g_ref = "rbref";
+    g_flags = "";
+    g_cfg = "rb.ini";
+    for (size_t i = 0; i < sizeof pts / sizeof pts[0]; i++) kill_case(&pts[i]);
+    g_ref = ref;
+    g_flags = flags;
+    g_cfg = "cfg.ini";
 }
 
 /* ---------------- seed and threads ---------------- */
@@ -602,6 +643,7 @@ int main(int argc, char **argv) {
     test_norm_train_split();
     kill_suite("ref", "");
     kill_suite("ref7", "--seed 7 --threads 1");
+    test_guard_rollback();
     test_seed_threads();
     test_algorithm_resume();
     test_micro_batch();

@@ -36,6 +36,16 @@ static cJSON *shape_json(const kn_shape *s) {
     return a;
 }
 
+void kn_fsync_parent(const char *path) {
+    char dcopy[4096];
+    kn_strlcpy(dcopy, path, sizeof dcopy);
+    int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        if (fsync(dfd) != 0) { /* best effort: some file systems cannot sync a directory */ }
+        close(dfd);
+    }
+}
+
 int kn_ckpt_save(kn_ctx *ctx, const char *path, const kn_store *s, const kn_ckpt_tensor_in *extra, int nextra,
                  const kn_ckpt_meta *meta, int nmeta) {
     int total = s->n + nextra;
@@ -144,12 +154,7 @@ int kn_ckpt_save(kn_ctx *ctx, const char *path, const kn_store *s, const kn_ckpt
         rc = kn_err(ctx, KN_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(err));
         goto out;
     }
-    {
-        char dcopy[4096];
-        kn_strlcpy(dcopy, path, sizeof dcopy);
-        int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) { fsync(dfd); close(dfd); }
-    }
+    kn_fsync_parent(path);
 out:
     free(hdr);
     free(ptrs);

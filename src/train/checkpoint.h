@@ -30,6 +30,9 @@ typedef struct {
 int kn_ckpt_save(kn_ctx *ctx, const char *path, const kn_store *s, const kn_ckpt_tensor_in *extra, int nextra,
                  const kn_ckpt_meta *meta, int nmeta);
 
+/* fsync the directory that holds path, so that a rename or link in it is durable. */
+void kn_fsync_parent(const char *path);
+
 typedef struct kn_ckpt kn_ckpt;
 /* Read and verify a checkpoint: structure, offsets, dtypes, and the CRC-32 when present.
  * Errors name the path and what is wrong (truncated, corrupt header, checksum mismatch).

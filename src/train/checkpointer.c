@@ -89,6 +89,17 @@ static int load_state(kn_ctx *ctx, kn_checkpointer *R, const char *path, kn_trai
                           path, diff);
         }
     }
+    if (kn_ckpt_checksum(c) == 0)
+        fprintf(stderr, "kiln: warning: %s carries no kiln checksum: its tensors and metadata are unverified (was it written by "
+                        "another program?)\n", path);
+    /* what decides the bits was taken from the newest checkpoint that opens (the run
+     * directory's peek); this one may be older, when the newest did not load */
+    uint64_t seed;
+    if (kn_ckpt_meta_get(c, "seed") && kn_ckpt_meta_u64(ctx, c, "seed", UINT64_MAX, &seed) == KN_OK && seed != R->st->seed)
+        fprintf(stderr, "kiln: warning: %s was trained with seed %llu, this run uses seed %llu: training continues correctly but "
+                        "with another data order and dropout than an uninterrupted run\n",
+                path, (unsigned long long)seed, (unsigned long long)R->st->seed);
+    kn_ctx_clear(ctx);
     kn_check_algorithms(kn_ckpt_meta_get(c, "algorithms"), R->job->model.train, path);
     char isa_msg[768];
     if (kn_isa_check_resume(kn_ckpt_meta_get(c, "isa_path"), path, isa_msg, sizeof isa_msg))
@@ -146,6 +157,8 @@ static int checkpoint(kn_ctx *ctx, kn_checkpointer *R, const kn_train_state *s, 
         if (link(p, t) != 0 || rename(t, q) != 0) {
             unlink(t);
             rc = save_state(ctx, R, q, s);
+        } else {
+            kn_fsync_parent(q);
         }
     }
     if (rc) {
@@ -170,6 +183,19 @@ static int checkpoint(kn_ctx *ctx, kn_checkpointer *R, const kn_train_state *s, 
     return KN_OK;
 }
 
+/* The step a checkpoint records (its metadata, validated), or -1 when it does not open. */
+static int64_t file_step(const char *path) {
+    int64_t step = -1;
+    kn_ctx *c2 = kn_ctx_new();
+    kn_ckpt *c = NULL;
+    if (c2 && kn_ckpt_open(c2, path, &c) == KN_OK) {
+        if (kn_ckpt_meta_int(c2, c, "step", &step) != KN_OK) step = -1;
+        kn_ckpt_close(c);
+    }
+    kn_ctx_free(c2);
+    return step;
+}
+
 /* best.safetensors is a hard link to the step checkpoint of the lowest validation loss;
  * a kill between writing that checkpoint (which records best_step) and linking leaves it
  * at an older step. Repair it from the resumed state: relink to step-<best_step>. */
@@ -183,14 +209,7 @@ static void repair_best(kn_checkpointer *R, const kn_train_state *S, FILE *out) 
     if (have_b && have_s && bs.st_ino == ss.st_ino && bs.st_dev == ss.st_dev) return;
     long long was = -1;
     if (have_b) {
-        kn_ctx *c2 = kn_ctx_new();
-        kn_ckpt *c = NULL;
-        if (c2 && kn_ckpt_open(c2, bp, &c) == KN_OK) {
-            const char *s = kn_ckpt_meta_get(c, "step");
-            if (s) was = strtoll(s, NULL, 10);
-            kn_ckpt_close(c);
-        }
-        kn_ctx_free(c2);
+        was = (long long)file_step(bp);
         if (was == S->best_step) return; /* a copy (the link failed when it was made) */
     }
     if (!have_s) {
@@ -206,10 +225,13 @@ static void repair_best(kn_checkpointer *R, const kn_train_state *S, FILE *out) 
         unlink(t);
         return;
     }
+    kn_fsync_parent(bp);
     if (out)
         fprintf(out, "repaired %s: it %s; it is now step %lld (the best validation loss)\n", bp,
                 was >= 0 ? "was at an older step" : "was missing", (long long)S->best_step);
 }
+
+static int repair_epoch(kn_ctx *ctx, kn_checkpointer *R, const kn_train_state *S, FILE *out);
 
 int kn_checkpointer_init(kn_ctx *ctx, kn_checkpointer *ck, const kn_rundir *rd, const kn_settings *st, kn_job *job,
                          kn_optimizer *opt, const char *cfg_text) {
@@ -271,8 +293,24 @@ int kn_checkpointer_resume(kn_ctx *ctx, kn_checkpointer *ck, kn_train_state *S, 
             fprintf(out, "no checkpoint in %s yet (the run stopped before its first): starting from step 0 with the run's "
                          "config.ini, which gives the same bits as an uninterrupted run\n", R->ckpt_dir);
     }
-    if (resumed) repair_best(R, S, out);
+    if (resumed) {
+        repair_best(R, S, out);
+        rc = repair_epoch(ctx, R, S, out);
+    }
     *resumed_out = resumed;
+    return rc;
+}
+
+/* A run killed between the end-of-epoch step checkpoint and its epoch-E copy
+ * (checkpoint.keep_epochs) resumes from that step checkpoint, at the very end of epoch
+ * E: the state epoch-E must hold. Write it now. */
+static int repair_epoch(kn_ctx *ctx, kn_checkpointer *R, const kn_train_state *S, FILE *out) {
+    if (!R->st->ckpt_keep_epochs || S->epoch <= 0 || S->batch_in_epoch != 0) return KN_OK;
+    char path[2600];
+    snprintf(path, sizeof path, "%s/epoch-%04lld.safetensors", R->ckpt_dir, (long long)S->epoch);
+    if (kn_file_exists(path)) return KN_OK;
+    int rc = save_state(ctx, R, path, S);
+    if (!rc && out) fprintf(out, "wrote the missing %s (the run was stopped before it)\n", path);
     return rc;
 }
 
@@ -334,4 +372,52 @@ int kn_checkpointer_save_model(kn_ctx *ctx, kn_checkpointer *ck, int64_t step) {
     kn_ckpt_meta meta[5] = {{"config", ck->cfg_text}, {"step", steps_s}, {"kind", "model"}, {"data_mean", mean_s}, {"data_std", std_s}};
     snprintf(path, sizeof path, "%s/model.safetensors", ck->run_dir);
     return kn_ckpt_save(ctx, path, &ck->job->model.store, NULL, 0, meta, 5);
+}
+
+/* After a guard rollback: the step and epoch checkpoints past the restored state belong
+ * to the abandoned trajectory and must never be resumed from. They go first (a kill then
+ * resumes from an older checkpoint of the kept history and meets the failure again);
+ * then best.safetensors, when it is from the abandoned part; then a step checkpoint of
+ * the restored state, with its smaller learning rate. */
+int kn_checkpointer_rollback(kn_ctx *ctx, kn_checkpointer *ck, kn_train_state *S, FILE *out) {
+    kn_checkpointer *R = ck;
+    char p[2600];
+    kn_ckpt_entry *v;
+    int n = kn_list_step_ckpts(R->ckpt_dir, &v), removed = 0;
+    for (int i = 0; i < n; i++) {
+        if (v[i].step <= S->step) continue;
+        snprintf(p, sizeof p, "%s/%s", R->ckpt_dir, v[i].name);
+        removed += unlink(p) == 0;
+    }
+    free(v);
+    for (int64_t e = S->epoch + 1; R->st->ckpt_keep_epochs && e <= S->epoch + 1 + R->st->epochs; e++) {
+        snprintf(p, sizeof p, "%s/epoch-%04lld.safetensors", R->ckpt_dir, (long long)e);
+        removed += unlink(p) == 0;
+    }
+    snprintf(p, sizeof p, "%s/best.safetensors", R->ckpt_dir);
+    int64_t bstep = kn_file_exists(p) ? file_step(p) : -1;
+    if (bstep > S->step || (bstep < 0 && kn_file_exists(p))) {
+        unlink(p);
+        removed++;
+    }
+    if (removed) kn_fsync_parent(p);
+    if (S->best_step >= 0 && !kn_file_exists(p)) {
+        char sp[2600];
+        snprintf(sp, sizeof sp, "%s/step-%09lld.safetensors", R->ckpt_dir, (long long)S->best_step);
+        if (kn_file_exists(sp)) {
+            repair_best(R, S, NULL);
+        } else {
+            fprintf(stderr, "kiln: warning: guard rollback: best.safetensors was from the abandoned steps and the best before "
+                            "them (step %lld) is no longer kept; the best is chosen afresh from the next validation\n",
+                    (long long)S->best_step);
+            S->best_step = -1;
+            S->best_val = INFINITY;
+            S->bad_epochs = 0;
+        }
+    }
+    int rc = kn_checkpointer_save(ctx, R, S, 0);
+    if (!rc && out && removed)
+        fprintf(out, "guard rollback: removed %d checkpoint(s) of the abandoned steps; step-%09lld holds the restored state\n",
+                removed, (long long)S->step);
+    return rc;
 }

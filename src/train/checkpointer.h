@@ -43,6 +43,10 @@ int kn_checkpointer_due(const kn_checkpointer *ck, const kn_train_state *S, int6
 int kn_checkpointer_save(kn_ctx *ctx, kn_checkpointer *ck, kn_train_state *S, int best);
 /* The end of an epoch: kn_checkpointer_save, and epoch-E with keep_epochs. */
 int kn_checkpointer_epoch(kn_ctx *ctx, kn_checkpointer *ck, kn_train_state *S, int best);
+/* After a guard rollback restored S: remove the checkpoints of the abandoned steps (past
+ * S: step-N, epoch-E, best when it is one of them) and checkpoint S, so that a resume
+ * never continues the abandoned trajectory. */
+int kn_checkpointer_rollback(kn_ctx *ctx, kn_checkpointer *ck, kn_train_state *S, FILE *out);
 /* Load the weights of best.safetensors into the store (early stopping). */
 int kn_checkpointer_load_best(kn_ctx *ctx, kn_checkpointer *ck);
 /* model.safetensors: the weights and the normalisation, for eval and predict. */

@@ -97,17 +97,29 @@ void kn_check_algorithms(const char *then, const kn_graph *g, const char *path) 
     }
 }
 
-char *kn_effective_config_text(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, const kn_train_options *opt) {
+char *kn_effective_config_text(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, const kn_train_options *opt,
+                               const char *init_from) {
     char *text = kn_cfg_to_text(cfg);
     if (!text) { kn_err(ctx, KN_ERR_NOMEM, "out of memory"); return NULL; }
     int set_seed = opt->seed >= 0 && (uint64_t)opt->seed != st->seed, set_threads = opt->threads > 0 && opt->threads != st->threads;
-    if (!set_seed && !set_threads) return text;
+    int set_init = init_from && *init_from;
+    if (!set_seed && !set_threads && !set_init) return text;
     kn_config *c = NULL;
     if (kn_config_parse_string(ctx, cfg->path, text, &c) != KN_OK) { free(text); return NULL; }
     char a[64];
     int rc = KN_OK;
     if (set_seed) { snprintf(a, sizeof a, "train.seed=%lld", (long long)opt->seed); rc = kn_config_set(ctx, c, a); }
     if (!rc && set_threads) { snprintf(a, sizeof a, "train.threads=%d", opt->threads); rc = kn_config_set(ctx, c, a); }
+    if (!rc && set_init) {
+        size_t l = strlen(init_from) + 32;
+        char *ia = malloc(l);
+        if (!ia) rc = kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+        else {
+            snprintf(ia, l, "train.init_from=%s", init_from);
+            rc = kn_config_set(ctx, c, ia);
+            free(ia);
+        }
+    }
     free(text);
     text = rc ? NULL : kn_cfg_to_text(c);
     if (!rc && !text) kn_err(ctx, KN_ERR_NOMEM, "out of memory");

@@ -24,8 +24,11 @@ void kn_check_algorithms(const char *then, const kn_graph *g, const char *path);
  * nothing to force. */
 kn_config *kn_config_with_algorithms(const kn_config *cfg, const kn_run_peek *pk);
 /* The config text recorded in config.ini and every checkpoint: the config with the
- * command line's --seed and --threads written into [train]. malloc'ed; NULL on error. */
-char *kn_effective_config_text(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, const kn_train_options *opt);
+ * command line's --seed, --threads and --init-from (init_from: the file it resolved to,
+ * or NULL) written into [train], so that a run killed before its first checkpoint
+ * resumes as it was started. malloc'ed; NULL on error. */
+char *kn_effective_config_text(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, const kn_train_options *opt,
+                               const char *init_from);
 uint64_t kn_fnv1a(const char *s);
 
 #endif

@@ -39,6 +39,8 @@
 #include "train/step.h"
 #include "train/trainer.h"
 
+/* The one process-wide flag: a signal handler can reach nothing else. kn_train clears
+ * it when it starts, so a stop request ends only the run it arrived in. */
 static volatile sig_atomic_t g_stop = 0;
 void kn_request_stop(int signo) { g_stop = signo; }
 int kn_stop_requested(void) { return g_stop; }
@@ -153,8 +155,13 @@ static int run_open(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *o
     int rc = kn_settings_read(ctx, cfg, st);
     if (rc) return rc;
     r->out = opt->quiet ? NULL : stdout;
-    /* the config text this run records: with --seed / --threads written in */
-    if (!(r->cfg_text = kn_effective_config_text(ctx, cfg, st, opt))) return kn_ctx_code(ctx) ? kn_ctx_code(ctx) : KN_ERR_NOMEM;
+    /* --init-from: the file it names now (RUN_DIR:last moves on as that run goes on) */
+    char init_path[2600];
+    if (opt->init_from && (rc = kn_resolve_init_from(ctx, opt->init_from, init_path, sizeof init_path))) return rc;
+    /* the config text this run records: with --seed / --threads / --init-from written in */
+    if (!(r->cfg_text = kn_effective_config_text(ctx, cfg, st, opt, opt->init_from ? init_path : NULL)))
+        return kn_ctx_code(ctx) ? kn_ctx_code(ctx) : KN_ERR_NOMEM;
+    if (opt->init_from) kn_strlcpy(st->init_from, init_path, sizeof st->init_from);
     if (opt->seed >= 0) st->seed = (uint64_t)opt->seed;
     if (opt->threads > 0) st->threads = opt->threads;
     if ((rc = kn_rundir_choose(ctx, cfg, opt, st, r->cfg_text, &r->rd))) return rc;
@@ -173,7 +180,8 @@ static int run_open(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *o
     if ((rc = kn_checkpointer_init(ctx, &r->ck, &r->rd, st, &r->job, &r->o, r->cfg_text))) return rc;
     kn_train_state_init(&r->S);
     if ((rc = kn_checkpointer_resume(ctx, &r->ck, &r->S, opt->allow_config_change, opt->resume_only, r->out, &r->resumed))) return rc;
-    if (!r->resumed && opt->init_from && (rc = init_from(ctx, opt->init_from, &m->store, r->out))) return rc;
+    /* a new run, or one killed before its first checkpoint: config.ini holds init_from */
+    if (!r->resumed && st->init_from[0] && (rc = init_from(ctx, st->init_from, &m->store, r->out))) return rc;
 
     char path[2600];
     snprintf(path, sizeof path, "%s/config.ini", r->rd.dir);
@@ -315,6 +323,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     run *r = calloc(1, sizeof *r);
     if (!r) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     r->rd.lock_fd = -1;
+    g_stop = 0;
     int rc = run_open(ctx, cfg, opt, r);
     if (rc) goto done;
     res->resumed = r->resumed;
@@ -327,6 +336,12 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     int early_stopped = 0;
     r->ck.last_t = t0;
     if (r->G) kn_guard_policy_begin(r->G);
+    /* killed after an epoch's checkpoint decided on early stopping: stop as it would have */
+    if (r->resumed && kn_early_stop_due(&r->E, S)) {
+        if ((rc = kn_checkpointer_load_best(ctx, &r->ck))) goto done;
+        kn_early_stop_report(S, r->out, &r->sinks);
+        early_stopped = 1;
+    }
     while (!early_stopped && S->epoch < st->epochs && S->step < r->total_steps) {
         kn_loader_start_epoch(r->job.train_loader, S->epoch, S->batch_in_epoch);
         double ep_t0 = kn_now_seconds();
@@ -338,7 +353,11 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
             double lr = kn_opt_lr(&st->opt, S->step) * S->lr_scale;
             int action = kn_trainer_step(tr, S->step, lr, health_now ? r->H : NULL);
             if (action == KN_STEP_SKIPPED) continue;
-            if (action == KN_STEP_ROLLBACK) { restart = 1; break; }
+            if (action == KN_STEP_ROLLBACK) { /* never resume the abandoned steps */
+                if ((rc = kn_checkpointer_rollback(ctx, &r->ck, S, r->out))) goto done;
+                restart = 1;
+                break;
+            }
             if (action == KN_STEP_STOP) { rc = kn_ctx_code(ctx) ? kn_ctx_code(ctx) : KN_ERR_INVALID; goto done; }
             if (health_now) {
                 kn_health_set_lr_scale(r->H, st->opt.lr > 0 ? lr / st->opt.lr : 1.0);

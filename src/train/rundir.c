@@ -37,13 +37,14 @@ int kn_write_text(kn_ctx *ctx, const char *path, const char *text) {
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    int bad = fputs(text, f) < 0;
+    int bad = fputs(text, f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
     if (fclose(f) != 0) bad = 1;
     if (bad || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
         return kn_err(ctx, KN_ERR_IO, "cannot write '%s': %s", path, strerror(e));
     }
+    kn_fsync_parent(path); /* the rename is durable before anything relies on it */
     return KN_OK;
 }
 
@@ -117,13 +118,27 @@ static int lock_run_dir(kn_ctx *ctx, const char *run_dir, const char *verb, int 
     return KN_OK;
 }
 
+/* The files kiln writes through a temporary NAME.tmp.PID: checkpoints (*.safetensors:
+ * step-N, first, best, epoch-E, model) and config.ini. Anything else that looks like a
+ * temporary is the user's and stays. */
+static int kiln_temp_name(const char *name, size_t len) {
+    static const char sfx[] = ".safetensors";
+    size_t ls = sizeof sfx - 1;
+    if (len == strlen("config.ini") && !strncmp(name, "config.ini", len)) return 1;
+    if (len <= ls || strncmp(name + len - ls, sfx, ls) != 0) return 0;
+    static const char *stems[] = {"step-", "epoch-", "first.", "best.", "model."};
+    for (size_t i = 0; i < sizeof stems / sizeof stems[0]; i++)
+        if (!strncmp(name, stems[i], strlen(stems[i]))) return 1;
+    return 0;
+}
+
 void kn_remove_dead_temps(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *de;
     while ((de = readdir(d))) {
         const char *t = strstr(de->d_name, ".tmp.");
-        if (!t) continue;
+        if (!t || !kiln_temp_name(de->d_name, (size_t)(t - de->d_name))) continue;
         char *end;
         long pid = strtol(t + 5, &end, 10);
         if (*end || pid <= 0) continue;
@@ -160,12 +175,16 @@ static void peek_run(const char *run_dir, kn_run_peek *pk) {
         if (kind && !strcmp(kind, "train") && text) {
             pk->found = 1;
             pk->config = strdup(text);
+            /* each value validated as a resume reads it (a malformed one is not used) */
+            int64_t iv;
+            uint64_t uv;
+            if (kn_ckpt_meta_get(c, "step") && kn_ckpt_meta_int(c2, c, "step", &iv) == KN_OK) pk->step = iv;
+            if (kn_ckpt_meta_get(c, "seed") && kn_ckpt_meta_u64(c2, c, "seed", UINT64_MAX, &uv) == KN_OK) { pk->have_seed = 1; pk->seed = uv; }
+            if (kn_ckpt_meta_get(c, "threads") && kn_ckpt_meta_int(c2, c, "threads", &iv) == KN_OK) pk->threads = (int)iv;
+            if (kn_ckpt_meta_get(c, "micro_batch") && kn_ckpt_meta_int(c2, c, "micro_batch", &iv) == KN_OK) pk->micro = iv;
             const char *s;
-            if ((s = kn_ckpt_meta_get(c, "step"))) pk->step = strtoll(s, NULL, 10);
-            if ((s = kn_ckpt_meta_get(c, "seed")) && *s) { pk->have_seed = 1; pk->seed = strtoull(s, NULL, 10); }
-            if ((s = kn_ckpt_meta_get(c, "threads"))) pk->threads = (int)strtol(s, NULL, 10);
-            if ((s = kn_ckpt_meta_get(c, "micro_batch"))) pk->micro = strtoll(s, NULL, 10);
             if ((s = kn_ckpt_meta_get(c, "algorithms"))) pk->algorithms = strdup(s);
+            kn_ctx_clear(c2);
         }
         kn_ckpt_close(c);
     }
@@ -277,14 +296,15 @@ int kn_rundir_choose(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *
             snprintf(diff, sizeof diff, "train.seed: '%llu' -> '%llu'", (unsigned long long)pk->seed, (unsigned long long)st->seed);
             nd = 1;
         }
-        int init_conflict = opt->init_from && (pk->found || pk->nckpt > 0);
+        /* init_from is in the recorded config: a run started from the same weights continues */
+        int init_conflict = st->init_from[0] && (pk->found || pk->nckpt > 0) && nd > 0 && strstr(diff, "train.init_from:");
         if ((nd == 0 || opt->allow_config_change) && !init_conflict) break;
         if (explicit_dir) {
             if (init_conflict)
                 rc = kn_err(ctx, KN_ERR_INVALID, "--init-from %s: the run directory %s already holds checkpoints of a run (step %lld), "
                                                  "which train would continue instead of starting from those weights; choose a new "
                                                  "--run-dir for the new run (or leave --run-dir out: kiln then starts runs/NAME-2)",
-                            opt->init_from, run_dir, (long long)pk->step);
+                            opt->init_from ? opt->init_from : st->init_from, run_dir, (long long)pk->step);
             else
                 rc = kn_err(ctx, KN_ERR_CONFIG, "the config differs from the one the run in %s was started with: %s. Resume with the "
                                                 "original config, pass --allow-config-change to continue this run with the new one, "

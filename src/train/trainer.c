@@ -28,7 +28,7 @@
 static const char *const k_data[] = {"dataset", "dir", "train_images", "train_labels", "test_images", "test_labels",
                                      "batch_size", "eval_batch_size", "validation_split", "mean", "std", "prefetch",
                                      "shuffle", "limit_train", "limit_test", NULL};
-static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "budget", "fit", "micro_batch",
+static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "init_from", "budget", "fit", "micro_batch",
                                       "early_stopping", "warn_worse_epochs", NULL};
 static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "trust_steps", "spike_factor", "explode_factor", "auto_clip", "collapse_checks", NULL};
 static const char *const k_health[] = {"every", "leakage_check", NULL};
@@ -150,6 +150,12 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
         return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] run_dir is too long (%zu characters, at most %zu)",
                       kn_cfg_where(cfg, t, "run_dir", w, sizeof w), strlen(rd), sizeof st->run_dir - 1);
     if (rd) kn_strlcpy(st->run_dir, rd, sizeof st->run_dir);
+    const char *ifr;
+    if ((rc = kn_cfg_str(ctx, cfg, t, "init_from", NULL, &ifr))) return rc;
+    if (ifr && strlen(ifr) >= sizeof st->init_from)
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] init_from is too long (%zu characters, at most %zu)",
+                      kn_cfg_where(cfg, t, "init_from", w, sizeof w), strlen(ifr), sizeof st->init_from - 1);
+    if (ifr) kn_strlcpy(st->init_from, ifr, sizeof st->init_from);
 
     kn_opt_config *oc = &st->opt;
     kn_opt_defaults(oc);

@@ -18,6 +18,9 @@ typedef struct {
     uint64_t seed;
     int threads;
     char run_dir[1024];
+    /* train.init_from (or --init-from, resolved to a file when the run starts): the
+     * weights a new run starts from; "" none */
+    char init_from[4200];
     kn_opt_config opt;
     /* memory (train/plan.c): train.budget in bytes (0: what is available), train.fit,
      * train.micro_batch (0: the batch; set by kn_plan_for_training) */

@@ -4,15 +4,22 @@
 
 #include "backend/cpu/isa.h"
 
+#include <pthread.h>
+
+/* oneDNN's CPU engine and stream: made once per process (pthread_once: two threads that
+ * build graphs at the same time get the same engine), read-only afterwards. */
 static dnnl_engine_t g_engine;
 static dnnl_stream_t g_stream;
+static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_init(void) {
+    kn_isa_cap_onednn(); /* KN_MAX_ISA caps oneDNN too */
+    dnnl_engine_create(&g_engine, dnnl_cpu, 0);
+    dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags);
+}
 
 dnnl_engine_t kn_dnnl_engine(void) {
-    if (!g_engine) {
-        kn_isa_cap_onednn(); /* KN_MAX_ISA caps oneDNN too */
-        dnnl_engine_create(&g_engine, dnnl_cpu, 0);
-        dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags);
-    }
+    pthread_once(&g_engine_once, engine_init);
     return g_engine;
 }
 

@@ -67,9 +67,17 @@ const char *kn_isa_name(kn_isa isa) {
 int kn_isa_block(kn_isa isa) { return isa == KN_ISA_AVX512 ? 16 : isa == KN_ISA_AVX2 ? 8 : 0; }
 
 void kn_isa_cap_onednn(void) {
-    if (getenv("ONEDNN_MAX_CPU_ISA") || getenv("DNNL_MAX_CPU_ISA")) return; /* oneDNN reads those itself */
     const char *v = getenv("KN_MAX_ISA");
     int c = v ? parse_cap(v) : -1;
+    const char *dv = getenv("ONEDNN_MAX_CPU_ISA") ? getenv("ONEDNN_MAX_CPU_ISA") : getenv("DNNL_MAX_CPU_ISA");
+    if (dv) { /* oneDNN reads its own variable; kiln's kernels follow KN_MAX_ISA first */
+        int dc = parse_cap(dv);
+        if (c >= 0 && dc >= 0 && dc != c)
+            fprintf(stderr, "kiln: warning: KN_MAX_ISA=%s caps kiln's kernels but oneDNN follows its own variable (%s): the two "
+                            "run different instruction sets, a mix no machine has; set one variable, or both to the same\n",
+                    v, dv);
+        return;
+    }
     if (c < 0 || c == KN_NUM_ISA - 1) return;
     /* oneDNN takes a cap once, before its first kernel: kn_dnnl_engine calls this first */
     dnnl_set_max_cpu_isa(c == KN_ISA_AVX2 ? dnnl_cpu_isa_avx2 : dnnl_cpu_isa_sse41);
