@@ -522,6 +522,65 @@ static void test_versions(void) {
           g_err);
 }
 
+/* ---------------- what must survive a kill besides the tensors ---------------- */
+static const char *path_in(const char *rel) {
+    static char p[2048];
+    snprintf(p, sizeof p, "%s/%s", D, rel);
+    return p;
+}
+
+static int run_env(const char *env, const char *args) {
+    char pre[2400];
+    pre_for(env, pre, sizeof pre);
+    return run(pre, args);
+}
+
+static void test_durability(void) {
+    int st;
+    /* early stopping decided at the end of epoch 3 (step 120), killed before the final
+     * test: the resume stops too (before the fix it trained epochs 4 to 8) */
+    const char *es = "--set optimizer.lr=0.02 --set train.epochs=8 --set train.early_stopping=1 --no-progress";
+    char args[512];
+    sh("rm -rf %s", "esref es");
+    snprintf(args, sizeof args, "train cfg.ini --run-dir esref %s", es);
+    st = run(NULL, args);
+    CHECK(st == 0 && strstr(g_out, "early stopping:") && strstr(g_out, "after 120 steps"),
+          "the early-stopping reference did not stop after 120 steps: %d %s", st, g_out);
+    snprintf(args, sizeof args, "train cfg.ini --run-dir es %s", es);
+    st = run("KILN_TEST_HOOK=test:120:kill", args);
+    CHECK(st == 137, "early stop: not killed before the final test: %d %s", st, g_err);
+    st = run(NULL, "resume es --no-progress");
+    CHECK(st == 0 && strstr(g_out, "early stopping:") && strstr(g_out, "after 120 steps"),
+          "the resume of an early-stopped run trained on: %d %s", st, g_out);
+    CHECK(same_bytes("esref/model.safetensors", "es/model.safetensors"), "early stop: model differs from the uninterrupted run's");
+
+    /* --init-from, killed before first.safetensors: the resume starts from those weights
+     * (config.ini records train.init_from; before, it started from random weights) */
+    sh("rm -rf %s", "iref ik");
+    st = run(NULL, "train v.ini --run-dir iref --init-from ref:best --no-progress");
+    CHECK(st == 0 && strstr(g_out, "initialised from"), "init-from reference: %d %s", st, g_err);
+    st = run_env("KILL_CALL=rename KILL_PATH=first.safetensors", "train v.ini --run-dir ik --init-from ref:best --no-progress");
+    CHECK(st == 137, "init-from: not killed at first: %d %s", st, g_err);
+    st = run(NULL, "resume ik --no-progress");
+    CHECK(st == 0 && strstr(g_out, "initialised from"), "the resume did not initialise from the --init-from weights: %d %s", st, g_out);
+    CHECK(same_bytes("iref/model.safetensors", "ik/model.safetensors"), "init-from: model differs from the uninterrupted run's");
+
+    /* keep_epochs: killed between the end-of-epoch step checkpoint and epoch-0001 */
+    sh("rm -rf %s", "ke");
+    st = run_env("KILL_CALL=rename KILL_PATH=epoch-0001", "train v.ini --run-dir ke --set checkpoint.keep_epochs=true --no-progress");
+    CHECK(st == 137, "keep_epochs: not killed at epoch-0001: %d %s", st, g_err);
+    CHECK(access(path_in("ke/checkpoints/epoch-0001.safetensors"), F_OK) != 0, "epoch-0001 exists before the resume");
+    /* a temporary of a dead process that is the user's, and one of kiln's */
+    sh("touch %s", "ke/checkpoints/notes.tmp.999999 ke/checkpoints/step-000000001.safetensors.tmp.999999");
+    st = run(NULL, "resume ke --no-progress");
+    CHECK(st == 0 && access(path_in("ke/checkpoints/epoch-0001.safetensors"), F_OK) == 0, "the resume did not write the missing epoch-0001: %d %s", st, g_out);
+    CHECK(same_tensors("ke/checkpoints/epoch-0001.safetensors", "ref/checkpoints/step-000000040.safetensors") ||
+              !strcmp(meta("ke/checkpoints/epoch-0001.safetensors", "step"), "40"),
+          "epoch-0001 is not the state at the end of epoch 1 (step %s)", meta("ke/checkpoints/epoch-0001.safetensors", "step"));
+    CHECK(has_file("ke/checkpoints", "notes.tmp.999999"), "cleanup deleted a file that kiln did not write");
+    CHECK(!has_file("ke/checkpoints", "step-000000001.safetensors.tmp"), "cleanup left a dead process's checkpoint temporary");
+}
+
 /* ---------------- eval of an unfinished run ---------------- */
 static void test_eval_fallback(void) {
     sh("rm -rf %s", "re");
@@ -649,6 +708,7 @@ int main(int argc, char **argv) {
     test_micro_batch();
     test_lock();
     test_versions();
+    test_durability();
     test_eval_fallback();
     test_output();
     test_full_disk();

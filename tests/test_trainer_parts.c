@@ -11,6 +11,7 @@
  *  - the JSON-lines sink writes kiln 0.1's bytes and cuts back to a mark. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,8 +281,51 @@ static void test_jsonl(void) {
     CHECK(mark == (int64_t)(strchr(text, '\n') - text + 1), "mark %lld", (long long)mark);
 }
 
+/* ---------------- two trainings in one process ---------------- */
+static void stop_at_3(void *arg, const char *where, int64_t step) {
+    (void)arg;
+    if (!strcmp(where, "step") && step == 3) kn_request_stop(SIGINT);
+}
+
+/* A stop request ends the run it arrived in, not the next kn_train of the process
+ * (before, the flag stayed set and the resume stopped after its first step). */
+static void test_two_runs(void) {
+    const char *D = kn_test_tmpdir("trainer_parts");
+    char cmd[1200], text[1600], rd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/run'", D);
+    kn_test_system(cmd);
+    kn_test_make_images(D, "data", 200, 12, 12);
+    snprintf(text, sizeof text,
+             "[data]\ndir = %s/data\nbatch_size = 16\n\n[train]\nepochs = 1\n\n[optimizer]\ntype = adam\nlr = 0.002\n\n"
+             "[flat]\ntype = flatten\n\n[fc]\ntype = linear\nout = 10\n", D);
+    snprintf(rd, sizeof rd, "%s/run", D);
+    kn_config *cfg = NULL;
+    int rc = kn_config_parse_string(ctx, "two.ini", text, &cfg);
+    CHECK(rc == KN_OK, "two runs: config: %s", kn_ctx_message(ctx));
+    if (rc) return;
+    kn_train_options o;
+    kn_train_options_init(&o);
+    o.run_dir = rd;
+    o.quiet = 1;
+    o.hook = stop_at_3;
+    kn_train_result res;
+    rc = kn_train(ctx, cfg, &o, &res);
+    CHECK(rc == KN_ERR_INTERRUPTED && res.steps == 3, "two runs: the first was not stopped at step 3: rc %d, %lld steps: %s", rc,
+          (long long)res.steps, kn_ctx_message(ctx));
+    kn_ctx_clear(ctx);
+    o.hook = NULL;
+    o.run_dir = NULL;
+    rc = kn_resume(ctx, rd, &o, &res);
+    CHECK(rc == KN_OK && res.steps > 4 && res.resumed && !res.stopped_by_signal,
+          "two runs: the resume in the same process did not run to the end: rc %d, %lld steps: %s", rc, (long long)res.steps,
+          kn_ctx_message(ctx));
+    kn_ctx_clear(ctx);
+    kn_config_free(cfg);
+}
+
 int main(void) {
     ctx = kn_ctx_new();
+    test_two_runs();
     test_clip();
     test_fields();
     test_step();
