@@ -100,6 +100,8 @@ static void test_graph_path(void) {
 #endif
 }
 
+static const char *CFG;
+
 static void test_version(void) {
     int st = kn_test_run_kiln(D, NULL, "--version", g_out, sizeof g_out, g_err, sizeof g_err);
     char now[256];
@@ -118,6 +120,14 @@ static void test_version(void) {
                           sizeof g_out, g_err, sizeof g_err);
     CHECK(st == 0 && strstr(g_out, "kiln avx2") && strstr(g_out, "oneDNN avx2"),
           "DNNL_MAX_CPU_ISA=AVX2 does not cap both:\n%s%s", g_out, g_err);
+    /* KN_MAX_ISA and oneDNN's own variable disagreeing: a mix no machine has, warned about
+     * when oneDNN's engine is made (a plan builds the graphs) */
+    kn_test_make_images(D, "data", 200, 28, 28);
+    kn_test_write(D, "mix.ini", CFG);
+    st = kn_test_run_kiln(D, "env -u DNNL_MAX_CPU_ISA KN_MAX_ISA=avx2 ONEDNN_MAX_CPU_ISA=sse41", "plan mix.ini", g_out, sizeof g_out,
+                          g_err, sizeof g_err);
+    CHECK(strstr(g_err, "KN_MAX_ISA=avx2 caps kiln's kernels but oneDNN follows its own variable (sse41)"),
+          "KN_MAX_ISA=avx2 with ONEDNN_MAX_CPU_ISA=sse41: no warning: %d %s%s", st, g_out, g_err);
 }
 
 static const char *CFG =
