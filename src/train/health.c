@@ -84,6 +84,7 @@
 #define KN_H_DRIFT_EPS 1e-6     /* floor of sigma_{t-1} in the drift */
 #define KN_H_BLOCK 16384        /* elements per block of a deterministic sum */
 
+#define KN_H_WARN_SHOWN 2 /* warnings of one kind per check printed in full */
 enum { W_VANISH = 0, W_EXPLODE, W_DEAD, W_NKINDS };
 static const char *const warn_kind[W_NKINDS] = {"vanishing_gradient", "exploding_gradient", "dead_relu"};
 
@@ -126,6 +127,11 @@ struct kn_health {
                              layer b through the graph (a == b included) */
     int fw;               /* 64-bit words per row */
     int64_t nchecks;
+    /* this check's warnings on the terminal: the first KN_H_WARN_SHOWN of each kind in
+     * full, the others' layer names gathered into one line (metrics.jsonl has each) */
+    int nshown[W_NKINDS];
+    char more[W_NKINDS][512];
+    int nmore[W_NKINDS];
 };
 
 /* ---------------- deterministic sums ---------------- */
@@ -422,9 +428,17 @@ static void jstr(FILE *f, const char *s) {
 static void warn(kn_health *h, hlayer *l, int kind, int64_t step, FILE *metrics, FILE *wout, const char *msg) {
     if (l->last_warn[kind] >= 0 && h->nchecks - l->last_warn[kind] < KN_H_WARN_EVERY) return;
     l->last_warn[kind] = h->nchecks;
-    if (wout) {
+    if (wout && h->nshown[kind] < KN_H_WARN_SHOWN) {
+        h->nshown[kind]++;
         fprintf(wout, "kiln: warning: step %lld: %s\n", (long long)step, msg);
         fflush(wout);
+    } else if (wout) {
+        size_t len = strlen(h->more[kind]);
+        if (len + strlen(l->pub.layer) + 8 < sizeof h->more[kind])
+            snprintf(h->more[kind] + len, sizeof h->more[kind] - len, "%s'%s'", len ? ", " : "", l->pub.layer);
+        else if (len + 5 < sizeof h->more[kind] && strcmp(h->more[kind] + len - 3, "...") != 0)
+            snprintf(h->more[kind] + len, sizeof h->more[kind] - len, ", ...");
+        h->nmore[kind]++;
     }
     if (!metrics) return;
     fprintf(metrics, "{\"event\":\"warning\",\"step\":%lld,\"kind\":\"%s\",\"layer\":", (long long)step, warn_kind[kind]);
@@ -449,6 +463,11 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
     (void)m;
     if (!h || !h->pending) return;
     h->pending = 0;
+    for (int k = 0; k < W_NKINDS; k++) {
+        h->nshown[k] = 0;
+        h->nmore[k] = 0;
+        h->more[k][0] = 0;
+    }
     const kn_store *st = h->store;
     int any_update = 0;
     for (int i = 0; i < h->nl; i++) {
@@ -569,6 +588,13 @@ void kn_health_after_update(kn_health *h, kn_model *m, int64_t step, FILE *metri
             }
         }
     }
+    static const char *const what[W_NKINDS] = {"vanishing gradients", "exploding gradients", "dead ReLUs"};
+    for (int k = 0; k < W_NKINDS && wout; k++)
+        if (h->nmore[k] > 0) {
+            fprintf(wout, "kiln: warning: step %lld: %d more layer(s) with %s, as above: %s (each is in metrics.jsonl)\n",
+                    (long long)step, h->nmore[k], what[k], h->more[k]);
+            fflush(wout);
+        }
     if (metrics) fflush(metrics);
     h->nchecks++;
 }
