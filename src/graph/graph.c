@@ -225,6 +225,18 @@ int kn_g_op(kn_ctx *ctx, kn_graph *g, const kn_op *op, const int *in, int nin, c
         g->n = nn;
         g->ncap = cap;
     }
+    /* room for every output the op may declare, made now: an op's shape rule holds
+     * pointers into g->v (its inputs' shapes) while it declares outputs, and a realloc
+     * there would leave them dangling (fuzz_config found softmax_ce reading a freed
+     * shape: tests/fuzz/regress/config/) */
+    if (g->nv + KN_MAX_OUT > g->vcap) {
+        int cap = g->vcap ? 2 * g->vcap : 64;
+        while (cap < g->nv + KN_MAX_OUT) cap *= 2;
+        kn_value *v = realloc(g->v, (size_t)cap * sizeof *v);
+        if (!v) { kn_err(ctx, KN_ERR_NOMEM, "out of memory"); return -1; }
+        g->v = v;
+        g->vcap = cap;
+    }
     kn_node *n = &g->n[g->nn];
     memset(n, 0, sizeof *n);
     n->op = op;
