@@ -68,7 +68,7 @@ int kn_ckpt_record_meta(const kn_ckpt_record *r, char (*buf)[64], kn_ckpt_meta *
         case KN_FIELD_HEX64: snprintf(buf[n], 64, "%016llx", (unsigned long long)*CAT(r, f, uint64_t)); break;
         case KN_FIELD_F64: snprintf(buf[n], 64, "%.17g", *CAT(r, f, double)); break;
         case KN_FIELD_STR: {
-            const char *s = *CAT(r, f, const char *);
+            const char *s = *(const char *const *)(const void *)((const char *)r + f->offset);
             meta[n].value = s ? s : "";
             break;
         }

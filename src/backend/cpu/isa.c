@@ -126,6 +126,7 @@ const char *kn_isa_cap_note(char *buf, size_t n) {
 
 int kn_isa_check_resume(const char *then, const char *path, char *msg, size_t n) {
     char now[256];
+    if (n) msg[0] = 0; /* no warning: an empty message */
     kn_isa_path(now, sizeof now);
     if (!then || !strcmp(then, now)) return 0;
     snprintf(msg, n,
