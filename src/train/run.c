@@ -18,6 +18,7 @@
  * first.safetensors before the first step checkpoint; from config.ini, which holds
  * --seed/--threads, before first). */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -158,6 +159,11 @@ static int run_open(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *o
     /* --init-from: the file it names now (RUN_DIR:last moves on as that run goes on) */
     char init_path[2600];
     if (opt->init_from && (rc = kn_resolve_init_from(ctx, opt->init_from, init_path, sizeof init_path))) return rc;
+    if (opt->init_from) { /* absolute: a resume from another directory finds it too */
+        char *abs = realpath(init_path, NULL);
+        if (abs && strlen(abs) < sizeof init_path) kn_strlcpy(init_path, abs, sizeof init_path);
+        free(abs);
+    }
     /* the config text this run records: with --seed / --threads / --init-from written in */
     if (!(r->cfg_text = kn_effective_config_text(ctx, cfg, st, opt, opt->init_from ? init_path : NULL)))
         return kn_ctx_code(ctx) ? kn_ctx_code(ctx) : KN_ERR_NOMEM;
