@@ -82,6 +82,11 @@ typedef struct {
     double seconds;
     int stopped_by_signal;           /* SIGINT/SIGTERM number if the run stopped on request, else 0 */
     int resumed;                     /* 1 if it continued from a checkpoint */
+    /* real-valued targets (regression; the accuracies are then NaN): R^2 = 1 - SSE/SST of
+     * the last validation pass and of the test pass, the test's mean absolute error and
+     * root mean squared error; NaN for class labels */
+    double val_r2, test_r2, test_mae, test_rmse;
+    int64_t test_samples;            /* samples in the test pass */
 } kn_train_result;
 
 KN_API void kn_train_options_init(kn_train_options *o);

@@ -526,7 +526,7 @@ static int decode_id(const float *x) {
 
 static kn_loader *mk(const int64_t *idx, int64_t n, int batch, int shuffle, int drop_last,
                      uint64_t seed, int prefetch) {
-    kn_loader_config c = {&lds, idx, n, batch, shuffle, drop_last, seed, LMEAN, LSTD, prefetch};
+    kn_loader_config c = {&lds, idx, n, batch, shuffle, drop_last, seed, LMEAN, LSTD, prefetch, NULL, 0, 0};
     kn_loader *L = NULL;
     int rc = kn_loader_create(ctx, &c, &L);
     CHECK(rc == KN_OK && L, "loader create: %s", kn_ctx_message(ctx));
@@ -666,7 +666,7 @@ static void test_loader_basic(void) {
         kn_loader_free(L);
     }
     /* bad configurations */
-    kn_loader_config cfg = {&lds, NULL, 0, 0, 1, 0, 1, 0.f, 1.f, 0};
+    kn_loader_config cfg = {&lds, NULL, 0, 0, 1, 0, 1, 0.f, 1.f, 0, NULL, 0, 0};
     kn_loader *bad = NULL;
     CHECK(kn_loader_create(ctx, &cfg, &bad) == KN_ERR_INVALID && !bad, "batch 0 rejected");
     cfg.batch = 4;

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <signal.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,6 +487,9 @@ static int cmd_eval(int argc, char **argv) {
     int rc = kn_eval(ctx, target, threads, &r);
     int status = 0;
     if (rc) status = fail(ctx);
+    else if (isnan(r.test_accuracy) && !isnan(r.test_r2))
+        printf("test: loss %.4f, R^2 %.4f, MAE %.4g, RMSE %.4g (%lld samples, %.1fs)\n", r.test_loss, r.test_r2, r.test_mae, r.test_rmse,
+               (long long)r.test_samples, r.seconds);
     else printf("test: loss %.4f, accuracy %.2f%% (%.1fs)\n", r.test_loss, 100.0 * r.test_accuracy, r.seconds);
     kn_ctx_free(ctx);
     return status;

@@ -63,6 +63,7 @@ int kn_dataset_split(kn_ctx *ctx, int64_t n, int64_t nval, uint64_t seed, int64_
  * With prefetch, a background thread prepares the next batches into a ring of
  * buffers allocated at creation (no allocation per batch). */
 typedef struct kn_loader kn_loader;
+struct kn_table; /* data/source.h */
 
 typedef struct {
     const kn_dataset *ds;
@@ -74,6 +75,11 @@ typedef struct {
     uint64_t seed;
     float mean, std;
     int prefetch;           /* 0: synchronous; >0: ring depth */
+    /* Instead of ds: a table (data/source.h) whose float32 field x_field is the input and
+     * whose field y_field the target (int32 class labels or float32 values; any per-sample
+     * shape), both copied as they are (a table is normalised when it is loaded). */
+    const struct kn_table *table;
+    int x_field, y_field;
 } kn_loader_config;
 
 int kn_loader_create(kn_ctx *ctx, const kn_loader_config *cfg, kn_loader **out);
@@ -81,10 +87,14 @@ int kn_loader_create(kn_ctx *ctx, const kn_loader_config *cfg, kn_loader **out);
 int64_t kn_loader_batches(const kn_loader *L);
 /* Start epoch `epoch` at batch `first_batch` (0 normally; >0 when resuming). */
 void kn_loader_start_epoch(kn_loader *L, int64_t epoch, int64_t first_batch);
-/* Copy the next batch into x (batch*C*H*W floats) and y (batch ints). Returns the
- * number of samples in it (== batch except possibly the last one when !drop_last),
- * 0 at the end of the epoch. */
-int kn_loader_next(kn_loader *L, float *x, int32_t *y);
+/* Copy the next batch into x (batch*C*H*W floats, or batch * the table input's elements)
+ * and y (batch int32 labels, or batch * the table target's 4-byte elements). Returns the
+ * number of samples in it (== batch except possibly the last one when !drop_last; the
+ * rest is zero), 0 at the end of the epoch. */
+int kn_loader_next(kn_loader *L, float *x, void *y);
+/* Elements per sample of x and y. */
+int64_t kn_loader_x_elems(const kn_loader *L);
+int64_t kn_loader_y_elems(const kn_loader *L);
 void kn_loader_free(kn_loader *L);
 
 #endif

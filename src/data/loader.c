@@ -12,6 +12,7 @@
  * batches are bit-identical to synchronous ones. */
 #define _POSIX_C_SOURCE 200809L
 #include "data/data.h"
+#include "data/source.h"
 
 #include <math.h>
 #include <omp.h>
@@ -21,13 +22,15 @@
 
 typedef struct {
     float *x;
-    int32_t *y;
+    uint32_t *y;
     int count;
     int64_t batch; /* index within the epoch, for sanity */
 } kn_slot;
 
 struct kn_loader {
     const kn_dataset *ds;
+    const kn_field *xf, *yf; /* table mode (ds NULL) */
+    size_t yelems;           /* target elements per sample (4 bytes each) */
     int64_t *indices; /* copy of cfg->indices, or NULL */
     int64_t n;        /* samples per epoch */
     int batch;
@@ -73,17 +76,22 @@ static void make_order(kn_loader *L, int64_t epoch) {
 }
 
 /* Sample i of the batch that starts at position start of the current order. */
-static void fill_one(const kn_loader *L, int64_t start, int64_t i, float *x, int32_t *y) {
+static void fill_one(const kn_loader *L, int64_t start, int64_t i, float *x, uint32_t *y) {
     const size_t E = L->elems;
     int64_t pos = L->order[start + i];
     int64_t s = L->indices ? L->indices[pos] : pos;
+    if (!L->ds) { /* a table: copied as it is */
+        memcpy(x + (size_t)i * E, (const float *)L->xf->data + (size_t)s * E, E * sizeof *x);
+        memcpy(y + (size_t)i * L->yelems, (const uint32_t *)L->yf->data + (size_t)s * L->yelems, L->yelems * sizeof *y);
+        return;
+    }
     const uint8_t *src = L->ds->images + (size_t)s * E;
     float *dst = x + (size_t)i * E;
     /* the same float expression as the table (lut[v]), computed in vectors */
     const float mean = L->mean, sd = L->std;
 #pragma omp simd
     for (size_t k = 0; k < E; k++) dst[k] = ((float)src[k] / 255.0f - mean) / sd;
-    y[i] = (int32_t)L->ds->labels[s];
+    y[i] = (uint32_t)L->ds->labels[s];
 }
 
 /* Fill batch b of the current order into x, y; pads a short batch with zeros.
@@ -91,7 +99,7 @@ static void fill_one(const kn_loader *L, int64_t start, int64_t i, float *x, int
  * out among the OpenMP team; the prefetch thread fills alone, outside any OpenMP region
  * (a team of its own would take cores from the step). Each value is computed the same
  * way either way. */
-static int fill_batch(const kn_loader *L, int64_t b, float *x, int32_t *y, int par) {
+static int fill_batch(const kn_loader *L, int64_t b, float *x, uint32_t *y, int par) {
     int64_t start = b * L->batch;
     int64_t cnt = L->n - start;
     if (cnt > L->batch) cnt = L->batch;
@@ -105,7 +113,7 @@ static int fill_batch(const kn_loader *L, int64_t b, float *x, int32_t *y, int p
     }
     if (cnt < L->batch) {
         memset(x + (size_t)cnt * E, 0, (size_t)(L->batch - cnt) * E * sizeof *x);
-        memset(y + cnt, 0, (size_t)(L->batch - cnt) * sizeof *y);
+        memset(y + (size_t)cnt * L->yelems, 0, (size_t)(L->batch - cnt) * L->yelems * sizeof *y);
     }
     return (int)cnt;
 }
@@ -142,27 +150,35 @@ static void *producer(void *arg) {
 int kn_loader_create(kn_ctx *ctx, const kn_loader_config *cfg, kn_loader **out) {
     *out = NULL;
     const kn_dataset *ds = cfg->ds;
-    if (!ds || !ds->images || !ds->labels || ds->n <= 0)
+    const kn_table *tb = cfg->table;
+    if (tb) {
+        if (ds) return kn_err(ctx, KN_ERR_INVALID, "data loader: a dataset and a table given (one of them)");
+        if (tb->n <= 0 || cfg->x_field < 0 || cfg->x_field >= tb->nfields || cfg->y_field < 0 || cfg->y_field >= tb->nfields ||
+            tb->fields[cfg->x_field].dtype != KN_F32)
+            return kn_err(ctx, KN_ERR_INVALID, "data loader: an empty table, or no float32 input field and target field in it");
+    } else if (!ds || !ds->images || !ds->labels || ds->n <= 0) {
         return kn_err(ctx, KN_ERR_INVALID, "data loader: no dataset (or an empty one) given");
+    }
+    const int64_t nsamples = tb ? tb->n : ds->n;
     if (cfg->batch < 1)
         return kn_err(ctx, KN_ERR_INVALID, "data loader: batch size %d; it must be at least 1",
                       cfg->batch);
-    if (!(cfg->std > 0.0f) || !isfinite(cfg->std) || !isfinite(cfg->mean))
+    if (!tb && (!(cfg->std > 0.0f) || !isfinite(cfg->std) || !isfinite(cfg->mean)))
         return kn_err(ctx, KN_ERR_INVALID,
                       "data loader: normalisation mean %g, std %g; std must be a positive number",
                       (double)cfg->mean, (double)cfg->std);
     if (cfg->prefetch < 0 || cfg->prefetch > 1024)
         return kn_err(ctx, KN_ERR_INVALID, "data loader: prefetch depth %d; use 0 to 1024",
                       cfg->prefetch);
-    int64_t n = cfg->indices ? cfg->n : ds->n;
+    int64_t n = cfg->indices ? cfg->n : nsamples;
     if (n < 0) return kn_err(ctx, KN_ERR_INVALID, "data loader: %lld indices", (long long)n);
     if (cfg->indices)
         for (int64_t i = 0; i < n; i++)
-            if (cfg->indices[i] < 0 || cfg->indices[i] >= ds->n)
+            if (cfg->indices[i] < 0 || cfg->indices[i] >= nsamples)
                 return kn_err(ctx, KN_ERR_INVALID,
                               "data loader: index %lld at position %lld is outside the dataset "
                               "(0..%lld)",
-                              (long long)cfg->indices[i], (long long)i, (long long)ds->n - 1);
+                              (long long)cfg->indices[i], (long long)i, (long long)nsamples - 1);
 
     kn_loader *L = calloc(1, sizeof *L);
     if (!L) return kn_err(ctx, KN_ERR_NOMEM, "data loader: out of memory");
@@ -172,7 +188,15 @@ int kn_loader_create(kn_ctx *ctx, const kn_loader_config *cfg, kn_loader **out) 
     L->shuffle = cfg->shuffle;
     L->drop_last = cfg->drop_last;
     L->seed = cfg->seed;
-    L->elems = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+    if (tb) {
+        L->xf = &tb->fields[cfg->x_field];
+        L->yf = &tb->fields[cfg->y_field];
+        L->elems = (size_t)L->xf->sample_numel;
+        L->yelems = (size_t)L->yf->sample_numel;
+    } else {
+        L->elems = (size_t)ds->channels * (size_t)ds->rows * (size_t)ds->cols;
+        L->yelems = 1;
+    }
     L->nbatches = cfg->drop_last ? n / cfg->batch : (n + cfg->batch - 1) / cfg->batch;
     for (int v = 0; v < 256; v++) L->lut[v] = ((float)v / 255.0f - cfg->mean) / cfg->std;
     L->mean = cfg->mean;
@@ -192,7 +216,7 @@ int kn_loader_create(kn_ctx *ctx, const kn_loader_config *cfg, kn_loader **out) 
         if (!L->ring) goto nomem;
         for (int i = 0; i < L->depth; i++) {
             L->ring[i].x = kn_aligned_alloc((size_t)L->batch * L->elems * sizeof(float));
-            L->ring[i].y = kn_aligned_alloc((size_t)L->batch * sizeof(int32_t));
+            L->ring[i].y = kn_aligned_alloc((size_t)L->batch * L->yelems * sizeof(uint32_t));
             if (!L->ring[i].x || !L->ring[i].y) goto nomem;
         }
         if (pthread_mutex_init(&L->mu, NULL) != 0) goto sync_fail;
@@ -251,7 +275,11 @@ void kn_loader_start_epoch(kn_loader *L, int64_t epoch, int64_t first_batch) {
     pthread_mutex_unlock(&L->mu);
 }
 
-int kn_loader_next(kn_loader *L, float *x, int32_t *y) {
+int64_t kn_loader_x_elems(const kn_loader *L) { return (int64_t)L->elems; }
+int64_t kn_loader_y_elems(const kn_loader *L) { return (int64_t)L->yelems; }
+
+int kn_loader_next(kn_loader *L, float *x, void *yv) {
+    uint32_t *y = yv;
     if (!L->started) kn_loader_start_epoch(L, 0, 0);
     if (L->depth == 0) {
         if (L->next_batch >= L->nbatches) return 0;
@@ -266,7 +294,7 @@ int kn_loader_next(kn_loader *L, float *x, int32_t *y) {
     kn_slot *s = &L->ring[L->head];
     int cnt = s->count;
     memcpy(x, s->x, (size_t)L->batch * L->elems * sizeof *x);
-    memcpy(y, s->y, (size_t)L->batch * sizeof *y);
+    memcpy(y, s->y, (size_t)L->batch * L->yelems * sizeof *y);
     L->head = (L->head + 1) % L->depth;
     L->filled--;
     L->next_batch++;

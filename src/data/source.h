@@ -87,7 +87,7 @@ typedef struct {
     char **column_names;        /* CSV fields: sample_numel column names (or NULL) */
 } kn_field;
 
-typedef struct {
+typedef struct kn_table {
     int64_t n;                  /* samples (rows) */
     int nfields;
     kn_field fields[KN_MAX_FIELDS];

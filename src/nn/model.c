@@ -516,20 +516,35 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
     char w[256];
     named *names = calloc(MAX_LAYERS + 1, sizeof *names);
     if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
-    int nnames = 0;
-    int x = kn_g_input(g, "input", KN_F32, kn_shape4(batch, m->channels, m->height, m->width));
-    if (x < 0) { free(names); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); } /* the shape was checked */
-    names[nnames].name = "input";
-    names[nnames++].vid = x;
-    int prev = x, rc = KN_OK, nlayers = 0;
+    int nnames = 0, x = -1, rc = KN_OK;
+    const kn_data_desc *D = &m->desc;
+    int have_input_name = 0;
+    for (int i = 0; i < D->ninputs; i++) have_input_name |= !strcmp(D->in[i].name, "input");
+    for (int i = 0; i < D->ninputs; i++) {
+        kn_shape sh;
+        sh.nd = D->in[i].shape.nd + 1;
+        sh.d[0] = batch;
+        for (int k = 0; k < D->in[i].shape.nd; k++) sh.d[k + 1] = D->in[i].shape.d[k];
+        int v = kn_g_input(g, D->in[i].name, D->in[i].dtype, sh);
+        if (v < 0) { free(names); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); } /* the shape was checked */
+        if (i == 0) x = v;
+        names[nnames].name = D->in[i].name;
+        names[nnames++].vid = v;
+    }
+    if (!have_input_name) { /* the first data input is also `input` */
+        names[nnames].name = "input";
+        names[nnames++].vid = x;
+    }
+    int prev = x, nlayers = 0;
     for (int s = 0; s < cfg->nsec; s++) {
         const kn_cfg_section *sec = &cfg->sec[s];
         if (kn_is_reserved_section(sec->name)) continue;
-        if (!strcmp(sec->name, "input")) {
-            rc = kn_err(ctx, KN_ERR_CONFIG, "%s: 'input' is the name of the model's input; choose another layer name",
-                        kn_cfg_where(cfg, sec, NULL, w, sizeof w));
-            goto out;
-        }
+        for (int i = 0; i < D->ninputs + 1; i++)
+            if (!strcmp(sec->name, i < D->ninputs ? D->in[i].name : "input")) {
+                rc = kn_err(ctx, KN_ERR_CONFIG, "%s: '%s' is the name of one of the model's inputs; choose another layer name",
+                            kn_cfg_where(cfg, sec, NULL, w, sizeof w), sec->name);
+                goto out;
+            }
         if (nnames >= MAX_LAYERS) { rc = kn_err(ctx, KN_ERR_CONFIG, "too many layers (at most %d)", MAX_LAYERS); goto out; }
         int t;
         if ((rc = check_layer_section(ctx, cfg, sec, &t))) goto out;
@@ -545,8 +560,11 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
                 for (int j = 0; j < nnames; j++)
                     if (!strcmp(names[j].name, in_names[i])) found = names[j].vid;
                 if (found < 0) {
-                    rc = kn_err(ctx, KN_ERR_CONFIG, "%s: [%s] input '%s' is not the model input or an earlier layer (layers can only read layers above them)",
-                                kn_cfg_where(cfg, sec, "input", w, sizeof w), sec->name, in_names[i]);
+                    char avail[256] = "";
+                    for (int j = 0, len = 0; j < D->ninputs && len < (int)sizeof avail - 40; j++)
+                        len += snprintf(avail + len, sizeof avail - (size_t)len, "%s'%s'", j ? ", " : "", D->in[j].name);
+                    rc = kn_err(ctx, KN_ERR_CONFIG, "%s: [%s] input '%s' is neither one of the data's inputs (%s) nor an earlier layer (layers can only read layers above them)",
+                                kn_cfg_where(cfg, sec, "input", w, sizeof w), sec->name, in_names[i], avail);
                     goto out;
                 }
                 L.in[L.nin++] = found;
@@ -589,10 +607,24 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
     *out_out = prev;
     if (g->training) {
         const kn_shape *os = kn_shp(g, prev);
-        char sh[64];
-        if (os->nd != 2 || os->d[1] != m->nclasses) {
-            rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data has %d classes: expected [%lld,%d] (end with a linear layer with out = %d)",
-                        cfg->path, kn_shape_str(os, sh, sizeof sh), m->nclasses, (long long)batch, m->nclasses, m->nclasses);
+        char sh[64], sh2[64];
+        kn_shape want; /* (batch, classes) or (batch, target...) */
+        if (D->target_real) {
+            want.nd = D->target.nd + 1;
+            want.d[0] = batch;
+            for (int k = 0; k < D->target.nd; k++) want.d[k + 1] = D->target.d[k];
+            if (want.nd == 1) want = kn_shape2(batch, 1); /* one value per sample: (batch, 1) */
+        } else {
+            want = kn_shape2(batch, m->nclasses);
+        }
+        if (!kn_shape_eq(os, &want)) {
+            if (D->target_real)
+                rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data's targets are %s: end with a linear layer with out = %lld",
+                            cfg->path, kn_shape_str(os, sh, sizeof sh), kn_shape_str(&want, sh2, sizeof sh2),
+                            (long long)want.d[want.nd - 1]);
+            else
+                rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data has %d classes: expected [%lld,%d] (end with a linear layer with out = %d)",
+                            cfg->path, kn_shape_str(os, sh, sizeof sh), m->nclasses, (long long)batch, m->nclasses, m->nclasses);
             goto out;
         }
         kn_g_set_layer(g, "loss");
@@ -602,7 +634,7 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
             in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
             loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
         } else {
-            in[1] = kn_g_input(g, "targets", KN_F32, kn_shape2(batch, m->nclasses));
+            in[1] = kn_g_input(g, "targets", KN_F32, want);
             loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
         }
         if (loss < 0) { rc = ctx->code; goto out; }
@@ -618,32 +650,76 @@ out:
     return rc;
 }
 
-int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
-                  int width, int nclasses, kn_model *m) {
+void kn_data_desc_image(kn_data_desc *d, int channels, int height, int width, int nclasses) {
+    memset(d, 0, sizeof *d);
+    d->ninputs = 1;
+    kn_strlcpy(d->in[0].name, "input", sizeof d->in[0].name);
+    d->in[0].dtype = KN_F32;
+    d->in[0].shape.nd = 3;
+    d->in[0].shape.d[0] = channels;
+    d->in[0].shape.d[1] = height;
+    d->in[0].shape.d[2] = width;
+    d->target.nd = 0;
+    d->nclasses = nclasses;
+}
+
+int kn_model_plan_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
+                       kn_model *m) {
     memset(m, 0, sizeof *m);
     kn_store_init(&m->store);
     m->batch = batch;
     m->eval_batch = eval_batch;
-    m->channels = channels;
-    m->height = height;
-    m->width = width;
-    m->nclasses = nclasses;
+    m->desc = *desc;
+    const kn_input_desc *in0 = &desc->in[0];
+    if (desc->ninputs >= 1 && in0->shape.nd == 3) {
+        m->channels = (int)in0->shape.d[0];
+        m->height = (int)in0->shape.d[1];
+        m->width = (int)in0->shape.d[2];
+    }
+    m->nclasses = desc->target_real ? 0 : desc->nclasses;
+    m->target_numel = kn_shape_numel(&desc->target);
     m->x_train = m->y_train = m->loss = m->x_eval = m->out_eval = m->out_train = -1;
+    if (desc->ninputs < 1 || desc->ninputs > KN_MAX_INPUTS)
+        return kn_err(ctx, KN_ERR_INVALID, "%s: the data has %d inputs (1 to %d are supported)", cfg->path, desc->ninputs, KN_MAX_INPUTS);
+    if (batch < 0 || eval_batch < 1)
+        return kn_err(ctx, KN_ERR_INVALID, "%s: batch size %lld, evaluation batch size %lld (need 0 or more, 1 or more)", cfg->path,
+                      (long long)batch, (long long)eval_batch);
     {   /* sizes from the data files and the config: checked before the graphs use them */
-        char what[160];
-        kn_shape in = kn_shape4(batch > eval_batch ? batch : eval_batch, channels, height, width);
-        snprintf(what, sizeof what, "%s: the model input [batch, channels, rows, cols]", cfg->path);
-        if (batch < 0 || eval_batch < 1)
-            return kn_err(ctx, KN_ERR_INVALID, "%s: batch size %lld, evaluation batch size %lld (need 0 or more, 1 or more)", cfg->path,
-                          (long long)batch, (long long)eval_batch);
-        if (kn_shape_check(ctx, &in, 1, sizeof(float), what, NULL)) return ctx->code;
-        kn_shape out = kn_shape2(in.d[0], nclasses);
-        snprintf(what, sizeof what, "%s: the targets [batch, classes]", cfg->path);
+        char what[200];
+        const int64_t B = batch > eval_batch ? batch : eval_batch;
+        for (int i = 0; i < desc->ninputs; i++) {
+            kn_shape s;
+            s.nd = desc->in[i].shape.nd + 1;
+            s.d[0] = B;
+            for (int k = 0; k < desc->in[i].shape.nd && k < KN_MAX_DIMS - 1; k++) s.d[k + 1] = desc->in[i].shape.d[k];
+            if (desc->in[i].shape.nd > KN_MAX_DIMS - 1)
+                return kn_err(ctx, KN_ERR_SHAPE, "%s: the input '%s' has %d dimensions per sample (at most %d)", cfg->path,
+                              desc->in[i].name, desc->in[i].shape.nd, KN_MAX_DIMS - 1);
+            if (desc->ninputs == 1 && s.nd == 4)
+                snprintf(what, sizeof what, "%s: the model input [batch, channels, rows, cols]", cfg->path);
+            else
+                snprintf(what, sizeof what, "%s: the model input '%s' [batch, ...]", cfg->path, desc->in[i].name);
+            if (kn_shape_check(ctx, &s, 1, sizeof(float), what, NULL)) return ctx->code;
+        }
+        kn_shape out = desc->target_real ? kn_shape2(B, m->target_numel) : kn_shape2(B, desc->nclasses);
+        snprintf(what, sizeof what, desc->target_real ? "%s: the targets [batch, values]" : "%s: the targets [batch, classes]", cfg->path);
         if (kn_shape_check(ctx, &out, 1, sizeof(float), what, NULL)) return ctx->code;
+        if (!desc->target_real && desc->target.nd != 0)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: the data has one class label per position (%d-D labels per sample); "
+                          "training on per-position labels is not supported yet (one label per sample is)", cfg->path, desc->target.nd);
+        if (desc->target_real && desc->target.nd > 1)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: the data's real-valued targets are %d-D per sample; a vector (k values per sample) is supported",
+                          cfg->path, desc->target.nd);
     }
     static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
     int lk, rc;
-    if ((rc = kn_cfg_enum(ctx, cfg, kn_cfg_find(cfg, "train"), "loss", loss_names, 0, &lk))) return rc;
+    const kn_cfg_section *ts = kn_cfg_find(cfg, "train");
+    if ((rc = kn_cfg_enum(ctx, cfg, ts, "loss", loss_names, desc->target_real ? KN_LOSS_MSE : KN_LOSS_CE, &lk))) return rc;
+    if (desc->target_real && lk == KN_LOSS_CE) {
+        char w[256];
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] loss = cross_entropy needs class labels, but the data's targets are real values "
+                      "(regression): use loss = mse, or data.target_type = class", kn_cfg_where(cfg, ts, "loss", w, sizeof w));
+    }
     m->loss_kind = (kn_loss_kind)lk;
     if (batch > 0) {
         m->train = kn_g_new(&m->store, 1);
@@ -659,6 +735,13 @@ int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval
     return KN_OK;
 }
 
+int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                  int width, int nclasses, kn_model *m) {
+    kn_data_desc d;
+    kn_data_desc_image(&d, channels, height, width, nclasses);
+    return kn_model_plan_desc(ctx, cfg, batch, eval_batch, &d, m);
+}
+
 int kn_model_alloc(kn_ctx *ctx, kn_model *m) {
     int rc;
     if (m->arena) return KN_OK;
@@ -670,6 +753,12 @@ int kn_model_alloc(kn_ctx *ctx, kn_model *m) {
     m->arena_bytes = a;
     if (m->train && (rc = kn_g_bind(ctx, m->train, m->arena, a))) return rc;
     return kn_g_bind(ctx, m->eval, m->arena, a);
+}
+
+int kn_model_build_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
+                        kn_model *m) {
+    int rc = kn_model_plan_desc(ctx, cfg, batch, eval_batch, desc, m);
+    return rc ? rc : kn_model_alloc(ctx, m);
 }
 
 int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
@@ -692,7 +781,12 @@ void kn_model_init(kn_model *m, uint64_t seed) {
     kn_store_init_values(&m->store, &r);
 }
 
-void kn_model_set_targets(kn_model *m, const int32_t *labels) {
+void kn_model_set_targets(kn_model *m, const void *targets) {
+    if (m->desc.target_real) {
+        memcpy(kn_ptr(m->train, m->y_train), targets, (size_t)(m->batch * m->target_numel) * sizeof(float));
+        return;
+    }
+    const int32_t *labels = targets;
     if (m->loss_kind == KN_LOSS_CE) {
         memcpy(kn_iptr(m->train, m->y_train), labels, (size_t)m->batch * sizeof(int32_t));
     } else {

@@ -11,6 +11,27 @@
 
 typedef enum { KN_LOSS_CE = 0, KN_LOSS_MSE = 1 } kn_loss_kind;
 
+/* What one sample of the data is: named inputs (each a dtype and a per-sample shape) and
+ * a target (class labels 0..nclasses-1 or real values). The model builder turns each input
+ * into a graph input of shape (batch, shape...) that layers name with `input = NAME`; the
+ * first input is also the default input of the first layer (and is called `input` too
+ * when no data input has that name). */
+#define KN_MAX_INPUTS 8
+typedef struct {
+    char name[32];
+    kn_dtype dtype;
+    kn_shape shape;  /* per sample (without the batch) */
+} kn_input_desc;
+typedef struct {
+    int ninputs;
+    kn_input_desc in[KN_MAX_INPUTS];
+    int target_real; /* 0: class labels (int32), 1: real values (float32, regression) */
+    kn_shape target; /* per sample: () one label or value per sample, (k,) k values */
+    int nclasses;    /* class labels: how many classes */
+} kn_data_desc;
+/* The image classification sample of the IDX path: input "input" (C, H, W), one label. */
+void kn_data_desc_image(kn_data_desc *d, int channels, int height, int width, int nclasses);
+
 typedef struct {
     kn_store store;
     kn_graph *train;   /* NULL when built for evaluation only */
@@ -19,7 +40,9 @@ typedef struct {
     int x_eval, out_eval;        /* value ids in eval: input, model output */
     int out_train;               /* model output in the train graph */
     int64_t batch, eval_batch;
-    int channels, height, width, nclasses;
+    int channels, height, width, nclasses; /* image data: the first input's (C, H, W) */
+    kn_data_desc desc;
+    int64_t target_numel;        /* target elements per sample */
     kn_loss_kind loss_kind;
     /* One arena lent to both graphs (they never run at the same time, and nothing in
      * it outlives a step or an evaluation pass): max of the two planned peaks. */
@@ -40,20 +63,25 @@ int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg);
 /* Build and plan from cfg without allocating tensor memory (store, arena): the
  * plan (arena_bytes of both graphs, store sizes) is known afterwards. batch == 0:
  * evaluation graph only. kn_model_free releases it. */
+int kn_model_plan_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
+                       kn_model *m);
+/* The same for image data (kn_data_desc_image). */
 int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
                   int width, int nclasses, kn_model *m);
 /* Allocate the store and the shared arena of a planned model. */
 int kn_model_alloc(kn_ctx *ctx, kn_model *m);
 /* kn_model_plan + kn_model_alloc. Does not initialise parameter values (kn_model_init). */
+int kn_model_build_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
+                        kn_model *m);
 int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
                    int width, int nclasses, kn_model *m);
 void kn_model_free(kn_model *m);
 /* Initialise parameters and states from their initialisers with a seeded RNG. */
 void kn_model_init(kn_model *m, uint64_t seed);
 
-/* Copy a batch of targets into the train graph's target input (labels for
- * cross-entropy, one-hot rows for MSE). */
-void kn_model_set_targets(kn_model *m, const int32_t *labels);
+/* Copy a batch of targets into the train graph's target input: class labels (int32) as
+ * labels for cross-entropy or one-hot rows for MSE; real targets (float32) as they are. */
+void kn_model_set_targets(kn_model *m, const void *targets);
 
 /* Forward + backward of one batch already placed in the train graph's inputs.
  * Returns the loss. */

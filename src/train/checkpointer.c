@@ -40,7 +40,8 @@ static int save_state(kn_ctx *ctx, kn_checkpointer *R, const char *path, const k
                           .optimizer_kind = (int64_t)o->c.kind, .config_hash = kn_fnv1a(R->cfg_text),
                           .data_mean = (double)R->job->mean, .data_std = (double)R->job->std,
                           .threads = kn_get_threads(), .micro_batch = R->job->model.batch,
-                          .algorithms = algos, .isa_path = isa, .config = R->cfg_text};
+                          .algorithms = algos, .isa_path = isa, .config = R->cfg_text,
+                          .data_norm = R->job->norm_text, .data_classes = R->job->classes_text};
     char v[KN_CKPT_MAX_FIELDS][64];
     kn_ckpt_meta meta[KN_CKPT_MAX_FIELDS];
     int nmeta = kn_ckpt_record_meta(&rec, v, meta);
@@ -369,9 +370,12 @@ int kn_checkpointer_save_model(kn_ctx *ctx, kn_checkpointer *ck, int64_t step) {
     snprintf(steps_s, sizeof steps_s, "%lld", (long long)step);
     snprintf(mean_s, sizeof mean_s, "%.17g", (double)ck->job->mean);
     snprintf(std_s, sizeof std_s, "%.17g", (double)ck->job->std);
-    kn_ckpt_meta meta[5] = {{"config", ck->cfg_text}, {"step", steps_s}, {"kind", "model"}, {"data_mean", mean_s}, {"data_std", std_s}};
+    kn_ckpt_meta meta[7] = {{"config", ck->cfg_text}, {"step", steps_s}, {"kind", "model"}, {"data_mean", mean_s}, {"data_std", std_s}};
+    int nmeta = 5;
+    if (ck->job->norm_text) meta[nmeta++] = (kn_ckpt_meta){"data_norm", ck->job->norm_text};
+    if (ck->job->classes_text) meta[nmeta++] = (kn_ckpt_meta){"data_classes", ck->job->classes_text};
     snprintf(path, sizeof path, "%s/model.safetensors", ck->run_dir);
-    return kn_ckpt_save(ctx, path, &ck->job->model.store, NULL, 0, meta, 5);
+    return kn_ckpt_save(ctx, path, &ck->job->model.store, NULL, 0, meta, nmeta);
 }
 
 /* After a guard rollback: the step and epoch checkpoints past the restored state belong

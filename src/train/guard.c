@@ -244,6 +244,24 @@ int kn_collapse_check(kn_collapse *c, const kn_health *h, int64_t step, double l
     return 1;
 }
 
+double kn_label_entropy_i32(const int32_t *labels, const int64_t *idx, int64_t n, int nclasses) {
+    if (!labels || n <= 0 || nclasses <= 0) return NAN;
+    int64_t *cnt = calloc((size_t)nclasses, sizeof *cnt);
+    if (!cnt) return NAN;
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t c = labels[idx ? idx[i] : i];
+        if (c >= 0 && c < nclasses) cnt[c]++;
+    }
+    double e = 0;
+    for (int k = 0; k < nclasses; k++)
+        if (cnt[k]) {
+            double p = (double)cnt[k] / (double)n;
+            e -= p * log(p);
+        }
+    free(cnt);
+    return e;
+}
+
 double kn_label_entropy(const uint8_t *labels, const int64_t *idx, int64_t n, int nclasses) {
     if (!labels || n <= 0 || nclasses <= 0 || nclasses > 256) return NAN;
     int64_t cnt[256] = {0};

@@ -92,6 +92,8 @@ void kn_collapse_reset(kn_collapse *c, int64_t step);
 /* Entropy (natural log) of labels[idx[i]] (idx NULL: the first n), classes 0..nclasses-1:
  * the cross-entropy of the best constant prediction. */
 double kn_label_entropy(const uint8_t *labels, const int64_t *idx, int64_t n, int nclasses);
+/* The same for int32 labels 0..nclasses-1 (a typed source's class field). */
+double kn_label_entropy_i32(const int32_t *labels, const int64_t *idx, int64_t n, int nclasses);
 
 /* Is every value finite? */
 int kn_all_finite(const float *x, int64_t n);

@@ -854,34 +854,33 @@ static int hent_cmp(const void *pa, const void *pb) {
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
-int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int64_t na, const kn_dataset *b,
-                     const int64_t *b_idx, int64_t nb, kn_leak_report *r) {
+int kn_leakage_check_bytes(kn_ctx *ctx, const void *a_data, int64_t a_n, size_t sz, const int64_t *a_idx, int64_t na,
+                           const void *b_data, int64_t b_n, size_t szb, const int64_t *b_idx, int64_t nb, kn_leak_report *r) {
     memset(r, 0, sizeof *r);
-    if (!a || !b) return kn_err(ctx, KN_ERR_INVALID, "leakage check: a dataset is missing");
-    if (!a_idx) na = a->n;
-    if (!b_idx) nb = b->n;
+    if (!a_data || !b_data) return kn_err(ctx, KN_ERR_INVALID, "leakage check: a dataset is missing");
+    if (!a_idx) na = a_n;
+    if (!b_idx) nb = b_n;
     if (na < 0 || nb < 0) return kn_err(ctx, KN_ERR_INVALID, "leakage check: negative sample count");
-    size_t sz = (size_t)a->channels * (size_t)a->rows * (size_t)a->cols;
-    size_t szb = (size_t)b->channels * (size_t)b->rows * (size_t)b->cols;
-    if (sz != szb || na == 0 || nb == 0) return KN_OK; /* images of other sizes are never equal */
+    if (sz != szb || na == 0 || nb == 0) return KN_OK; /* samples of other sizes are never equal */
     for (int64_t i = 0; i < na; i++)
-        if (a_idx && (a_idx[i] < 0 || a_idx[i] >= a->n))
-            return kn_err(ctx, KN_ERR_INVALID, "leakage check: index %lld of the first set is outside 0..%lld", (long long)a_idx[i], (long long)a->n - 1);
+        if (a_idx && (a_idx[i] < 0 || a_idx[i] >= a_n))
+            return kn_err(ctx, KN_ERR_INVALID, "leakage check: index %lld of the first set is outside 0..%lld", (long long)a_idx[i], (long long)a_n - 1);
     for (int64_t i = 0; i < nb; i++)
-        if (b_idx && (b_idx[i] < 0 || b_idx[i] >= b->n))
-            return kn_err(ctx, KN_ERR_INVALID, "leakage check: index %lld of the second set is outside 0..%lld", (long long)b_idx[i], (long long)b->n - 1);
+        if (b_idx && (b_idx[i] < 0 || b_idx[i] >= b_n))
+            return kn_err(ctx, KN_ERR_INVALID, "leakage check: index %lld of the second set is outside 0..%lld", (long long)b_idx[i], (long long)b_n - 1);
+    const uint8_t *A = a_data, *B = b_data;
     hent *t = malloc((size_t)na * sizeof *t);
     if (!t) return kn_err(ctx, KN_ERR_NOMEM, "out of memory (leakage check of %lld samples)", (long long)na);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < na; i++) {
         int64_t k = a_idx ? a_idx[i] : i;
         t[i].idx = k;
-        t[i].h = img_hash(a->images + (size_t)k * sz, sz);
+        t[i].h = img_hash(A + (size_t)k * sz, sz);
     }
     qsort(t, (size_t)na, sizeof *t, hent_cmp);
     for (int64_t j = 0; j < nb; j++) {
         int64_t kb = b_idx ? b_idx[j] : j;
-        const uint8_t *img = b->images + (size_t)kb * sz;
+        const uint8_t *img = B + (size_t)kb * sz;
         uint64_t hv = img_hash(img, sz);
         int64_t lo = 0, hi = na; /* first entry with hash >= hv */
         while (lo < hi) {
@@ -890,7 +889,7 @@ int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int
             else hi = mid;
         }
         for (int64_t i = lo; i < na && t[i].h == hv; i++) {
-            if (memcmp(a->images + (size_t)t[i].idx * sz, img, sz) != 0) continue; /* a hash collision */
+            if (memcmp(A + (size_t)t[i].idx * sz, img, sz) != 0) continue; /* a hash collision */
             if (r->nexamples < 5) {
                 r->examples[r->nexamples][0] = t[i].idx;
                 r->examples[r->nexamples][1] = kb;
@@ -902,4 +901,14 @@ int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int
     }
     free(t);
     return KN_OK;
+}
+
+int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int64_t na, const kn_dataset *b,
+                     const int64_t *b_idx, int64_t nb, kn_leak_report *r) {
+    if (!a || !b) {
+        memset(r, 0, sizeof *r);
+        return kn_err(ctx, KN_ERR_INVALID, "leakage check: a dataset is missing");
+    }
+    return kn_leakage_check_bytes(ctx, a->images, a->n, (size_t)a->channels * (size_t)a->rows * (size_t)a->cols, a_idx, na,
+                                  b->images, b->n, (size_t)b->channels * (size_t)b->rows * (size_t)b->cols, b_idx, nb, r);
 }

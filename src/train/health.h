@@ -42,6 +42,9 @@ typedef struct {
 } kn_leak_report;
 int kn_leakage_check(kn_ctx *ctx, const kn_dataset *a, const int64_t *a_idx, int64_t na, const kn_dataset *b,
                      const int64_t *b_idx, int64_t nb, kn_leak_report *r);
+/* The same on samples of sz bytes each (a table's rows): a_n / b_n samples in a / b. */
+int kn_leakage_check_bytes(kn_ctx *ctx, const void *a_data, int64_t a_n, size_t sz, const int64_t *a_idx, int64_t na,
+                           const void *b_data, int64_t b_n, size_t szb, const int64_t *b_idx, int64_t nb, kn_leak_report *r);
 
 /* ---- added: per-layer results of the latest check (tests, summaries) ---- */
 typedef struct {

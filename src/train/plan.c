@@ -142,6 +142,12 @@ static int peek_idx(kn_ctx *ctx, const char *path, int *nd, int64_t dims[4]) {
 typedef struct {
     int64_t ntrain_file, ntest_file;
     int channels, rows, cols, nclasses;
+    /* a typed source: the sample description, elements per sample of input and target,
+     * and the bytes the tables hold */
+    int typed;
+    kn_data_desc desc;
+    int64_t xelems, yelems;
+    size_t table_bytes;
 } data_info;
 
 static int labels_max(kn_ctx *ctx, const char *path, int64_t n_expected, const char *images, int *maxl) {
@@ -197,25 +203,50 @@ static int data_peek(kn_ctx *ctx, const kn_settings *st, data_info *d) {
     return KN_OK;
 }
 
+/* A typed source is read to know its shapes (a CSV's columns are known only then), with
+ * the checks the run makes: the same job_open code path (trainer.c) builds the tables. */
+static int data_peek_typed(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, data_info *d) {
+    memset(d, 0, sizeof *d);
+    d->typed = 1;
+    kn_settings s2 = *st;
+    s2.batch = 1; /* only the description is needed: a model of batch 1 */
+    s2.micro_batch = 0;
+    s2.eval_batch = 1;
+    kn_job j;
+    int rc = kn_job_open(ctx, cfg, &s2, 0, &j);
+    if (!rc) {
+        d->desc = j.desc;
+        d->ntrain_file = j.train_t.n;
+        d->ntest_file = j.test_t.n;
+        d->nclasses = j.desc.target_real ? 0 : j.desc.nclasses;
+        d->xelems = j.train_t.fields[j.x_field].sample_numel;
+        d->yelems = j.train_t.fields[j.y_field].sample_numel;
+        d->table_bytes = (size_t)(d->ntrain_file + d->ntest_file) * (size_t)(d->xelems + d->yelems) * 4;
+    }
+    kn_job_close(&j);
+    return rc;
+}
+
 /* ---------------- the plan ---------------- */
 static size_t al(size_t b) { return kn_alloc_footprint(b); }
 
 static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info *d) {
     kn_mem_parts *m = &p->mem;
-    size_t elems = (size_t)d->channels * (size_t)d->rows * (size_t)d->cols;
+    size_t elems = d->typed ? (size_t)d->xelems : (size_t)d->channels * (size_t)d->rows * (size_t)d->cols;
+    const size_t yel = d->typed ? (size_t)d->yelems : 1;
     m->arena = al(p->train_arena > p->eval_arena ? p->train_arena : p->eval_arena);
     m->store_params = al((size_t)p->nparam * 4);
     m->store_grads = al((size_t)p->nparam * 4);
     m->store_state = al((size_t)p->nstate * 4);
     m->optimizer = (size_t)p->opt_floats * al((size_t)p->nparam * 4);
     m->accumulation = p->accum_steps > 1 ? al((size_t)p->nparam * 4) + al((size_t)p->batch * elems * 4) : 0;
-    m->datasets = (size_t)d->ntrain_file * (elems + 1) + (size_t)d->ntest_file * (elems + 1);
+    m->datasets = d->typed ? d->table_bytes : (size_t)d->ntrain_file * (elems + 1) + (size_t)d->ntest_file * (elems + 1);
     size_t loaders = 0;
     int64_t ntr = p->ntrain + p->nval;
     if (p->nval > 0) loaders += (size_t)ntr * 8 + (size_t)p->nval * 8 * 2 + (size_t)p->ntrain * 8; /* split + copies */
     loaders += (size_t)p->ntrain * 8 + (size_t)p->nval * 8 + (size_t)p->ntest * 8;             /* orders */
-    loaders += (size_t)st->prefetch * (al((size_t)p->batch * elems * 4) + al((size_t)p->batch * 4));
-    loaders += (size_t)p->batch * 4 + (size_t)p->eval_batch * 4; /* label buffers */
+    loaders += (size_t)st->prefetch * (al((size_t)p->batch * elems * 4) + al((size_t)p->batch * yel * 4));
+    loaders += ((size_t)p->batch + (size_t)p->eval_batch) * yel * 4; /* label buffers */
     m->loaders = loaders;
     /* guard_policy.c: the guard's BatchNorm statistics before the step and two snapshots
      * (parameters, state, optimizer moments; the batch itself is not copied: the
@@ -246,8 +277,13 @@ int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64
     int rc;
     data_info d;
     if ((rc = kn_model_check_config(ctx, cfg))) return rc;
-    if ((rc = data_peek(ctx, st, &d))) return rc;
-    if ((rc = labels_fit(ctx, cfg, st, &d))) return rc;
+    if (st->typed) {
+        if ((rc = data_peek_typed(ctx, cfg, st, &d))) return rc;
+    } else {
+        if ((rc = data_peek(ctx, st, &d))) return rc;
+        if ((rc = labels_fit(ctx, cfg, st, &d))) return rc;
+        kn_data_desc_image(&d.desc, d.channels, d.rows, d.cols, d.nclasses);
+    }
     p->batch = st->batch;
     p->micro_batch = micro_batch > 0 ? micro_batch : st->batch;
     p->accum_steps = p->batch / p->micro_batch;
@@ -263,7 +299,7 @@ int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64
     p->ntest = st->limit_test > 0 && st->limit_test < d.ntest_file ? st->limit_test : d.ntest_file;
     p->opt_floats = st->opt.kind == KN_OPT_SGD ? 1 : 2;
     kn_model m;
-    rc = kn_model_plan(ctx, cfg, p->micro_batch, p->eval_batch, d.channels, d.rows, d.cols, d.nclasses, &m);
+    rc = kn_model_plan_desc(ctx, cfg, p->micro_batch, p->eval_batch, &d.desc, &m);
     if (rc) { kn_model_free(&m); return rc; }
     p->nparam = m.store.nparam;
     p->nstate = m.store.nstate;

@@ -3,6 +3,8 @@
 
 #include "core/core.h"
 
+#include <math.h>
+
 static void fmt_time(double s, char *buf, size_t n) {
     if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "--:--"); return; }
     long t = (long)(s + 0.5);
@@ -67,9 +69,13 @@ void kn_progress_break(const kn_progress *p) {
 
 const char *kn_progress_lead(const kn_progress *p) { return p->bar && p->out ? "\n" : ""; }
 
-void kn_progress_epoch_done(const kn_progress *p, const kn_train_state *S, double secs, double tl, double vloss, double vacc) {
+void kn_progress_epoch_done(const kn_progress *p, const kn_train_state *S, double secs, double tl, double vloss, double vacc,
+                            double vr2) {
     if (!p->out) return;
-    fprintf(p->out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f (gap %+.4f), validation accuracy %.2f%%\n",
+    if (isnan(vacc) && !isnan(vr2)) /* regression */
+        fprintf(p->out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f (gap %+.4f), validation R^2 %.4f\n",
+                (long long)S->epoch + 1, (long long)p->epochs, secs, tl, vloss, vloss - tl, vr2);
+    else fprintf(p->out, "epoch %lld/%lld done in %.1fs: train loss %.4f, validation loss %.4f (gap %+.4f), validation accuracy %.2f%%\n",
             (long long)S->epoch + 1, (long long)p->epochs, secs, tl, vloss, vloss - tl, 100.0 * vacc);
     fflush(p->out);
 }

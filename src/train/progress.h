@@ -33,6 +33,6 @@ void kn_progress_break(const kn_progress *p);
 const char *kn_progress_lead(const kn_progress *p);
 /* The end of an epoch's validation. */
 void kn_progress_epoch_done(const kn_progress *p, const kn_train_state *S, double secs, double train_loss, double val_loss,
-                            double val_acc);
+                            double val_acc, double val_r2);
 
 #endif

@@ -73,14 +73,24 @@ typedef struct {
 } run;
 
 /* exact duplicates of evaluation images in the training set */
+static int leak_check(kn_ctx *ctx, kn_job *job, int k, kn_leak_report *r) {
+    if (!job->typed)
+        return k == 0 ? kn_leakage_check(ctx, &job->train_ds, job->train_idx, job->ntrain, &job->test_ds, NULL, job->test_ds.n, r)
+                      : kn_leakage_check(ctx, &job->train_ds, job->train_idx, job->ntrain, &job->train_ds, job->val_idx, job->nval, r);
+    const kn_field *a = &job->train_t.fields[job->x_field], *b = k == 0 ? &job->test_t.fields[job->x_field] : a;
+    const size_t sz = (size_t)a->sample_numel * sizeof(float);
+    return kn_leakage_check_bytes(ctx, a->data, job->train_t.n, sz, job->train_idx, job->ntrain, b->data,
+                                  k == 0 ? job->test_t.n : job->train_t.n, sz, k == 0 ? NULL : job->val_idx,
+                                  k == 0 ? job->test_t.n : job->nval, r);
+}
+
 static void leakage_report(kn_job *job, kn_sinks *sinks, FILE *out) {
     kn_ctx *ctx = kn_ctx_new();
     if (!ctx) return;
-    struct { const char *name; const kn_dataset *ds; const int64_t *idx; int64_t n; } sets[2] = {
-        {"test", &job->test_ds, NULL, job->test_ds.n}, {"validation", &job->train_ds, job->val_idx, job->nval}};
+    struct { const char *name; } sets[2] = {{"test"}, {"validation"}};
     for (int k = 0; k < (job->val_loader ? 2 : 1); k++) {
         kn_leak_report r;
-        if (kn_leakage_check(ctx, &job->train_ds, job->train_idx, job->ntrain, sets[k].ds, sets[k].idx, sets[k].n, &r) != KN_OK) {
+        if (leak_check(ctx, job, k, &r) != KN_OK) {
             if (out) fprintf(stderr, "kiln: warning: leakage check failed: %s\n", kn_ctx_message(ctx));
             kn_ctx_clear(ctx);
             continue;
@@ -205,7 +215,7 @@ static int run_open(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *o
         fprintf(r->out, "kiln %s: %s — %lld steps/epoch, %lld epochs\n", KILN_VERSION, cfg->path, (long long)r->steps_per_epoch,
                 (long long)st->epochs);
         fprintf(r->out, "data: %lld training samples, %lld %s samples\n", (long long)r->job.ntrain,
-                (long long)(r->job.val_loader ? r->job.nval : r->job.test_ds.n),
+                (long long)(r->job.val_loader ? r->job.nval : r->job.ntest),
                 r->job.val_loader ? "validation" : "test (used for validation)");
         fprintf(r->out, "run directory: %s\n", r->rd.dir);
         fflush(r->out);
@@ -215,8 +225,11 @@ static int run_open(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *o
     if ((rc = kn_trainer_init(ctx, &r->tr, m, &r->o, st->batch, st->seed, st->opt.clip_norm))) return rc;
     r->ck.times = &r->tr.total;
     if (st->health_every > 0 && (rc = kn_health_create(ctx, m, st->health_every, &r->H))) return rc;
-    double chance = m->loss_kind == KN_LOSS_CE && st->guard_collapse_checks > 0
-                        ? kn_label_entropy(r->job.train_ds.labels, r->job.train_idx, r->job.ntrain, m->nclasses) : NAN;
+    double chance = NAN;
+    if (m->loss_kind == KN_LOSS_CE && st->guard_collapse_checks > 0)
+        chance = r->job.typed ? kn_label_entropy_i32(r->job.train_t.fields[r->job.y_field].data, r->job.train_idx, r->job.ntrain,
+                                                     m->nclasses)
+                              : kn_label_entropy(r->job.train_ds.labels, r->job.train_idx, r->job.ntrain, m->nclasses);
     if ((rc = kn_guard_policy_create(ctx, st, m, &r->o, r->job.train_loader, r->H, &r->sinks, &r->P, r->rd.ckpt_dir, &r->S,
                                      chance, &r->G)))
         return rc;
@@ -252,11 +265,17 @@ static int stopped(kn_ctx *ctx, run *r, int sig_no, kn_train_result *res) {
 
 /* The end of an epoch: validation, its record and line, best and early stopping, the
  * epoch's checkpoint. *stop = 1 when early stopping ends the run. */
-static int end_epoch(kn_ctx *ctx, run *r, const kn_train_options *opt, double ep_t0, double *vloss, double *vacc, int *stop) {
+static int end_epoch(kn_ctx *ctx, run *r, const kn_train_options *opt, double ep_t0, double *vloss, double *vacc, double *vr2,
+                     int *stop) {
     kn_train_state *S = &r->S;
     kn_progress_break(&r->P);
     if (opt->hook) opt->hook(opt->hook_arg, "eval", S->step);
-    kn_evaluate(&r->job.model, r->job.val_loader ? r->job.val_loader : r->job.test_loader, r->st.seed, vloss, vacc);
+    kn_eval_metrics em;
+    kn_evaluate_metrics(&r->job.model, r->job.val_loader ? r->job.val_loader : r->job.test_loader, r->st.seed, &em);
+    *vloss = em.loss;
+    *vacc = em.accuracy;
+    *vr2 = em.r2;
+    const int real = r->job.model.desc.target_real;
     if (opt->hook) opt->hook(opt->hook_arg, "eval_done", S->step);
     double secs = kn_now_seconds() - ep_t0;
     double tl = S->ep_steps ? S->ep_loss_sum / (double)S->ep_steps : NAN;
@@ -266,11 +285,12 @@ static int end_epoch(kn_ctx *ctx, run *r, const kn_train_options *opt, double ep
     kn_rec_int(&rec, "step", S->step);
     kn_rec_num(&rec, "train_loss", KN_MV_G9, tl);
     kn_rec_num(&rec, "val_loss", KN_MV_G9, *vloss);
-    kn_rec_num(&rec, "val_accuracy", KN_MV_F6, *vacc);
+    if (real) kn_rec_num(&rec, "val_r2", KN_MV_G9, *vr2);
+    else kn_rec_num(&rec, "val_accuracy", KN_MV_F6, *vacc);
     kn_rec_num(&rec, "gap", KN_MV_G9, *vloss - tl);
     kn_rec_num(&rec, "seconds", KN_MV_F3, secs);
     kn_sinks_write(&r->sinks, &rec);
-    kn_progress_epoch_done(&r->P, S, secs, tl, *vloss, *vacc);
+    kn_progress_epoch_done(&r->P, S, secs, tl, *vloss, *vacc, *vr2);
     int is_best = kn_early_stop_epoch(&r->E, S, tl, *vloss, &r->sinks);
     S->epoch++;
     S->batch_in_epoch = 0;
@@ -296,12 +316,26 @@ static int finish(kn_ctx *ctx, run *r, const kn_train_options *opt, int early_st
     res->seconds = kn_now_seconds() - t0;
     res->steps = S->step;
     if (opt->hook) opt->hook(opt->hook_arg, "test", S->step);
-    kn_evaluate(&r->job.model, r->job.test_loader, r->st.seed, &res->test_loss, &res->test_accuracy);
+    kn_eval_metrics em;
+    kn_evaluate_metrics(&r->job.model, r->job.test_loader, r->st.seed, &em);
+    res->test_loss = em.loss;
+    res->test_accuracy = em.accuracy;
+    res->test_r2 = em.r2;
+    res->test_mae = em.mae;
+    res->test_rmse = em.rmse;
+    res->test_samples = em.n;
+    const int real = r->job.model.desc.target_real;
     kn_record rec;
     kn_rec_begin(&rec, "test");
     kn_rec_int(&rec, "step", S->step);
     kn_rec_num(&rec, "test_loss", KN_MV_G9, res->test_loss);
-    kn_rec_num(&rec, "test_accuracy", KN_MV_F6, res->test_accuracy);
+    if (real) {
+        kn_rec_num(&rec, "test_r2", KN_MV_G9, res->test_r2);
+        kn_rec_num(&rec, "test_mae", KN_MV_G9, res->test_mae);
+        kn_rec_num(&rec, "test_rmse", KN_MV_G9, res->test_rmse);
+    } else {
+        kn_rec_num(&rec, "test_accuracy", KN_MV_F6, res->test_accuracy);
+    }
     kn_sinks_write(&r->sinks, &rec);
     kn_rec_begin(&rec, "checkpoint_time");
     kn_rec_int(&rec, "writes", r->ck.nwrites);
@@ -312,8 +346,12 @@ static int finish(kn_ctx *ctx, run *r, const kn_train_options *opt, int early_st
     if ((rc = kn_checkpointer_save_model(ctx, &r->ck, S->step))) return rc;
     if (r->out) {
         if (S->step == start_step && r->resumed) fprintf(r->out, "training was already complete (step %lld)\n", (long long)S->step);
-        fprintf(r->out, "test: loss %.4f, accuracy %.2f%% (%lld samples) after %lld steps in %.1fs\n", res->test_loss,
-                100.0 * res->test_accuracy, (long long)r->job.test_ds.n, (long long)S->step, res->seconds);
+        if (real)
+            fprintf(r->out, "test: loss %.4f, R^2 %.4f, MAE %.4g, RMSE %.4g (%lld samples) after %lld steps in %.1fs\n", res->test_loss,
+                    res->test_r2, res->test_mae, res->test_rmse, (long long)r->job.ntest, (long long)S->step, res->seconds);
+        else
+            fprintf(r->out, "test: loss %.4f, accuracy %.2f%% (%lld samples) after %lld steps in %.1fs\n", res->test_loss,
+                    100.0 * res->test_accuracy, (long long)r->job.ntest, (long long)S->step, res->seconds);
         fprintf(r->out, "model saved to %s/model.safetensors; checkpoints in %s\n", r->rd.dir, r->rd.ckpt_dir);
     }
     return KN_OK;
@@ -337,7 +375,7 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
     const kn_settings *st = &r->st;
     kn_model *m = &r->job.model;
     kn_trainer *tr = &r->tr;
-    double t0 = kn_now_seconds(), vloss = NAN, vacc = NAN, last_loss = NAN;
+    double t0 = kn_now_seconds(), vloss = NAN, vacc = NAN, vr2 = NAN, last_loss = NAN;
     int64_t start_step = S->step;
     int early_stopped = 0;
     r->ck.last_t = t0;
@@ -395,11 +433,12 @@ int kn_train(kn_ctx *ctx, const kn_config *cfg, const kn_train_options *opt, kn_
         }
         if (restart) continue;
         if (S->batch_in_epoch < r->steps_per_epoch) break; /* max_steps reached mid-epoch */
-        if ((rc = end_epoch(ctx, r, opt, ep_t0, &vloss, &vacc, &early_stopped))) goto done;
+        if ((rc = end_epoch(ctx, r, opt, ep_t0, &vloss, &vacc, &vr2, &early_stopped))) goto done;
     }
     res->final_train_loss = last_loss;
     res->val_loss = vloss;
     res->val_accuracy = vacc;
+    res->val_r2 = vr2;
     rc = finish(ctx, r, opt, early_stopped, start_step, t0, res);
 done:
     run_close(r);

@@ -45,6 +45,8 @@ const kn_state_field kn_ckpt_fields[] = {
     {"micro_batch", KN_FIELD_I64, R_(micro_batch), 0, 0, P53, 0, 0, 0},
     {"algorithms", KN_FIELD_STR, R_(algorithms), 0, 0, 0, 0, 0, 0},
     {"isa_path", KN_FIELD_STR, R_(isa_path), 0, 0, 0, 0, 0, 0},
+    {"data_norm", KN_FIELD_STR, R_(data_norm), KN_FIELD_OMIT_EMPTY, 0, 0, 0, 0, 0},
+    {"data_classes", KN_FIELD_STR, R_(data_classes), KN_FIELD_OMIT_EMPTY, 0, 0, 0, 0, 0},
     {"config", KN_FIELD_STR, R_(config), 0, 0, 0, 0, 0, 0},
     {NULL, KN_FIELD_STR, 0, 0, 0, 0, 0, 0, 0}};
 
@@ -60,6 +62,10 @@ const kn_state_field *kn_ckpt_field(const char *key) {
 int kn_ckpt_record_meta(const kn_ckpt_record *r, char (*buf)[64], kn_ckpt_meta *meta) {
     int n = 0;
     for (const kn_state_field *f = kn_ckpt_fields; f->key && n < KN_CKPT_MAX_FIELDS; f++, n++) {
+        if (f->flags & KN_FIELD_OMIT_EMPTY) {
+            const char *s = *(const char *const *)(const void *)((const char *)r + f->offset);
+            if (!s || !*s) { n--; continue; }
+        }
         meta[n].key = f->key;
         meta[n].value = buf[n];
         switch (f->type) {

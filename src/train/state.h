@@ -40,6 +40,9 @@ typedef struct {
     double data_mean, data_std;
     int64_t threads, micro_batch;
     const char *algorithms, *isa_path, *config;
+    /* a typed source: the input's normalisation (kn_norm_to_string) and the class names
+     * of text labels (kn_classmap_to_string); NULL or "" (then not written) otherwise */
+    const char *data_norm, *data_classes;
 } kn_ckpt_record;
 
 typedef enum { KN_FIELD_I64, KN_FIELD_U64, KN_FIELD_F64, KN_FIELD_HEX64, KN_FIELD_STR } kn_field_type;
@@ -48,6 +51,7 @@ enum {
     KN_FIELD_RESTORE = 1, /* required in a training checkpoint; read back on resume */
     KN_FIELD_CHECK = 2,   /* validated when present (kn_ckpt_check_train_meta) */
     KN_FIELD_NAN_OK = 4,  /* NaN is a valid value (the running loss of a diverged run) */
+    KN_FIELD_OMIT_EMPTY = 8, /* a string written only when not empty */
 };
 
 typedef struct {

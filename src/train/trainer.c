@@ -40,11 +40,55 @@ static int path_join(char *out, size_t n, const char *dir, const char *file) {
     return snprintf(out, n, "%s/%s", dir, file) >= (int)n;
 }
 
+/* [data] of the image path: dataset, dir and the four IDX files */
+static int read_image_files(kn_ctx *ctx, const kn_config *cfg, const kn_cfg_section *d, kn_settings *st) {
+    int rc;
+    char w[4300];
+    static const char *const datasets[] = {"fashion-mnist", "mnist", "idx", NULL};
+    /* absent: IDX files of any shape, by default Debian's Fashion-MNIST; named: checked */
+    st->dataset = -1;
+    if (kn_cfg_get(d, "dataset") && (rc = kn_cfg_enum(ctx, cfg, d, "dataset", datasets, 0, &st->dataset))) return rc;
+    const char *names[4] = {"train_images", "train_labels", "test_images", "test_labels"};
+    const char *files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                            "t10k-labels-idx1-ubyte.gz"};
+    char *dst[4] = {st->train_images, st->train_labels, st->test_images, st->test_labels};
+    int nexplicit = 0;
+    for (int i = 0; i < 4; i++) nexplicit += kn_cfg_get(d, names[i]) != NULL;
+    if (nexplicit == 4 && kn_cfg_get(d, "dir"))
+        return kn_err(ctx, KN_ERR_CONFIG,
+                      "%s: [data] dir has no effect: train_images, train_labels, test_images and test_labels are all "
+                      "given; remove dir (or one of them)",
+                      kn_cfg_where(cfg, d, "dir", w, sizeof w));
+    if (st->dataset > 0 && nexplicit < 4 && !kn_cfg_get(d, "dir"))
+        return kn_err(ctx, KN_ERR_CONFIG,
+                      "%s: [data] dataset = %s needs dir = DIRECTORY (with %s, %s, %s and %s) or the four paths "
+                      "train_images, train_labels, test_images, test_labels: the default directory, %s, holds "
+                      "Fashion-MNIST",
+                      kn_cfg_where(cfg, d, "dataset", w, sizeof w), datasets[st->dataset], files[0], files[1], files[2],
+                      files[3], KN_DEFAULT_DATA_DIR);
+    const char *dir;
+    if ((rc = kn_cfg_str(ctx, cfg, d, "dir", KN_DEFAULT_DATA_DIR, &dir))) return rc;
+    for (int i = 0; i < 4; i++) {
+        const char *v;
+        if ((rc = kn_cfg_str(ctx, cfg, d, names[i], NULL, &v))) return rc;
+        int too_long = v ? strlen(v) >= sizeof st->train_images || strlen(v) > 4096
+                         : path_join(dst[i], sizeof st->train_images, dir, files[i]) || strlen(dir) > 4096;
+        if (too_long)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [data] %s is too long (%zu characters; paths have at most 4096)",
+                          kn_cfg_where(cfg, d, v ? names[i] : "dir", w, sizeof w), v ? names[i] : "dir",
+                          strlen(v ? v : dir));
+        if (v) kn_strlcpy(dst[i], v, sizeof st->train_images);
+    }
+    return KN_OK;
+}
+
 int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     memset(st, 0, sizeof *st);
     int rc;
     const kn_cfg_section *d = kn_cfg_find(cfg, "data"), *t = kn_cfg_find(cfg, "train"), *o = kn_cfg_find(cfg, "optimizer");
-    if (d && (rc = kn_cfg_check_keys(ctx, cfg, d, k_data, "the [data] section"))) return rc;
+    st->typed = d && kn_cfg_get(d, "source") != NULL;
+    if (st->typed && (rc = kn_source_spec_read(ctx, cfg, "data", NULL, &st->src))) return rc; /* checks its keys */
+    if (d && !st->typed && (rc = kn_cfg_check_keys(ctx, cfg, d, k_data, "the [data] section"))) return rc;
     if (t && (rc = kn_cfg_check_keys(ctx, cfg, t, k_train, "the [train] section"))) return rc;
     if (o && (rc = kn_cfg_check_keys(ctx, cfg, o, k_opt, "the [optimizer] section"))) return rc;
     const kn_cfg_section *gs = kn_cfg_find(cfg, "guard"), *hs = kn_cfg_find(cfg, "health");
@@ -81,52 +125,21 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
     if ((rc = kn_cfg_bool(ctx, cfg, c, "keep_epochs", 0, &st->ckpt_keep_epochs))) return rc;
     static const char *const on_err[] = {"stop", "continue", NULL};
     if ((rc = kn_cfg_enum(ctx, cfg, c, "on_error", on_err, 0, &st->ckpt_on_error))) return rc;
-    static const char *const datasets[] = {"fashion-mnist", "mnist", "idx", NULL};
-    /* absent: IDX files of any shape, by default Debian's Fashion-MNIST; named: checked */
-    st->dataset = -1;
-    if (kn_cfg_get(d, "dataset") && (rc = kn_cfg_enum(ctx, cfg, d, "dataset", datasets, 0, &st->dataset))) return rc;
-    const char *names[4] = {"train_images", "train_labels", "test_images", "test_labels"};
-    const char *files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                            "t10k-labels-idx1-ubyte.gz"};
-    char *dst[4] = {st->train_images, st->train_labels, st->test_images, st->test_labels};
-    int nexplicit = 0;
-    for (int i = 0; i < 4; i++) nexplicit += kn_cfg_get(d, names[i]) != NULL;
     char w[4300];
-    if (nexplicit == 4 && kn_cfg_get(d, "dir"))
-        return kn_err(ctx, KN_ERR_CONFIG,
-                      "%s: [data] dir has no effect: train_images, train_labels, test_images and test_labels are all "
-                      "given; remove dir (or one of them)",
-                      kn_cfg_where(cfg, d, "dir", w, sizeof w));
-    if (st->dataset > 0 && nexplicit < 4 && !kn_cfg_get(d, "dir"))
-        return kn_err(ctx, KN_ERR_CONFIG,
-                      "%s: [data] dataset = %s needs dir = DIRECTORY (with %s, %s, %s and %s) or the four paths "
-                      "train_images, train_labels, test_images, test_labels: the default directory, %s, holds "
-                      "Fashion-MNIST",
-                      kn_cfg_where(cfg, d, "dataset", w, sizeof w), datasets[st->dataset], files[0], files[1], files[2],
-                      files[3], KN_DEFAULT_DATA_DIR);
-    const char *dir;
-    if ((rc = kn_cfg_str(ctx, cfg, d, "dir", KN_DEFAULT_DATA_DIR, &dir))) return rc;
-    for (int i = 0; i < 4; i++) {
-        const char *v;
-        if ((rc = kn_cfg_str(ctx, cfg, d, names[i], NULL, &v))) return rc;
-        int too_long = v ? strlen(v) >= sizeof st->train_images || strlen(v) > 4096
-                         : path_join(dst[i], sizeof st->train_images, dir, files[i]) || strlen(dir) > 4096;
-        if (too_long)
-            return kn_err(ctx, KN_ERR_CONFIG, "%s: [data] %s is too long (%zu characters; paths have at most 4096)",
-                          kn_cfg_where(cfg, d, v ? names[i] : "dir", w, sizeof w), v ? names[i] : "dir",
-                          strlen(v ? v : dir));
-        if (v) kn_strlcpy(dst[i], v, sizeof st->train_images);
-    }
+    if (!st->typed && (rc = read_image_files(ctx, cfg, d, st))) return rc;
     int64_t iv;
     double fv;
     if ((rc = kn_cfg_int(ctx, cfg, d, "batch_size", 64, 1, 1 << 20, &st->batch))) return rc;
     if ((rc = kn_cfg_int(ctx, cfg, d, "eval_batch_size", 500, 1, 1 << 20, &st->eval_batch))) return rc;
-    if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.1, 0.0, 0.9, &st->val_split))) return rc;
+    if (st->typed) {
+        st->val_split = st->src.validation_split;
+        st->mean = st->std = NAN;
+    } else if ((rc = kn_cfg_float(ctx, cfg, d, "validation_split", 0.1, 0.0, 0.9, &st->val_split))) return rc;
     /* normalisation: any mean and any positive standard deviation that a float32 holds
      * (the loader normalises in float32); absent: from the training split */
-    if ((rc = kn_cfg_float(ctx, cfg, d, "mean", NAN, -FLT_MAX, FLT_MAX, &st->mean))) return rc;
-    if ((rc = kn_cfg_float(ctx, cfg, d, "std", NAN, -INFINITY, FLT_MAX, &st->std))) return rc;
-    if (kn_cfg_get(d, "std") && !(st->std >= FLT_MIN))
+    if (!st->typed && (rc = kn_cfg_float(ctx, cfg, d, "mean", NAN, -FLT_MAX, FLT_MAX, &st->mean))) return rc;
+    if (!st->typed && (rc = kn_cfg_float(ctx, cfg, d, "std", NAN, -INFINITY, FLT_MAX, &st->std))) return rc;
+    if (!st->typed && kn_cfg_get(d, "std") && !(st->std >= FLT_MIN))
         return kn_err(ctx, KN_ERR_CONFIG,
                       "%s: [data] std = '%s': expected a positive number of at least %g (pixels are normalised in float32 as "
                       "(pixel/255 - mean) / std; leave std out to take the training set's)",
@@ -208,9 +221,35 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
 /* ---------------- helpers ---------------- */
 
 
-/* loss and correct count for `count` rows of model output */
-static void batch_metrics(const kn_model *m, const float *out, const int32_t *y, int count, double *loss_sum,
-                          int64_t *correct) {
+/* Sums over an evaluation pass, in double: loss, correct predictions (class labels), and
+ * for real targets the absolute and squared errors and the targets' sum and sum of
+ * squares (R^2 needs the whole set: SST = sum y^2 - (sum y)^2 / n). */
+typedef struct {
+    double loss, abs_err, sq_err, y_sum, y_sq;
+    int64_t correct, n, nvals;
+} eval_sums;
+
+static void batch_metrics(const kn_model *m, const float *out, const void *yv, int count, eval_sums *e) {
+    if (m->desc.target_real) {
+        const float *y = yv;
+        const int64_t K = m->target_numel;
+        for (int i = 0; i < count; i++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double t = y[(int64_t)i * K + k], d = (double)out[(int64_t)i * K + k] - t;
+                s += d * d;
+                e->abs_err += fabs(d);
+                e->y_sum += t;
+                e->y_sq += t * t;
+            }
+            e->sq_err += s;
+            e->loss += s / (double)K;
+        }
+        e->nvals += (int64_t)count * K;
+        e->n += count;
+        return;
+    }
+    const int32_t *y = yv;
     int K = m->nclasses;
     for (int i = 0; i < count; i++) {
         const float *r = out + (int64_t)i * K;
@@ -218,48 +257,203 @@ static void batch_metrics(const kn_model *m, const float *out, const int32_t *y,
         float mx = r[0];
         for (int k = 1; k < K; k++)
             if (r[k] > mx) { mx = r[k]; arg = k; }
-        if (arg == y[i]) (*correct)++;
+        if (arg == y[i]) e->correct++;
         if (m->loss_kind == KN_LOSS_CE) {
             double s = 0;
             for (int k = 0; k < K; k++) s += exp((double)r[k] - mx);
-            *loss_sum += log(s) + mx - r[y[i]];
+            e->loss += log(s) + mx - r[y[i]];
         } else {
             double s = 0;
             for (int k = 0; k < K; k++) {
                 double d = r[k] - (k == y[i] ? 1.0 : 0.0);
                 s += d * d;
             }
-            *loss_sum += s / K;
+            e->loss += s / K;
         }
     }
+    e->n += count;
 }
 
-int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *acc) {
+int kn_evaluate_metrics(kn_model *m, kn_loader *L, uint64_t seed, kn_eval_metrics *out) {
     kn_rt rt = {0};
     rt.seed = seed;
     kn_loader_start_epoch(L, 0, 0);
-    double ls = 0;
-    int64_t correct = 0, total = 0;
-    int32_t *y = malloc((size_t)m->eval_batch * sizeof(int32_t));
+    eval_sums e;
+    memset(&e, 0, sizeof e);
+    void *y = malloc((size_t)(m->eval_batch * (m->target_numel > 0 ? m->target_numel : 1)) * 4);
     if (!y) return KN_ERR_NOMEM;
     int cnt;
     while ((cnt = kn_loader_next(L, kn_ptr(m->eval, m->x_eval), y)) > 0) {
         kn_g_forward(m->eval, &rt);
-        batch_metrics(m, kn_ptr(m->eval, m->out_eval), y, cnt, &ls, &correct);
-        total += cnt;
+        batch_metrics(m, kn_ptr(m->eval, m->out_eval), y, cnt, &e);
     }
     free(y);
-    *loss = total ? ls / (double)total : NAN;
-    *acc = total ? (double)correct / (double)total : NAN;
+    const double n = (double)e.n;
+    out->n = e.n;
+    out->loss = e.n ? e.loss / n : NAN;
+    out->accuracy = e.n && !m->desc.target_real ? (double)e.correct / n : NAN;
+    out->mae = out->rmse = out->r2 = NAN;
+    if (m->desc.target_real && e.nvals) {
+        const double nv = (double)e.nvals, sst = e.y_sq - e.y_sum * e.y_sum / nv;
+        out->mae = e.abs_err / nv;
+        out->rmse = sqrt(e.sq_err / nv);
+        out->r2 = e.nvals > 1 && sst > 0 ? 1.0 - e.sq_err / sst : NAN;
+    }
     return KN_OK;
+}
+
+int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *acc) {
+    kn_eval_metrics r;
+    int rc = kn_evaluate_metrics(m, L, seed, &r);
+    *loss = rc ? NAN : r.loss;
+    *acc = rc ? NAN : r.accuracy;
+    return rc;
 }
 
 
 /* ---------------- data + model ---------------- */
+static int field_index(const kn_table *t, const char *name) {
+    for (int i = 0; i < t->nfields; i++)
+        if (!strcmp(t->fields[i].name, name)) return i;
+    return -1;
+}
+
+/* A typed source (data.source = csv | npy | idx): tables of named fields, the validation
+ * split held out of the training rows (data.split_seed), the input normalised with
+ * statistics of the training rows only (or, for a saved model, those in its checkpoint:
+ * `given`), loaders over the tables. */
+static int job_open_typed(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, const kn_norm *given,
+                          kn_job *j) {
+    const kn_source_spec *sp = &st->src;
+    int rc;
+    j->typed = 1;
+    if ((rc = kn_source_load(ctx, sp, &j->train_t, &j->test_t))) return rc;
+    j->test_name = sp->test_path[0] ? sp->test_path : sp->path;
+    if (j->test_t.n == 0)
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: [data] has no test set: give test_path = FILE (and test_targets_path) or "
+                      "test_split = FRACTION (e.g. 0.2: that part of %s is held out for the final test)", cfg->path, sp->path);
+    if (st->limit_train > 0 && st->limit_train < j->train_t.n) j->train_t.n = st->limit_train;
+    if (st->limit_test > 0 && st->limit_test < j->test_t.n) j->test_t.n = st->limit_test;
+    j->x_field = field_index(&j->train_t, sp->input_name);
+    j->y_field = field_index(&j->train_t, sp->target_name);
+    if (j->x_field < 0 || j->y_field < 0 || field_index(&j->test_t, sp->input_name) != j->x_field ||
+        field_index(&j->test_t, sp->target_name) != j->y_field)
+        return kn_err(ctx, KN_ERR_INTERNAL, "%s: the tables do not hold the fields '%s' and '%s'", sp->path, sp->input_name,
+                      sp->target_name);
+    kn_field *xf = &j->train_t.fields[j->x_field], *yf = &j->train_t.fields[j->y_field];
+    kn_field *txf = &j->test_t.fields[j->x_field], *tyf = &j->test_t.fields[j->y_field];
+    kn_data_desc *D = &j->desc;
+    memset(D, 0, sizeof *D);
+    D->ninputs = 1;
+    kn_strlcpy(D->in[0].name, sp->input_name, sizeof D->in[0].name);
+    D->in[0].dtype = KN_F32;
+    D->in[0].shape = xf->sample_shape;
+    D->target_real = yf->kind == KN_FIELD_REAL;
+    D->target = yf->sample_shape;
+    if (!D->target_real) {
+        D->nclasses = yf->nclasses > tyf->nclasses ? yf->nclasses : tyf->nclasses;
+        /* a label beyond the model's classes is the data's fault: named with its sample */
+        int k = kn_model_classes(cfg);
+        if (k > 0) {
+            const kn_field *fs[2] = {yf, tyf};
+            const int64_t ns[2] = {j->train_t.n, j->test_t.n};
+            const char *names[2] = {sp->targets_path[0] ? sp->targets_path : sp->path, j->test_name};
+            for (int t = 0; t < 2; t++) {
+                const int32_t *lab = fs[t]->data;
+                for (int64_t i = 0; i < ns[t] * fs[t]->sample_numel; i++)
+                    if (lab[i] >= k)
+                        return kn_err(ctx, KN_ERR_CONFIG, "%s: sample %lld has class %d (%s), but the model has %d classes "
+                                      "(its last linear layer's out); the data has %d: set out = %d",
+                                      names[t], (long long)(i / fs[t]->sample_numel), lab[i],
+                                      fs[t]->classes.n > lab[i] ? fs[t]->classes.names[lab[i]] : "a label", k, D->nclasses, D->nclasses);
+            }
+            D->nclasses = k;
+        }
+    }
+    /* validation rows are held out of the training rows before anything is fitted on them */
+    if (want_train || !given) {
+        if (st->val_split > 0) {
+            if ((rc = kn_split_indices(ctx, j->train_t.n, st->val_split, sp->split_seed ^ 0x5EEDULL, &j->train_idx, &j->ntrain,
+                                       &j->val_idx, &j->nval)))
+                return rc;
+            if (j->nval == 0) {
+                free(j->train_idx);
+                free(j->val_idx);
+                j->train_idx = j->val_idx = NULL;
+            }
+        }
+        if (!j->train_idx) j->ntrain = j->train_t.n;
+    }
+    if (given) {
+        j->norm = *given;
+        j->norm.mean = j->norm.std = NULL;
+        if (given->count > 0) {
+            j->norm.mean = malloc((size_t)given->count * sizeof(double));
+            j->norm.std = malloc((size_t)given->count * sizeof(double));
+            if (!j->norm.mean || !j->norm.std) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+            memcpy(j->norm.mean, given->mean, (size_t)given->count * sizeof(double));
+            memcpy(j->norm.std, given->std, (size_t)given->count * sizeof(double));
+        }
+    } else if (sp->normalize != KN_NORM_NONE) {
+        char note[512] = "";
+        if ((rc = kn_norm_fit(ctx, xf, j->train_idx, j->ntrain, sp->normalize, &j->norm, note, sizeof note))) return rc;
+        if (note[0] && want_train) fprintf(stderr, "kiln: note: %s\n", note);
+    }
+    if (j->norm.kind != KN_NORM_NONE &&
+        ((rc = kn_norm_apply(ctx, &j->norm, xf->data, j->train_t.n, xf->sample_numel)) ||
+         (rc = kn_norm_apply(ctx, &j->norm, txf->data, j->test_t.n, txf->sample_numel))))
+        return rc;
+    j->mean = 0.0f;
+    j->std = 1.0f;
+    j->ntest = j->test_t.n;
+    j->norm_text = kn_norm_to_string(&j->norm);
+    j->classes_text = yf->classes.n > 0 ? kn_classmap_to_string(&yf->classes) : NULL;
+    if (!j->norm_text || (yf->classes.n > 0 && !j->classes_text)) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    if ((rc = kn_model_build_desc(ctx, cfg, want_train ? (st->micro_batch > 0 ? st->micro_batch : st->batch) : 0, st->eval_batch,
+                                  D, &j->model)))
+        return rc;
+    kn_loader_config lc = {0};
+    lc.batch = (int)st->eval_batch;
+    lc.table = &j->test_t;
+    lc.x_field = j->x_field;
+    lc.y_field = j->y_field;
+    if ((rc = kn_loader_create(ctx, &lc, &j->test_loader))) return rc;
+    if (!want_train) return KN_OK;
+    if (j->nval > 0) {
+        lc.table = &j->train_t;
+        lc.indices = j->val_idx;
+        lc.n = j->nval;
+        if ((rc = kn_loader_create(ctx, &lc, &j->val_loader))) return rc;
+    }
+    if (j->ntrain < st->batch)
+        return kn_err(ctx, KN_ERR_CONFIG, "the training set has %lld samples, fewer than one batch (data.batch_size = %lld)",
+                      (long long)j->ntrain, (long long)st->batch);
+    kn_loader_config tc = lc;
+    tc.table = &j->train_t;
+    tc.indices = j->train_idx;
+    tc.n = j->ntrain;
+    tc.batch = (int)st->batch;
+    tc.shuffle = st->shuffle;
+    tc.drop_last = 1;
+    tc.seed = st->seed;
+    tc.prefetch = st->prefetch;
+    return kn_loader_create(ctx, &tc, &j->train_loader);
+}
+
+int kn_job_open_norm(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, const kn_norm *given,
+                     kn_job *j) {
+    memset(j, 0, sizeof *j);
+    int rc;
+    if ((rc = kn_model_check_config(ctx, cfg))) return rc;
+    return job_open_typed(ctx, cfg, st, want_train, given, j);
+}
+
 int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, kn_job *j) {
     memset(j, 0, sizeof *j);
     int rc;
     if ((rc = kn_model_check_config(ctx, cfg))) return rc;
+    if (st->typed) return job_open_typed(ctx, cfg, st, want_train, NULL, j);
+    j->test_name = st->test_images;
     if (want_train) {
         if ((rc = kn_dataset_load(ctx, st->train_images, st->train_labels, &j->train_ds))) return rc;
         if (st->limit_train > 0 && st->limit_train < j->train_ds.n) j->train_ds.n = st->limit_train;
@@ -311,6 +505,7 @@ int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int wa
     }
     j->mean = (float)mean;
     j->std = (float)sd;
+    j->ntest = j->test_ds.n;
     if ((rc = kn_model_build(ctx, cfg, want_train ? (st->micro_batch > 0 ? st->micro_batch : st->batch) : 0, st->eval_batch, ref->channels, ref->rows, ref->cols,
                              nclasses, &j->model)))
         return rc;
@@ -353,6 +548,11 @@ void kn_job_close(kn_job *j) {
     kn_model_free(&j->model);
     kn_dataset_free(&j->train_ds);
     kn_dataset_free(&j->test_ds);
+    kn_table_free(&j->train_t);
+    kn_table_free(&j->test_t);
+    kn_norm_free(&j->norm);
+    free(j->norm_text);
+    free(j->classes_text);
     free(j->train_idx);
     free(j->val_idx);
     memset(j, 0, sizeof *j);
@@ -417,10 +617,30 @@ int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_resu
         ((rc = kn_ckpt_meta_num(ctx, ck, "data_mean", &st.mean)) || (rc = kn_ckpt_meta_num(ctx, ck, "data_std", &st.std))))
         goto done;
     kn_set_threads(threads > 0 ? threads : st.threads);
-    if ((rc = kn_job_open(ctx, cfg, &st, 0, &job))) goto done;
+    kn_norm given;
+    memset(&given, 0, sizeof given);
+    const char *ntext = kn_ckpt_meta_get(ck, "data_norm");
+    if (st.typed && ntext) {
+        char nm[4300];
+        snprintf(nm, sizeof nm, "%s: metadata data_norm", path);
+        if ((rc = kn_norm_from_string(ctx, ntext, &given))) { kn_err_prefix(ctx, "%s: ", nm); goto done; }
+        rc = kn_job_open_norm(ctx, cfg, &st, 0, &given, &job);
+        kn_norm_free(&given);
+    } else {
+        rc = kn_job_open(ctx, cfg, &st, 0, &job);
+    }
+    if (rc) goto done;
     if ((rc = kn_ckpt_load_store(ctx, ck, &job.model.store))) goto done;
     double t0 = kn_now_seconds();
-    kn_evaluate(&job.model, job.test_loader, st.seed, &res->test_loss, &res->test_accuracy);
+    kn_eval_metrics em;
+    kn_evaluate_metrics(&job.model, job.test_loader, st.seed, &em);
+    res->test_loss = em.loss;
+    res->test_accuracy = em.accuracy;
+    res->test_r2 = em.r2;
+    res->test_mae = em.mae;
+    res->test_rmse = em.rmse;
+    res->test_samples = em.n;
+    res->val_loss = res->val_accuracy = res->val_r2 = NAN;
     res->seconds = kn_now_seconds() - t0;
 done:
     kn_job_close(&job);

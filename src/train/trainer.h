@@ -3,6 +3,7 @@
 #define KN_TRAINER_H
 
 #include "data/data.h"
+#include "data/source.h"
 #include "nn/model.h"
 #include "optim/optim.h"
 
@@ -11,6 +12,10 @@ typedef struct {
     /* paths up to PATH_MAX (4096) and a file name */
     char train_images[4160], train_labels[4160], test_images[4160], test_labels[4160];
     int dataset; /* data.dataset: -1 not given, 0 fashion-mnist, 1 mnist, 2 idx */
+    /* data.source = idx | csv | npy: a typed source (data/source.h) read into tables of
+     * named fields instead of the image files above */
+    int typed;
+    kn_source_spec src;
     int64_t batch, eval_batch, limit_train, limit_test;
     double val_split, mean, std; /* mean, std: NAN = from the training set */
     int prefetch, shuffle;
@@ -42,9 +47,19 @@ typedef struct {
 
 int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st);
 
-/* Data sets, loaders and model of one run. */
+/* Data sets, loaders and model of one run: the image files (train_ds, test_ds) or, with a
+ * typed source, tables (train_t holds the training and validation rows, test_t the test
+ * rows; the input field is normalised in place with `norm`, fitted on the training rows). */
 typedef struct {
     kn_dataset train_ds, test_ds;
+    int typed;
+    kn_table train_t, test_t;
+    int x_field, y_field; /* in both tables */
+    kn_norm norm;
+    char *norm_text, *classes_text; /* for checkpoint metadata (malloc'ed; NULL for images) */
+    kn_data_desc desc;
+    int64_t ntest;
+    const char *test_name; /* the test set's file, for messages */
     int64_t *train_idx, *val_idx, ntrain, nval;
     kn_loader *train_loader, *val_loader, *test_loader;
     kn_model model;
@@ -52,8 +67,19 @@ typedef struct {
 } kn_job;
 
 int kn_job_open(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, kn_job *j);
+/* A typed source with the normalisation of a saved model (`given`, copied). */
+int kn_job_open_norm(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int want_train, const kn_norm *given,
+                     kn_job *j);
 void kn_job_close(kn_job *j);
-/* Mean loss and accuracy of the eval graph over a loader. */
+/* What an evaluation pass measures: the mean loss and, for class labels, the accuracy;
+ * for real targets the mean absolute error, root mean squared error and R^2 (1 - SSE/SST
+ * over the whole set, SST about the set's own mean; NaN for one sample), accuracy NaN. */
+typedef struct {
+    double loss, accuracy, mae, rmse, r2;
+    int64_t n;
+} kn_eval_metrics;
+int kn_evaluate_metrics(kn_model *m, kn_loader *L, uint64_t seed, kn_eval_metrics *out);
+/* Mean loss and accuracy of the eval graph over a loader (kn_evaluate_metrics). */
 int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *acc);
 
 #endif
