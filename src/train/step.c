@@ -48,7 +48,8 @@ void kn_accum_load(kn_accum *a, kn_model *m, const int32_t *y, int64_t i) {
     if (a->steps > 1)
         memcpy(kn_ptr(m->train, m->x_train), a->x + i * a->micro * a->sample_floats,
                (size_t)(a->micro * a->sample_floats) * sizeof(float));
-    kn_model_set_targets(m, y + i * a->micro);
+    /* targets are 4-byte elements, target_numel per sample (labels: 1) */
+    kn_model_set_targets(m, y + i * a->micro * (m->target_numel > 0 ? m->target_numel : 1));
 }
 
 static float accum_step(kn_accum *a, kn_model *m, kn_rt *rt, const int32_t *y, kn_step_times *tm) {
@@ -103,7 +104,7 @@ int kn_trainer_init(kn_ctx *ctx, kn_trainer *t, kn_model *m, kn_optimizer *opt, 
      * that the step feeds to the graph one micro-batch at a time */
     int rc = kn_accum_init(ctx, &t->acc, m, batch);
     if (rc) return rc;
-    t->y = malloc((size_t)batch * sizeof(int32_t));
+    t->y = malloc((size_t)(batch * (m->target_numel > 0 ? m->target_numel : 1)) * sizeof(int32_t)); /* labels or float targets */
     if (!t->y) {
         kn_accum_free(&t->acc);
         return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
