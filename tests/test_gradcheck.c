@@ -6,6 +6,7 @@
 
 #include "backend/cpu/layout.h"
 #include "gradcheck.h"
+#include "ops/metric.h"
 
 static int g_cases = 0;
 
@@ -198,6 +199,59 @@ static void check_losses(void) {
     m2.in[0] = gc_param(kn_shape2(2, 2100), GC_RANDN, 0);
     m2.in[1] = gc_input(KN_F32, kn_shape2(2, 2100), GC_RANDN, 0);
     run(&m2);
+
+    /* softmax_ce: class weights (input 2), label smoothing (f[0]), positions (N,T,K) */
+    const kn_shape lg[] = {kn_shape2(7, 5), gc_shape3(3, 4, 5), kn_shape4(2, 2, 3, 4)};
+    for (int s = 0; s < 3; s++)
+        for (int v = 0; v < 4; v++) { /* plain (positional only), weights, smoothing, both */
+            if (s == 0 && v == 0) continue;
+            char name[96];
+            snprintf(name, sizeof name, "softmax_ce %dd%s%s", lg[s].nd, v & 1 ? " weighted" : "", v & 2 ? " smoothed" : "");
+            gc_case c = {.name = name, .op = &kn_op_softmax_ce, .nin = v & 1 ? 3 : 2, .h = 0.05};
+            const int64_t K = lg[s].d[lg[s].nd - 1];
+            kn_shape ls = lg[s];
+            ls.nd--;
+            c.in[0] = gc_param(lg[s], GC_RANDN, 2.0);
+            c.in[1] = gc_input(KN_I32, ls, GC_LABELS, (double)K);
+            c.in[2] = gc_input(KN_F32, kn_shape1(K), GC_POSITIVE, 2.0);
+            if (v & 2) c.attrs.f[0] = 0.2;
+            run(&c);
+        }
+    gc_case ls1 = {.name = "softmax_ce smoothing 1", .op = &kn_op_softmax_ce, .nin = 3, .h = 0.05};
+    ls1.attrs.f[0] = 1.0;
+    ls1.in[0] = gc_param(kn_shape2(6, 4), GC_RANDN, 2.0);
+    ls1.in[1] = gc_input(KN_I32, kn_shape1(6), GC_LABELS, 4);
+    ls1.in[2] = gc_input(KN_F32, kn_shape1(4), GC_POSITIVE, 1.0);
+    run(&ls1);
+    /* bce_logits: logits and (soft) targets both differentiated; with pos_weight [C] and [1] */
+    for (int v = 0; v < 3; v++) {
+        gc_case b = {.name = v == 0 ? "bce_logits" : v == 1 ? "bce_logits pos_weight [C]" : "bce_logits pos_weight [1]",
+                     .op = &kn_op_bce_logits, .nin = v ? 3 : 2, .h = 0.05};
+        b.in[0] = gc_param(gc_shape3(3, 5, 7), GC_RANDN, 2.0);
+        b.in[1] = gc_param(gc_shape3(3, 5, 7), GC_POSITIVE, 0.5); /* in [0.25, 0.75) */
+        b.in[2] = gc_input(KN_F32, kn_shape1(v == 1 ? 7 : 1), GC_POSITIVE, 2.0);
+        run(&b);
+    }
+    gc_case bh = {.name = "bce_logits hard targets", .op = &kn_op_bce_logits, .nin = 2, .h = 0.05};
+    static const float hard[12] = {0, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1, 0};
+    bh.in[0] = gc_param(kn_shape2(3, 4), GC_RANDN, 3.0);
+    bh.in[1] = gc_input(KN_F32, kn_shape2(3, 4), GC_VALUES, 0);
+    bh.in[1].values = hard;
+    run(&bh);
+    /* l1: pred on a grid that never reaches the target (0) within a step */
+    gc_case l = {.op = &kn_op_l1, .nin = 2};
+    l.in[0] = gc_param(gc_shape3(3, 5, 7), GC_DISTINCT, 0);
+    l.in[1] = gc_param(gc_shape3(3, 5, 7), GC_CONST, 0);
+    run(&l);
+    /* huber: both sides of delta */
+    const double deltas[] = {0.5, 1.0, 2.0};
+    for (int k = 0; k < 3; k++) {
+        gc_case hb = {.op = &kn_op_huber, .nin = 2, .h = 5e-3}; /* a kink in the second derivative at |d| = delta */
+        hb.attrs.f[0] = deltas[k];
+        hb.in[0] = gc_param(kn_shape2(4, 6), GC_RANDN, 1.5);
+        hb.in[1] = gc_param(kn_shape2(4, 6), GC_RANDN, 0);
+        run(&hb);
+    }
 }
 
 /* ---------------- linear, conv2d ---------------- */
@@ -1013,6 +1067,157 @@ static void check_loss_determinism(void) {
     }
     kn_set_threads(1);
     gc_free(&G);
+
+    /* the new losses and metrics, large enough for their parallel loops: output and
+     * gradients the same bits with 1 and 2 threads (gc_threads_agree) */
+    const int64_t M = 70000;
+    gc_case sw = {.name = "softmax_ce weighted smoothed [50,40,20]", .op = &kn_op_softmax_ce, .nin = 3};
+    sw.attrs.f[0] = 0.1;
+    sw.in[0] = gc_param(gc_shape3(50, 40, 20), GC_RANDN, 2.0);
+    sw.in[1] = gc_input(KN_I32, kn_shape2(50, 40), GC_LABELS, 20);
+    sw.in[2] = gc_input(KN_F32, kn_shape1(20), GC_POSITIVE, 1.0);
+    parallel_case(&sw, 0, 0);
+    gc_case bce = {.op = &kn_op_bce_logits, .nin = 3};
+    bce.in[0] = gc_param(kn_shape2(M / 10, 10), GC_RANDN, 2.0);
+    bce.in[1] = gc_param(kn_shape2(M / 10, 10), GC_POSITIVE, 0.5);
+    bce.in[2] = gc_input(KN_F32, kn_shape1(10), GC_POSITIVE, 2.0);
+    parallel_case(&bce, 0, 0);
+    const kn_op *pt[] = {&kn_op_l1, &kn_op_huber};
+    for (int k = 0; k < 2; k++) {
+        gc_case c = {.op = pt[k], .nin = 2};
+        c.attrs.f[0] = 0.7; /* huber's delta */
+        c.in[0] = gc_param(kn_shape1(M), GC_RANDN, 0);
+        c.in[1] = gc_param(kn_shape1(M), GC_RANDN, 0.5);
+        parallel_case(&c, 0, 0);
+    }
+    /* the losses over 18 blocks against a sum in double; the metrics (no gradient: an
+     * evaluation graph) with 1 and 2 threads */
+    const kn_op *ev[] = {&kn_op_l1, &kn_op_huber, &kn_op_bce_logits, &kn_op_mae,     &kn_op_rmse,
+                         &kn_op_r2, &kn_op_accuracy, &kn_op_topk_accuracy};
+    for (int k = 0; k < 8; k++) {
+        const int cls = k >= 6;
+        kn_attrs ea = {{3}, {0.7}};
+        gc_tensor in[2] = {gc_input(KN_F32, cls ? kn_shape2(M / 10, 10) : kn_shape1(M), GC_RANDN, 2.0),
+                           cls ? gc_input(KN_I32, kn_shape1(M / 10), GC_LABELS, 10)
+                               : gc_input(KN_F32, kn_shape1(M), k == 2 ? GC_POSITIVE : GC_RANDN, 0.5)};
+        if (gc_build(&G, ev[k], &ea, in, 2, 0, 11)) {
+            CHECK(0, "%s build: %s", ev[k]->name, kn_ctx_message(G.ctx));
+            gc_free(&G);
+            continue;
+        }
+        float o1[4], o2[4];
+        const int64_t no = kn_numel(G.g, G.y);
+        kn_set_threads(1);
+        gc_forward(&G);
+        memcpy(o1, kn_ptr(G.g, G.y), (size_t)no * sizeof(float));
+        kn_set_threads(2);
+        gc_forward(&G);
+        memcpy(o2, kn_ptr(G.g, G.y), (size_t)no * sizeof(float));
+        kn_set_threads(1);
+        CHECK(!memcmp(o1, o2, (size_t)no * sizeof(float)), "%s: 1 and 2 threads give other bits", ev[k]->name);
+        if (k < 3) {
+            const float *x = G.host[0], *t = G.host[1];
+            double s = 0;
+            for (int64_t j = 0; j < M; j++) {
+                const double d = (double)x[j] - t[j], z = fabs(d);
+                s += k == 0 ? z : k == 1 ? (z < 0.7 ? 0.5 * d * d : 0.7 * (z - 0.35))
+                                         : (1 - (double)t[j]) * x[j] + log1p(exp(-fabs((double)x[j]))) + fmax(-(double)x[j], 0);
+            }
+            CHECK(fabs(o1[0] - s / M) < 1e-6 * (s / M), "%s over %lld elements: %.9g, want %.9g", ev[k]->name, (long long)M,
+                  o1[0], s / M);
+        }
+        gc_free(&G);
+    }
+}
+
+/* ---------------- metrics: values, ties, aggregation over batches (ops/metric.h) ---------------- */
+static int metric_run(const kn_op *op, const kn_attrs *a, gc_tensor *in, float *out, int nout) {
+    gc_graph G;
+    int rc = gc_build(&G, op, a, in, 2, 0, 1);
+    CHECK(rc == 0, "%s build: %s", op->name, kn_ctx_message(G.ctx));
+    if (!rc) {
+        gc_forward(&G);
+        CHECK(kn_numel(G.g, G.y) == nout, "%s: %lld statistics, want %d", op->name, (long long)kn_numel(G.g, G.y), nout);
+        memcpy(out, kn_ptr(G.g, G.y), (size_t)nout * sizeof *out);
+    }
+    gc_free(&G);
+    return rc;
+}
+
+static void check_metric_values(void) {
+    /* rows: a tie between classes 0 and 2 (argmax 0), a clear max at 1, NaN at 2 (the
+     * maximum, as torch.argmax), all equal (argmax 0) */
+    const float logits[] = {3, 1, 3, 0, 0, 5, 2, 1, 0, 1, NAN, 2, 7, 7, 7, 7};
+    const int32_t lab[][4] = {{0, 1, 2, 0}, {2, 1, 3, 1}, {0, 1, 2, 9}};
+    const float want1[] = {4, 1, 3}, want2[] = {4, 4, 3};
+    for (int c = 0; c < 3; c++) {
+        gc_tensor in[2] = {gc_input(KN_F32, kn_shape2(4, 4), GC_VALUES, 0), gc_input(KN_I32, kn_shape1(4), GC_VALUES, 0)};
+        in[0].values = logits;
+        in[1].values = lab[c];
+        float o[2] = {-1, -1};
+        kn_attrs k2 = {{2}, {0}};
+        if (!metric_run(&kn_op_accuracy, NULL, in, o, 2))
+            CHECK(o[0] == want1[c] && o[1] == 4, "accuracy case %d: (%g, %g), want (%g, 4)", c, o[0], o[1], want1[c]);
+        if (!metric_run(&kn_op_topk_accuracy, &k2, in, o, 2))
+            CHECK(o[0] == want2[c] && o[1] == 4, "top-2 accuracy case %d: (%g, %g), want (%g, 4)", c, o[0], o[1], want2[c]);
+    }
+    /* an evaluation set of 1000 targets far from 0 (mean 100, std 1), in batches of
+     * 64 (the last one short): the aggregated statistics against the whole set in double */
+    enum { NS = 1000, B = 64 };
+    static float p[NS], t[NS];
+    kn_rng rng;
+    kn_rng_seed(&rng, 5);
+    for (int k = 0; k < NS; k++) {
+        t[k] = (float)(100.0 + kn_rng_normal(&rng));
+        p[k] = (float)(t[k] + 0.3 * kn_rng_normal(&rng));
+    }
+    double sse = 0, sae = 0, my = 0, sst = 0;
+    for (int k = 0; k < NS; k++) {
+        double d = (double)p[k] - t[k];
+        sse += d * d, sae += fabs(d), my += t[k];
+    }
+    my /= NS;
+    for (int k = 0; k < NS; k++) sst += ((double)t[k] - my) * ((double)t[k] - my);
+    const kn_op *ops[] = {&kn_op_mae, &kn_op_rmse, &kn_op_r2};
+    const double want[] = {sae / NS, sqrt(sse / NS), 1.0 - sse / sst};
+    for (int o = 0; o < 3; o++) {
+        const kn_metric_kind kind = kn_metric_kind_of(ops[o]);
+        double acc[KN_METRIC_NACC], acc1[KN_METRIC_NACC];
+        kn_metric_reset(acc);
+        for (int b0 = 0; b0 < NS; b0 += B) {
+            const int nb = NS - b0 < B ? NS - b0 : B;
+            gc_tensor in[2] = {gc_input(KN_F32, kn_shape1(nb), GC_VALUES, 0), gc_input(KN_F32, kn_shape1(nb), GC_VALUES, 0)};
+            in[0].values = p + b0;
+            in[1].values = t + b0;
+            float st[4];
+            if (metric_run(ops[o], NULL, in, st, kn_metric_nstats(kind))) break;
+            kn_metric_add(kind, acc, st);
+            if (b0 == 0) { /* one batch: its own value */
+                kn_metric_reset(acc1);
+                kn_metric_add(kind, acc1, st);
+                double s = 0, m = 0, q = 0;
+                for (int k = 0; k < nb; k++) m += t[k];
+                m /= nb;
+                for (int k = 0; k < nb; k++) {
+                    double d = (double)p[k] - t[k];
+                    s += o == 0 ? fabs(d) : d * d;
+                    q += ((double)t[k] - m) * ((double)t[k] - m);
+                }
+                const double w1 = o == 0 ? s / nb : o == 1 ? sqrt(s / nb) : 1.0 - s / q;
+                CHECK(fabs(kn_metric_finish(kind, acc1) - w1) < 1e-6 * fabs(w1), "%s of one batch: %.9g, want %.9g",
+                      ops[o]->name, kn_metric_finish(kind, acc1), w1);
+            }
+        }
+        const double got = kn_metric_finish(kind, acc);
+        CHECK(acc[1] == NS && fabs(got - want[o]) < 1e-6 * fabs(want[o]), "%s over %d batches: %.9g (n %g), want %.9g",
+              ops[o]->name, (NS + B - 1) / B, got, acc[1], want[o]);
+        if (gc_verbose()) printf("  %s over batches: %.9g, whole set %.9g\n", ops[o]->name, got, want[o]);
+    }
+    CHECK(kn_metric_kind_of(&kn_op_topk_accuracy) == KN_METRIC_ACCURACY && kn_metric_kind_of(&kn_op_mse) == KN_METRIC_NONE,
+          "kn_metric_kind_of");
+    double z[KN_METRIC_NACC];
+    kn_metric_reset(z);
+    CHECK(isnan(kn_metric_finish(KN_METRIC_ACCURACY, z)), "a metric over nothing is not NaN");
 }
 
 /* ---------------- shape-rule errors ---------------- */
@@ -1063,7 +1268,32 @@ static void check_errors(void) {
     sce[1] = gc_input(KN_I32, kn_shape1(5), GC_LABELS, 3);
     expect_error("softmax_ce label count", &kn_op_softmax_ce, &none, sce, 2, 1, "labels [4]", "[5]");
     gc_tensor sce3[2] = {gc_param(kn_shape4(4, 3, 1, 1), GC_CONST, 0), gc_input(KN_I32, kn_shape1(4), GC_LABELS, 3)};
-    expect_error("softmax_ce 4-D", &kn_op_softmax_ce, &none, sce3, 2, 1, "2-D logits", "[4,3,1,1]");
+    expect_error("softmax_ce 4-D labels", &kn_op_softmax_ce, &none, sce3, 2, 1, "labels [4,3,1]", "got [4]");
+    gc_tensor sce1[2] = {gc_param(kn_shape1(4), GC_CONST, 0), gc_input(KN_I32, kn_shape1(4), GC_LABELS, 3)};
+    expect_error("softmax_ce 1-D", &kn_op_softmax_ce, &none, sce1, 2, 1, "rank >= 2", "got [4]");
+    gc_tensor scew[3] = {gc_param(kn_shape2(4, 3), GC_CONST, 0), gc_input(KN_I32, kn_shape1(4), GC_LABELS, 3),
+                         gc_input(KN_F32, kn_shape1(4), GC_CONST, 1)};
+    expect_error("softmax_ce weight", &kn_op_softmax_ce, &none, scew, 3, 1, "class weight (input 2) must be a float32 [3]",
+                 "got [4]");
+    scew[2] = gc_input(KN_F32, kn_shape1(3), GC_CONST, 1);
+    kn_attrs ls = {{0}, {1.5}};
+    expect_error("softmax_ce smoothing", &kn_op_softmax_ce, &ls, scew, 3, 1, "label smoothing", "got 1.5");
+    expect_error("bce_logits shapes", &kn_op_bce_logits, &none, ab, 2, 1, "same shape", "[4,3]");
+    gc_tensor bw[3] = {ab[0], gc_param(kn_shape2(3, 4), GC_CONST, 0), gc_input(KN_F32, kn_shape1(3), GC_CONST, 1)};
+    bw[1].name = "t";
+    expect_error("bce_logits pos_weight", &kn_op_bce_logits, &none, bw, 3, 1, "pos_weight (input 2) must be a float32 [4]",
+                 "got [3]");
+    expect_error("l1 shapes", &kn_op_l1, &none, ab, 2, 1, "[3,4]", "[4,3]");
+    gc_tensor hs[2] = {ab[0], bw[1]};
+    expect_error("huber delta 0", &kn_op_huber, &none, hs, 2, 1, "delta (float attribute 0) must be > 0", "got 0");
+    gc_tensor ac[2] = {gc_input(KN_F32, kn_shape2(4, 3), GC_CONST, 0), gc_input(KN_I32, kn_shape1(4), GC_LABELS, 3)};
+    kn_attrs k4 = {{4}, {0}};
+    expect_error("topk_accuracy k > K", &kn_op_topk_accuracy, &k4, ac, 2, 0, "between 1 and the 3 classes", "got 4");
+    ac[1] = gc_input(KN_F32, kn_shape1(4), GC_CONST, 0);
+    expect_error("accuracy float labels", &kn_op_accuracy, &none, ac, 2, 0, "int32 labels", "float32");
+    expect_error("r2 shapes", &kn_op_r2, &none, ab, 2, 0, "same shape", "[4,3]");
+    expect_error("mae int32", &kn_op_mae, &none, (gc_tensor[]){ac[0], gc_input(KN_I32, kn_shape2(4, 3), GC_LABELS, 3)}, 2, 0,
+                 "float32", NULL);
     kn_attrs bn = {{0}, {0.1, 1e-5}};
     gc_tensor bni[5] = {gc_param(kn_shape4(2, 3, 2, 2), GC_CONST, 0), gc_param(kn_shape1(4), GC_CONST, 1),
                         gc_param(kn_shape1(3), GC_CONST, 0), gc_state(kn_shape1(3), GC_CONST, 0),
@@ -1184,6 +1414,7 @@ int main(void) {
     check_pool_values();
     check_dropout_values();
     check_loss_determinism();
+    check_metric_values();
     check_errors();
     check_primitives();
     check_primitive_errors();

@@ -24,6 +24,7 @@
 
 #include "backend/cpu/isa.h"
 #include "gradcheck.h"
+#include "ops/metric.h"
 
 #define RTOL 1e-5
 
@@ -35,7 +36,8 @@ static const kn_op *find_op(const char *name) {
                           &kn_op_gather,  &kn_op_layernorm, &kn_op_linear,    &kn_op_relu,    &kn_op_gelu,
                           &kn_op_silu,    &kn_op_tanh,    &kn_op_sigmoid,     &kn_op_leaky_relu, &kn_op_softmax_ce,
                           &kn_op_mse,     &kn_op_conv2d,  &kn_op_maxpool2d,   &kn_op_avgpool2d, &kn_op_global_avgpool,
-                          &kn_op_reshape, &kn_op_batchnorm};
+                          &kn_op_reshape, &kn_op_batchnorm, &kn_op_bce_logits, &kn_op_l1,     &kn_op_huber,
+                          &kn_op_accuracy, &kn_op_topk_accuracy, &kn_op_mae, &kn_op_rmse,     &kn_op_r2};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
         if (!strcmp(ops[i]->name, name)) return ops[i];
     return NULL;
@@ -73,9 +75,10 @@ static double compare(const float *got, const ref_t *ref, double *elem) {
 
 /* Build and run one case: forward, then the backward seeded with dy; returns the output
  * followed by every parameter's gradient (malloc'ed, *n floats), NULL if it cannot build. */
-static float *run_case(const kn_op *op, const kn_attrs *a, const gc_tensor *in, int nin, const float *dy, int64_t *n) {
+static float *run_case(const kn_op *op, const kn_attrs *a, const gc_tensor *in, int nin, const float *dy, int64_t *n,
+                       int training) {
     gc_graph G;
-    if (gc_build(&G, op, a, in, nin, 1, 1)) {
+    if (gc_build(&G, op, a, in, nin, training, 1)) {
         gc_free(&G);
         return NULL;
     }
@@ -87,8 +90,10 @@ static float *run_case(const kn_op *op, const kn_attrs *a, const gc_tensor *in, 
     gc_forward(&G);
     int64_t off = kn_numel(g, G.y);
     memcpy(r, kn_ptr(g, G.y), (size_t)off * sizeof *r);
-    gc_poison(&G);
-    kn_g_backward(g, &G.rt, dy);
+    if (training) {
+        gc_poison(&G);
+        kn_g_backward(g, &G.rt, dy);
+    }
     for (int i = 0; i < nin; i++) {
         if (in[i].kind != GC_PARAM) continue;
         const int64_t m = kn_numel(g, G.vid[i]);
@@ -160,8 +165,12 @@ int main(void) {
         CHECK(op != NULL, "%s: case %s: no op named %s", path, name, opname);
         if (op && (!only || !strncmp(name, only, strlen(only)))) {
             ncases++;
+            /* a case without a parameter (the metrics: forward only) runs in an
+             * evaluation graph, and each of its statistics must match to 1e-5 of itself */
+            int training = 0;
+            for (int i = 0; i < nin; i++) training |= in[i].kind == GC_PARAM;
             gc_graph G;
-            if (gc_build(&G, op, &a, in, nin, 1, 1)) {
+            if (gc_build(&G, op, &a, in, nin, training, 1)) {
                 CHECK(0, "%s: cannot build: %s", name, kn_ctx_message(G.ctx));
                 nbad++;
             } else {
@@ -180,10 +189,34 @@ int main(void) {
                     if (!(r <= 1)) bad = 1;
                     if (r > worst) worst = r, snprintf(worst_name, sizeof worst_name, "%s y", name);
                     worst_elem = fmax(worst_elem, el);
+                    if (!training) {
+                        const float *y = kn_ptr(g, G.y);
+                        for (int64_t k = 0; k < out.n; k++)
+                            if (!(fabs((double)y[k] - out.v[k]) <= RTOL * fabs(out.v[k]))) {
+                                CHECK(0, "%s: statistic %lld is %.9g, torch/numpy %.9g", name, (long long)k, y[k], out.v[k]);
+                                bad = 1;
+                            }
+                        const kn_metric_kind mk = kn_metric_kind_of(op);
+                        if (mk != KN_METRIC_NONE) { /* the finished value, e.g. R^2 = 1 - SSE / SST in float64 */
+                            double acc[KN_METRIC_NACC], want = out.v[0] / out.v[1];
+                            kn_metric_reset(acc);
+                            kn_metric_add(mk, acc, y);
+                            if (mk == KN_METRIC_RMSE) want = sqrt(want);
+                            if (mk == KN_METRIC_R2) want = 1.0 - out.v[0] / out.v[3];
+                            const double got = kn_metric_finish(mk, acc);
+                            n += snprintf(msg + n, sizeof msg - (size_t)n, "  value %.7g", got);
+                            if (!(fabs(got - want) <= RTOL * fabs(want))) {
+                                CHECK(0, "%s: %s %.9g, want %.9g", name, op->name, got, want);
+                                bad = 1;
+                            }
+                        }
+                    }
                     float *seed = malloc((size_t)dy.n * sizeof *seed);
                     for (int64_t k = 0; k < dy.n; k++) seed[k] = (float)dy.v[k];
-                    gc_poison(&G);
-                    kn_g_backward(g, &G.rt, seed);
+                    if (training) {
+                        gc_poison(&G);
+                        kn_g_backward(g, &G.rt, seed);
+                    }
                     free(seed);
                     for (int j = 0; j < ng; j++) {
                         const int i = gidx[j];
@@ -206,9 +239,9 @@ int main(void) {
                     int64_t n1 = 0, n2 = 0;
                     float *seed = malloc((size_t)dy.n * sizeof *seed);
                     for (int64_t k = 0; k < dy.n; k++) seed[k] = (float)dy.v[k];
-                    float *r1 = run_case(op, &a, in, nin, seed, &n1);
+                    float *r1 = run_case(op, &a, in, nin, seed, &n1, training);
                     setenv("KN_MAX_ISA", "x86-64", 1);
-                    float *r2 = run_case(op, &a, in, nin, seed, &n2);
+                    float *r2 = run_case(op, &a, in, nin, seed, &n2, training);
                     unsetenv("KN_MAX_ISA");
                     const int same = r1 && r2 && n1 == n2 && !memcmp(r1, r2, (size_t)n1 * sizeof *r1);
                     CHECK(same, "%s: the x86-64 path gives other bits than the %s path", name, kn_isa_name(g->isa));

@@ -297,6 +297,14 @@ extern const kn_op kn_op_sum, kn_op_mean, kn_op_max;
 extern const kn_op kn_op_softmax, kn_op_log_softmax;
 extern const kn_op kn_op_matmul, kn_op_permute, kn_op_slice, kn_op_gather, kn_op_layernorm;
 
+/* Losses (scalar output [1]; softmax_ce and mse above): binary cross-entropy with logits,
+ * L1, Huber. Metrics (forward only, no gradient; each outputs per-batch sufficient
+ * statistics that ops/metric.h aggregates over an evaluation set): accuracy, top-k
+ * accuracy, MAE, RMSE, R^2. docs/ARCHITECTURE.md, "Losses and metrics", has their inputs
+ * and attribute slots. */
+extern const kn_op kn_op_bce_logits, kn_op_l1, kn_op_huber;
+extern const kn_op kn_op_accuracy, kn_op_topk_accuracy, kn_op_mae, kn_op_rmse, kn_op_r2;
+
 /* conv2d's algorithm attribute (a.i[5]); the config names them auto, direct, winograd */
 enum { KN_CONV_AUTO = 0, KN_CONV_DIRECT = 1, KN_CONV_WINOGRAD = 2 };
 
