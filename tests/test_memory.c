@@ -63,7 +63,8 @@ static void fill_batch(kn_model *m, kn_graph *g, int x, int64_t n, int with_labe
     if (with_labels) {
         int32_t *y = malloc((size_t)n * sizeof *y);
         for (int64_t i = 0; i < n; i++) y[i] = (int32_t)kn_rng_below(&r, 10);
-        kn_model_set_targets(m, y);
+        if (g == m->eval) kn_model_set_eval_targets(m, y); /* the eval graph's loss and metrics read them */
+        else kn_model_set_targets(m, y);
         free(y);
     }
 }
@@ -87,7 +88,7 @@ static void case_hwm(const char *rel, int64_t batch) {
               (long long)batch, hw, m.train->arena_used);
         /* evaluation pass, in the same (shared) arena */
         fill_sentinel(m.arena, m.arena_bytes);
-        fill_batch(&m, m.eval, m.x_eval, m.eval_batch, 0, 12);
+        fill_batch(&m, m.eval, m.x_eval, m.eval_batch, 1, 12);
         kn_g_forward(m.eval, &rt);
         size_t he = high_water(m.arena, m.arena_bytes);
         CHECK(he == m.eval->arena_used, "%s: eval arena high-water mark %zu, planned %zu", rel, he, m.eval->arena_used);

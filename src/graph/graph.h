@@ -136,6 +136,9 @@ struct kn_rt {
     uint64_t seed;       /* run seed (dropout masks are hashed from seed, step, node) */
     int64_t step;        /* global training step */
     void *scratch;       /* this step's scratch (scratch_fwd or scratch_bwd bytes) */
+    int64_t rows;        /* evaluation: the batch's valid samples (the rest is padding), which
+                          * losses and metrics count (kn_valid_numel); 0: all. Training
+                          * batches are always whole (0). */
 };
 
 typedef enum { KN_BACKEND_CPU = 0, KN_NUM_BACKENDS } kn_backend;
@@ -249,6 +252,14 @@ static inline float *kn_ptr(const kn_graph *g, int vid) { return g->v[vid].data;
 static inline int32_t *kn_iptr(const kn_graph *g, int vid) { return (int32_t *)(void *)g->v[vid].data; }
 static inline const kn_shape *kn_shp(const kn_graph *g, int vid) { return &g->v[vid].shape; }
 static inline int64_t kn_numel(const kn_graph *g, int vid) { return kn_shape_numel(&g->v[vid].shape); }
+/* The elements of value vid that belong to the valid samples of the batch: all of them,
+ * or, with rt->rows > 0, the first rt->rows indices of its first (batch) axis. */
+static inline int64_t kn_valid_numel(const kn_rt *rt, const kn_graph *g, int vid) {
+    const kn_shape *s = &g->v[vid].shape;
+    const int64_t m = kn_shape_numel(s);
+    if (rt->rows > 0 && s->nd >= 1 && s->d[0] > rt->rows) return m / s->d[0] * rt->rows;
+    return m;
+}
 
 /* ---------------- plan queries ---------------- */
 /* Whether a value is placed in the arena (activations, inputs, gradients, temps, scratch). */

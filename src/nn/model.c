@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "nn/model.h"
 #include "ops/fused.h"
+#include "ops/metric.h"
 
 #include <stdio.h>
 #include <errno.h>
@@ -511,6 +512,145 @@ typedef struct {
     int vid;
 } named;
 
+/* ---------- losses and metrics (graph outputs) ---------- */
+int kn_model_output(const kn_graph *g, const char *name) {
+    for (int v = 0; v < g->nv; v++)
+        if (!strcmp(g->v[v].name, name)) return v;
+    return -1;
+}
+
+/* The loss node of graph g on output `prev` of shape *want; its target input(s) named
+ * "labels" (int32) or "targets" (float32), class weights "class_weights". */
+static int add_loss_node(kn_ctx *ctx, kn_model *m, kn_graph *g, int64_t batch, int prev, const kn_shape *want, int *y_out,
+                         int *cw_out, int *loss_out) {
+    kn_g_set_layer(g, "loss");
+    kn_g_set_recompute(g, 0);
+    int in[3] = {prev, -1, -1}, nin = 2, loss;
+    kn_attrs a = {0};
+    const kn_op *op = &kn_op_mse;
+    *cw_out = -1;
+    if (m->loss_kind == KN_LOSS_CE) {
+        in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
+        if (m->class_weights) {
+            in[2] = *cw_out = kn_g_input(g, "class_weights", KN_F32, kn_shape1(m->nclasses));
+            nin = 3;
+        }
+        a.f[0] = m->label_smoothing;
+        op = &kn_op_softmax_ce;
+    } else {
+        in[1] = kn_g_input(g, "targets", KN_F32, *want);
+        op = m->loss_kind == KN_LOSS_L1 ? &kn_op_l1 : m->loss_kind == KN_LOSS_HUBER ? &kn_op_huber
+           : m->loss_kind == KN_LOSS_BCE ? &kn_op_bce_logits : &kn_op_mse;
+        if (m->loss_kind == KN_LOSS_HUBER) a.f[0] = m->huber_delta;
+    }
+    if (in[1] < 0 || (nin == 3 && in[2] < 0)) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    loss = kn_g_op(ctx, g, op, in, nin, &a);
+    if (loss < 0) return ctx->code;
+    *y_out = in[1];
+    *loss_out = loss;
+    return KN_OK;
+}
+
+static int add_loss(kn_ctx *ctx, kn_model *m, kn_graph *g, int64_t batch, int prev, const kn_shape *want, int *y_out,
+                    int *loss_out) {
+    int rc = add_loss_node(ctx, m, g, batch, prev, want, y_out, &m->cw_train, loss_out);
+    if (rc) return rc;
+    kn_g_set_loss(g, *loss_out);
+    return KN_OK;
+}
+
+static const char *const metric_names_class[] = {"accuracy", NULL}, *const metric_names_real[] = {"mae", "rmse", "r2", NULL};
+
+/* train.metrics: a list of accuracy, topK_accuracy (K >= 2), mae, rmse, r2; by default
+ * accuracy for class labels, mae, rmse and r2 for real targets. */
+static int read_metrics(kn_ctx *ctx, const kn_config *cfg, kn_model *m) {
+    const kn_cfg_section *ts = kn_cfg_find(cfg, "train");
+    const char *names[KN_MAX_METRICS + 1];
+    int n = 0, rc;
+    if (ts && kn_cfg_get(ts, "metrics")) {
+        if ((rc = kn_cfg_list(ctx, cfg, ts, "metrics", names, KN_MAX_METRICS, &n))) return rc;
+    } else {
+        const char *const *d = m->desc.target_real ? metric_names_real : metric_names_class;
+        for (; d[n]; n++) names[n] = d[n];
+    }
+    m->nmetrics = 0;
+    for (int i = 0; i < n; i++) {
+        char w[256];
+        const char *nm = names[i];
+        int kind = -1;
+        long k = 0;
+        if (!strcmp(nm, "accuracy")) kind = KN_METRIC_ACCURACY, k = 1;
+        else if (!strcmp(nm, "mae")) kind = KN_METRIC_MAE;
+        else if (!strcmp(nm, "rmse")) kind = KN_METRIC_RMSE;
+        else if (!strcmp(nm, "r2")) kind = KN_METRIC_R2;
+        else if (!strncmp(nm, "top", 3)) {
+            char *end;
+            k = strtol(nm + 3, &end, 10);
+            if (end != nm + 3 && !strcmp(end, "_accuracy") && k >= 1 && k <= 1000000) kind = KN_METRIC_ACCURACY;
+        }
+        if (kind < 0)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] metrics: '%s' is not a metric (accuracy, topK_accuracy such as top5_accuracy, mae, rmse, r2)",
+                          kn_cfg_where(cfg, ts, "metrics", w, sizeof w), nm);
+        if ((kind == KN_METRIC_ACCURACY) == (m->desc.target_real != 0))
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] metrics: '%s' needs %s, but the data's targets are %s",
+                          kn_cfg_where(cfg, ts, "metrics", w, sizeof w), nm, kind == KN_METRIC_ACCURACY ? "class labels" : "real values",
+                          m->desc.target_real ? "real values (regression)" : "class labels");
+        if (kind == KN_METRIC_ACCURACY && k > m->nclasses)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] metrics: %s needs at least %ld classes, the model has %d",
+                          kn_cfg_where(cfg, ts, "metrics", w, sizeof w), nm, k, m->nclasses);
+        for (int j = 0; j < m->nmetrics; j++)
+            if (!strcmp(m->metric[j].name, nm))
+                return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] metrics: '%s' is listed twice", kn_cfg_where(cfg, ts, "metrics", w, sizeof w), nm);
+        kn_model_metric *mm = &m->metric[m->nmetrics++];
+        kn_strlcpy(mm->name, kind == KN_METRIC_ACCURACY && k == 1 ? "accuracy" : nm, sizeof mm->name);
+        mm->kind = kind;
+        mm->vid = (int)k; /* K for accuracy until the node is made */
+    }
+    return KN_OK;
+}
+
+/* The eval graph: its loss (the train graph's) and the metrics, on the same targets. */
+static int add_loss_and_metrics_eval(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph *g, int64_t batch, int prev,
+                                     const kn_shape *want) {
+    (void)cfg;
+    int y = -1, loss = -1, rc;
+    if ((rc = add_loss_node(ctx, m, g, batch, prev, want, &y, &m->cw_eval, &loss))) return rc;
+    kn_g_keep(g, loss);
+    m->labels_eval = m->loss_kind == KN_LOSS_CE ? y : -1;
+    m->targets_eval = m->loss_kind == KN_LOSS_CE ? -1 : y;
+    if (!m->desc.target_real && m->labels_eval < 0) {
+        m->labels_eval = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
+        if (m->labels_eval < 0) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < m->nmetrics; i++) {
+        kn_model_metric *mm = &m->metric[i];
+        char lname[64];
+        snprintf(lname, sizeof lname, "metric.%s", mm->name);
+        kn_g_set_layer(g, lname);
+        kn_attrs a = {0};
+        const kn_op *op;
+        int in[2] = {prev, mm->kind == KN_METRIC_ACCURACY ? m->labels_eval : m->targets_eval};
+        switch (mm->kind) {
+        case KN_METRIC_ACCURACY:
+            op = mm->vid == 1 ? &kn_op_accuracy : &kn_op_topk_accuracy;
+            a.i[0] = mm->vid;
+            break;
+        case KN_METRIC_MAE: op = &kn_op_mae; break;
+        case KN_METRIC_RMSE: op = &kn_op_rmse; break;
+        default: op = &kn_op_r2; break;
+        }
+        int v = kn_g_op(ctx, g, op, in, 2, &a);
+        if (v < 0) return ctx->code;
+        kn_g_keep(g, v);
+        mm->vid = kn_model_output(g, lname); /* found by name */
+        if (mm->vid != v) return kn_err(ctx, KN_ERR_INTERNAL, "metric output %s not found by name", lname);
+    }
+    m->loss_eval = kn_model_output(g, "loss");
+    if (m->loss_eval != loss) return kn_err(ctx, KN_ERR_INTERNAL, "the eval graph's loss is not found by name");
+    kn_g_set_layer(g, "");
+    return KN_OK;
+}
+
 static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph *g, int64_t batch, int *x_out,
                        int *y_out, int *out_out, int *loss_out) {
     char w[256];
@@ -627,27 +767,61 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
                             cfg->path, kn_shape_str(os, sh, sizeof sh), m->nclasses, (long long)batch, m->nclasses, m->nclasses);
             goto out;
         }
-        kn_g_set_layer(g, "loss");
-        kn_g_set_recompute(g, 0);
-        int in[2] = {prev, -1}, loss;
-        if (m->loss_kind == KN_LOSS_CE) {
-            in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
-            loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_softmax_ce, in, 2, NULL);
-        } else {
-            in[1] = kn_g_input(g, "targets", KN_F32, want);
-            loss = in[1] < 0 ? kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1 : kn_g_op(ctx, g, &kn_op_mse, in, 2, NULL);
-        }
-        if (loss < 0) { rc = ctx->code; goto out; }
-        *y_out = in[1];
-        *loss_out = loss;
-        kn_g_set_loss(g, loss);
+        if ((rc = add_loss(ctx, m, g, batch, prev, &want, y_out, loss_out))) goto out;
         kn_g_keep(g, prev);
     } else {
         kn_g_keep(g, prev);
+        kn_shape want = D->target_real ? kn_shape2(batch, m->target_numel) : kn_shape2(batch, m->nclasses);
+        const kn_shape *os = kn_shp(g, prev);
+        /* the eval graph measures when its output fits the targets (a model whose output
+         * does not is refused by the train graph's check) */
+        if (kn_shape_eq(os, &want) && (rc = add_loss_and_metrics_eval(ctx, cfg, m, g, batch, prev, &want))) goto out;
     }
 out:
     free(names);
     return rc;
+}
+
+/* train.loss and its options; a key the chosen loss does not use is an error */
+static int read_loss(kn_ctx *ctx, const kn_config *cfg, kn_model *m) {
+    static const char *const loss_names[] = {"cross_entropy", "mse", "l1", "huber", "bce", NULL};
+    const kn_cfg_section *ts = kn_cfg_find(cfg, "train");
+    char w[256];
+    int lk, rc;
+    const int real = m->desc.target_real;
+    if ((rc = kn_cfg_enum(ctx, cfg, ts, "loss", loss_names, real ? KN_LOSS_MSE : KN_LOSS_CE, &lk))) return rc;
+    if (real && lk == KN_LOSS_CE)
+        return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] loss = cross_entropy needs class labels, but the data's targets are real values "
+                      "(regression): use loss = mse, l1, huber or bce, or data.target_type = class", kn_cfg_where(cfg, ts, "loss", w, sizeof w));
+    m->loss_kind = (kn_loss_kind)lk;
+    static const struct { const char *key; int loss; } own[] = {
+        {"label_smoothing", KN_LOSS_CE}, {"class_weights", KN_LOSS_CE}, {"huber_delta", KN_LOSS_HUBER}};
+    for (int i = 0; i < 3; i++)
+        if (ts && kn_cfg_get(ts, own[i].key) && lk != own[i].loss)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] %s has no effect with loss = %s: it applies to loss = %s; remove it",
+                          kn_cfg_where(cfg, ts, own[i].key, w, sizeof w), own[i].key, loss_names[lk], loss_names[own[i].loss]);
+    if ((rc = kn_cfg_float(ctx, cfg, ts, "label_smoothing", 0.0, 0.0, 1.0, &m->label_smoothing))) return rc;
+    if ((rc = kn_cfg_float(ctx, cfg, ts, "huber_delta", 1.0, 1e-30, 1e30, &m->huber_delta))) return rc;
+    if (ts && kn_cfg_get(ts, "class_weights")) {
+        const char *items[4097];
+        int n;
+        if ((rc = kn_cfg_list(ctx, cfg, ts, "class_weights", items, 4096, &n))) return rc;
+        if (n != m->nclasses)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] class_weights has %d values, but the model has %d classes: give one weight per class",
+                          kn_cfg_where(cfg, ts, "class_weights", w, sizeof w), n, m->nclasses);
+        m->class_weights = malloc((size_t)n * sizeof(float));
+        if (!m->class_weights) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < n; i++) {
+            char *end;
+            errno = 0;
+            double v = strtod(items[i], &end);
+            if (*end || end == items[i] || errno || !(v >= 0) || v > 1e30)
+                return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] class_weights: '%s' (class %d) is not a weight (expected a number >= 0)",
+                              kn_cfg_where(cfg, ts, "class_weights", w, sizeof w), items[i], i);
+            m->class_weights[i] = (float)v;
+        }
+    }
+    return KN_OK;
 }
 
 void kn_data_desc_image(kn_data_desc *d, int channels, int height, int width, int nclasses) {
@@ -711,16 +885,9 @@ int kn_model_plan_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t
             return kn_err(ctx, KN_ERR_CONFIG, "%s: the data's real-valued targets are %d-D per sample; a vector (k values per sample) is supported",
                           cfg->path, desc->target.nd);
     }
-    static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
-    int lk, rc;
-    const kn_cfg_section *ts = kn_cfg_find(cfg, "train");
-    if ((rc = kn_cfg_enum(ctx, cfg, ts, "loss", loss_names, desc->target_real ? KN_LOSS_MSE : KN_LOSS_CE, &lk))) return rc;
-    if (desc->target_real && lk == KN_LOSS_CE) {
-        char w[256];
-        return kn_err(ctx, KN_ERR_CONFIG, "%s: [train] loss = cross_entropy needs class labels, but the data's targets are real values "
-                      "(regression): use loss = mse, or data.target_type = class", kn_cfg_where(cfg, ts, "loss", w, sizeof w));
-    }
-    m->loss_kind = (kn_loss_kind)lk;
+    int rc;
+    m->loss_eval = m->labels_eval = m->targets_eval = m->cw_eval = m->cw_train = -1;
+    if ((rc = read_loss(ctx, cfg, m)) || (rc = read_metrics(ctx, cfg, m))) return rc;
     if (batch > 0) {
         m->train = kn_g_new(&m->store, 1);
         if (!m->train) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
@@ -768,6 +935,7 @@ int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eva
 }
 
 void kn_model_free(kn_model *m) {
+    free(m->class_weights);
     kn_g_free(m->train);
     kn_g_free(m->eval);
     kn_aligned_free(m->arena);
@@ -781,20 +949,31 @@ void kn_model_init(kn_model *m, uint64_t seed) {
     kn_store_init_values(&m->store, &r);
 }
 
-void kn_model_set_targets(kn_model *m, const void *targets) {
+/* labels or real targets into graph g's target inputs: labels (int32), targets (float32:
+ * real values as they are, one-hot rows of the labels), class weights */
+static void set_targets(const kn_model *m, kn_graph *g, int64_t batch, int labels, int targets, int cw, const void *y) {
     if (m->desc.target_real) {
-        memcpy(kn_ptr(m->train, m->y_train), targets, (size_t)(m->batch * m->target_numel) * sizeof(float));
+        if (targets >= 0) memcpy(kn_ptr(g, targets), y, (size_t)(batch * m->target_numel) * sizeof(float));
         return;
     }
-    const int32_t *labels = targets;
-    if (m->loss_kind == KN_LOSS_CE) {
-        memcpy(kn_iptr(m->train, m->y_train), labels, (size_t)m->batch * sizeof(int32_t));
-    } else {
-        float *t = kn_ptr(m->train, m->y_train);
-        memset(t, 0, (size_t)(m->batch * m->nclasses) * sizeof(float));
-        for (int64_t i = 0; i < m->batch; i++)
-            if (labels[i] >= 0 && labels[i] < m->nclasses) t[i * m->nclasses + labels[i]] = 1.0f;
+    const int32_t *lab = y;
+    if (labels >= 0) memcpy(kn_iptr(g, labels), lab, (size_t)batch * sizeof(int32_t));
+    if (targets >= 0) {
+        float *t = kn_ptr(g, targets);
+        memset(t, 0, (size_t)(batch * m->nclasses) * sizeof(float));
+        for (int64_t i = 0; i < batch; i++)
+            if (lab[i] >= 0 && lab[i] < m->nclasses) t[i * m->nclasses + lab[i]] = 1.0f;
     }
+    if (cw >= 0) memcpy(kn_ptr(g, cw), m->class_weights, (size_t)m->nclasses * sizeof(float));
+}
+
+void kn_model_set_targets(kn_model *m, const void *targets) {
+    const int ce = m->loss_kind == KN_LOSS_CE;
+    set_targets(m, m->train, m->batch, ce ? m->y_train : -1, ce ? -1 : m->y_train, m->cw_train, targets);
+}
+
+void kn_model_set_eval_targets(kn_model *m, const void *targets) {
+    set_targets(m, m->eval, m->eval_batch, m->labels_eval, m->targets_eval, m->cw_eval, targets);
 }
 
 float kn_model_forward_backward(kn_model *m, kn_rt *rt) {

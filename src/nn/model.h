@@ -9,7 +9,19 @@
 #include "config/config.h"
 #include "graph/graph.h"
 
-typedef enum { KN_LOSS_CE = 0, KN_LOSS_MSE = 1 } kn_loss_kind;
+/* train.loss: cross_entropy (class labels; class_weights, label_smoothing), mse, l1,
+ * huber (huber_delta), bce (binary cross-entropy with logits). With class labels the
+ * losses other than cross_entropy compare the output with one-hot rows. */
+typedef enum { KN_LOSS_CE = 0, KN_LOSS_MSE = 1, KN_LOSS_L1 = 2, KN_LOSS_HUBER = 3, KN_LOSS_BCE = 4 } kn_loss_kind;
+
+/* A metric of the evaluation graph (train.metrics): a graph output of per-batch
+ * statistics (ops/metric.h) that evaluation adds up over the whole set. */
+#define KN_MAX_METRICS 8
+typedef struct {
+    char name[32]; /* "accuracy", "top5_accuracy", "mae", "rmse", "r2" */
+    int kind;      /* kn_metric_kind (ops/metric.h) */
+    int vid;       /* its output in the eval graph */
+} kn_model_metric;
 
 /* What one sample of the data is: named inputs (each a dtype and a per-sample shape) and
  * a target (class labels 0..nclasses-1 or real values). The model builder turns each input
@@ -44,6 +56,14 @@ typedef struct {
     kn_data_desc desc;
     int64_t target_numel;        /* target elements per sample */
     kn_loss_kind loss_kind;
+    double label_smoothing, huber_delta;
+    float *class_weights;        /* NULL, or nclasses weights (train.class_weights) */
+    /* the eval graph's loss, targets and metrics (graph outputs, found by name when built):
+     * labels (int32; class data), targets (float32: real values or one-hot rows), class
+     * weights; -1 where absent */
+    int loss_eval, labels_eval, targets_eval, cw_eval, cw_train;
+    int nmetrics;
+    kn_model_metric metric[KN_MAX_METRICS];
     /* One arena lent to both graphs (they never run at the same time, and nothing in
      * it outlives a step or an evaluation pass): max of the two planned peaks. */
     void *arena;
@@ -82,6 +102,12 @@ void kn_model_init(kn_model *m, uint64_t seed);
 /* Copy a batch of targets into the train graph's target input: class labels (int32) as
  * labels for cross-entropy or one-hot rows for MSE; real targets (float32) as they are. */
 void kn_model_set_targets(kn_model *m, const void *targets);
+
+/* The same for the eval graph (labels, one-hot or real targets, class weights), before a
+ * forward whose loss and metrics are read. */
+void kn_model_set_eval_targets(kn_model *m, const void *targets);
+/* Value id of the output named `name` in g ("loss", "metric.accuracy", ...), -1 if none. */
+int kn_model_output(const kn_graph *g, const char *name);
 
 /* Forward + backward of one batch already placed in the train graph's inputs.
  * Returns the loss. */

@@ -63,7 +63,7 @@ static inline int acc_eq(float a, float b) { return a == b || (isnan(a) && isnan
 static void acc_forward(int64_t k, const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
     const kn_shape *l = kn_shp(g, n->in[0]);
-    const int64_t K = l->d[l->nd - 1], R = kn_shape_numel(l) / K;
+    const int64_t K = l->d[l->nd - 1], R = kn_valid_numel(rt, g, n->in[1]);
     const float *x = kn_ptr(g, n->in[0]);
     const int32_t *lab = kn_iptr(g, n->in[1]);
     int64_t correct = 0;

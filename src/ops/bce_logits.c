@@ -72,7 +72,7 @@ static void bce_forward(const kn_node *n, kn_rt *rt) {
     const float *x = kn_ptr(g, n->in[0]), *t = kn_ptr(g, n->in[1]);
     int64_t C;
     const float *pw = bce_pw(g, n, &C);
-    const int64_t m = kn_numel(g, n->in[0]), nb = (m + BCE_BLOCK - 1) / BCE_BLOCK;
+    const int64_t m = kn_valid_numel(rt, g, n->in[0]), nb = (m + BCE_BLOCK - 1) / BCE_BLOCK;
     double *part = rt->scratch;
 #pragma omp parallel for schedule(static) if (m > 32768)
     for (int64_t b = 0; b < nb; b++) {

@@ -32,7 +32,7 @@ static double mse_flops(const kn_graph *g, const kn_node *n) { return 3.0 * (dou
 static void mse_forward(const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
     const float *p = kn_ptr(g, n->in[0]), *t = kn_ptr(g, n->in[1]);
-    const int64_t m = kn_numel(g, n->in[0]), nb = (m + MSE_BLOCK - 1) / MSE_BLOCK;
+    const int64_t m = kn_valid_numel(rt, g, n->in[0]), nb = (m + MSE_BLOCK - 1) / MSE_BLOCK;
     double *part = rt->scratch;
 #pragma omp parallel for schedule(static) if (m > 65536)
     for (int64_t b = 0; b < nb; b++) {

@@ -61,7 +61,7 @@ static double rm_flops_bwd(const kn_graph *g, const kn_node *n) {
 static void rm_forward(int kind, const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
     const float *p = kn_ptr(g, n->in[0]), *t = kn_ptr(g, n->in[1]);
-    const int64_t m = kn_numel(g, n->in[0]), nb = (m + RM_BLOCK - 1) / RM_BLOCK;
+    const int64_t m = kn_valid_numel(rt, g, n->in[0]), nb = (m + RM_BLOCK - 1) / RM_BLOCK;
     double *part = rt->scratch, *party = part + nb; /* per block: the error sum; the target sum */
 #pragma omp parallel for schedule(static) if (m > 65536)
     for (int64_t b = 0; b < nb; b++) {

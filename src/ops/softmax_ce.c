@@ -100,6 +100,7 @@ static void sce_forward(const kn_node *n, kn_rt *rt) {
     kn_graph *g = rt->g;
     int64_t N, K;
     sce_dims(g, n, &N, &K);
+    N = kn_valid_numel(rt, g, n->in[1]); /* label positions of the valid samples */
     const float *x = kn_ptr(g, n->in[0]);
     const int32_t *lab = kn_iptr(g, n->in[1]);
     const float *w = n->nin == 3 ? kn_ptr(g, n->in[2]) : NULL;

@@ -275,7 +275,6 @@ static int end_epoch(kn_ctx *ctx, run *r, const kn_train_options *opt, double ep
     *vloss = em.loss;
     *vacc = em.accuracy;
     *vr2 = em.r2;
-    const int real = r->job.model.desc.target_real;
     if (opt->hook) opt->hook(opt->hook_arg, "eval_done", S->step);
     double secs = kn_now_seconds() - ep_t0;
     double tl = S->ep_steps ? S->ep_loss_sum / (double)S->ep_steps : NAN;
@@ -285,8 +284,11 @@ static int end_epoch(kn_ctx *ctx, run *r, const kn_train_options *opt, double ep
     kn_rec_int(&rec, "step", S->step);
     kn_rec_num(&rec, "train_loss", KN_MV_G9, tl);
     kn_rec_num(&rec, "val_loss", KN_MV_G9, *vloss);
-    if (real) kn_rec_num(&rec, "val_r2", KN_MV_G9, *vr2);
-    else kn_rec_num(&rec, "val_accuracy", KN_MV_F6, *vacc);
+    for (int i = 0; i < em.nmetrics; i++) {
+        char key[48];
+        snprintf(key, sizeof key, "val_%s", em.names[i]);
+        kn_rec_num(&rec, key, strstr(em.names[i], "accuracy") ? KN_MV_F6 : KN_MV_G9, em.values[i]);
+    }
     kn_rec_num(&rec, "gap", KN_MV_G9, *vloss - tl);
     kn_rec_num(&rec, "seconds", KN_MV_F3, secs);
     kn_sinks_write(&r->sinks, &rec);
@@ -329,12 +331,10 @@ static int finish(kn_ctx *ctx, run *r, const kn_train_options *opt, int early_st
     kn_rec_begin(&rec, "test");
     kn_rec_int(&rec, "step", S->step);
     kn_rec_num(&rec, "test_loss", KN_MV_G9, res->test_loss);
-    if (real) {
-        kn_rec_num(&rec, "test_r2", KN_MV_G9, res->test_r2);
-        kn_rec_num(&rec, "test_mae", KN_MV_G9, res->test_mae);
-        kn_rec_num(&rec, "test_rmse", KN_MV_G9, res->test_rmse);
-    } else {
-        kn_rec_num(&rec, "test_accuracy", KN_MV_F6, res->test_accuracy);
+    for (int i = 0; i < em.nmetrics; i++) {
+        char key[48];
+        snprintf(key, sizeof key, "test_%s", em.names[i]);
+        kn_rec_num(&rec, key, strstr(em.names[i], "accuracy") ? KN_MV_F6 : KN_MV_G9, em.values[i]);
     }
     kn_sinks_write(&r->sinks, &rec);
     kn_rec_begin(&rec, "checkpoint_time");

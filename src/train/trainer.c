@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "data/data.h"
 #include "nn/model.h"
+#include "ops/metric.h"
 #include "optim/optim.h"
 #include "train/checkpoint.h"
 #include "train/plan.h"
@@ -28,7 +29,8 @@
 static const char *const k_data[] = {"dataset", "dir", "train_images", "train_labels", "test_images", "test_labels",
                                      "batch_size", "eval_batch_size", "validation_split", "mean", "std", "prefetch",
                                      "shuffle", "limit_train", "limit_test", NULL};
-static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "max_steps", "run_dir", "init_from", "budget", "fit", "micro_batch",
+static const char *const k_train[] = {"epochs", "seed", "threads", "log_every", "loss", "label_smoothing", "class_weights",
+                                      "huber_delta", "metrics", "max_steps", "run_dir", "init_from", "budget", "fit", "micro_batch",
                                       "early_stopping", "warn_worse_epochs", NULL};
 static const char *const k_guard[] = {"enabled", "policy", "lr_factor", "max_retries", "snapshot_every", "trust_steps", "spike_factor", "explode_factor", "auto_clip", "collapse_checks", NULL};
 static const char *const k_health[] = {"every", "leakage_check", NULL};
@@ -221,83 +223,46 @@ int kn_settings_read(kn_ctx *ctx, const kn_config *cfg, kn_settings *st) {
 /* ---------------- helpers ---------------- */
 
 
-/* Sums over an evaluation pass, in double: loss, correct predictions (class labels), and
- * for real targets the absolute and squared errors and the targets' sum and sum of
- * squares (R^2 needs the whole set: SST = sum y^2 - (sum y)^2 / n). */
-typedef struct {
-    double loss, abs_err, sq_err, y_sum, y_sq;
-    int64_t correct, n, nvals;
-} eval_sums;
-
-static void batch_metrics(const kn_model *m, const float *out, const void *yv, int count, eval_sums *e) {
-    if (m->desc.target_real) {
-        const float *y = yv;
-        const int64_t K = m->target_numel;
-        for (int i = 0; i < count; i++) {
-            double s = 0;
-            for (int64_t k = 0; k < K; k++) {
-                const double t = y[(int64_t)i * K + k], d = (double)out[(int64_t)i * K + k] - t;
-                s += d * d;
-                e->abs_err += fabs(d);
-                e->y_sum += t;
-                e->y_sq += t * t;
-            }
-            e->sq_err += s;
-            e->loss += s / (double)K;
-        }
-        e->nvals += (int64_t)count * K;
-        e->n += count;
-        return;
-    }
-    const int32_t *y = yv;
-    int K = m->nclasses;
-    for (int i = 0; i < count; i++) {
-        const float *r = out + (int64_t)i * K;
-        int arg = 0;
-        float mx = r[0];
-        for (int k = 1; k < K; k++)
-            if (r[k] > mx) { mx = r[k]; arg = k; }
-        if (arg == y[i]) e->correct++;
-        if (m->loss_kind == KN_LOSS_CE) {
-            double s = 0;
-            for (int k = 0; k < K; k++) s += exp((double)r[k] - mx);
-            e->loss += log(s) + mx - r[y[i]];
-        } else {
-            double s = 0;
-            for (int k = 0; k < K; k++) {
-                double d = r[k] - (k == y[i] ? 1.0 : 0.0);
-                s += d * d;
-            }
-            e->loss += s / K;
-        }
-    }
-    e->n += count;
-}
-
+/* An evaluation pass runs the eval graph on each batch with its targets: the graph's loss
+ * and metric outputs (found by name when the model was built) count the batch's valid
+ * samples only (rt.rows), and are added up here over the set: the loss as the mean of the
+ * batches' mean losses weighted by their sample counts, each metric by its statistics
+ * (ops/metric.h). Nothing here computes a loss or an argmax. */
 int kn_evaluate_metrics(kn_model *m, kn_loader *L, uint64_t seed, kn_eval_metrics *out) {
+    out->loss = out->accuracy = out->mae = out->rmse = out->r2 = NAN;
+    out->n = 0;
+    out->nmetrics = 0;
+    if (m->loss_eval < 0) return KN_ERR_SHAPE; /* the output does not fit the targets */
     kn_rt rt = {0};
     rt.seed = seed;
+    rt.g = m->eval;
     kn_loader_start_epoch(L, 0, 0);
-    eval_sums e;
-    memset(&e, 0, sizeof e);
+    double acc[KN_MAX_METRICS][KN_METRIC_NACC], loss_sum = 0;
+    for (int i = 0; i < m->nmetrics; i++) kn_metric_reset(acc[i]);
     void *y = malloc((size_t)(m->eval_batch * (m->target_numel > 0 ? m->target_numel : 1)) * 4);
     if (!y) return KN_ERR_NOMEM;
     int cnt;
     while ((cnt = kn_loader_next(L, kn_ptr(m->eval, m->x_eval), y)) > 0) {
+        kn_model_set_eval_targets(m, y);
+        rt.rows = cnt;
         kn_g_forward(m->eval, &rt);
-        batch_metrics(m, kn_ptr(m->eval, m->out_eval), y, cnt, &e);
+        loss_sum += (double)kn_ptr(m->eval, m->loss_eval)[0] * cnt;
+        for (int i = 0; i < m->nmetrics; i++)
+            kn_metric_add((kn_metric_kind)m->metric[i].kind, acc[i], kn_ptr(m->eval, m->metric[i].vid));
+        out->n += cnt;
     }
     free(y);
-    const double n = (double)e.n;
-    out->n = e.n;
-    out->loss = e.n ? e.loss / n : NAN;
-    out->accuracy = e.n && !m->desc.target_real ? (double)e.correct / n : NAN;
-    out->mae = out->rmse = out->r2 = NAN;
-    if (m->desc.target_real && e.nvals) {
-        const double nv = (double)e.nvals, sst = e.y_sq - e.y_sum * e.y_sum / nv;
-        out->mae = e.abs_err / nv;
-        out->rmse = sqrt(e.sq_err / nv);
-        out->r2 = e.nvals > 1 && sst > 0 ? 1.0 - e.sq_err / sst : NAN;
+    if (out->n) out->loss = loss_sum / (double)out->n;
+    for (int i = 0; i < m->nmetrics; i++) {
+        const double v = kn_metric_finish((kn_metric_kind)m->metric[i].kind, acc[i]);
+        const char *nm = m->metric[i].name;
+        kn_strlcpy(out->names[i], nm, sizeof out->names[i]);
+        out->values[i] = v;
+        out->nmetrics = i + 1;
+        if (!strcmp(nm, "accuracy")) out->accuracy = v;
+        else if (!strcmp(nm, "mae")) out->mae = v;
+        else if (!strcmp(nm, "rmse")) out->rmse = v;
+        else if (!strcmp(nm, "r2")) out->r2 = v;
     }
     return KN_OK;
 }

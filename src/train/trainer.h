@@ -77,6 +77,9 @@ void kn_job_close(kn_job *j);
 typedef struct {
     double loss, accuracy, mae, rmse, r2;
     int64_t n;
+    int nmetrics;            /* every metric of train.metrics, in order */
+    char names[8][32];
+    double values[8];
 } kn_eval_metrics;
 int kn_evaluate_metrics(kn_model *m, kn_loader *L, uint64_t seed, kn_eval_metrics *out);
 /* Mean loss and accuracy of the eval graph over a loader (kn_evaluate_metrics). */
