@@ -106,6 +106,13 @@ static void test_train_predict_save(void) {
     float p[2] = {0, 0}, q[2] = {1, 1};
     CHECK(kn_session_predict(s, x, 2, 3, p, 2) == KN_OK, "%s", kn_ctx_message(ctx));
     CHECK(fabs(p[0] - 4.5) < 0.5 && fabs(p[1] - (-4.0)) < 0.5, "predictions %g %g", p[0], p[1]);
+    /* more samples than one evaluation batch (16): in chunks, each as when predicted alone */
+    float xs[40 * 3], ys[40], y1;
+    for (int i = 0; i < 40 * 3; i++) xs[i] = (float)((i * 37) % 19) - 9.0f;
+    CHECK(kn_session_predict(s, xs, 40, 3, ys, 40) == KN_OK, "%s", kn_ctx_message(ctx));
+    int alike = 1;
+    for (int i = 0; i < 40; i++) alike = alike && kn_session_predict(s, xs + 3 * i, 1, 3, &y1, 1) == KN_OK && y1 == ys[i];
+    CHECK(alike, "40 samples at once differ from one at a time");
     /* save, open into a fresh session and load into another: the same bits */
     char model[1300], other[1300];
     snprintf(model, sizeof model, "%s/lin.safetensors", dir);
