@@ -107,6 +107,87 @@ KN_API int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out
 /* Evaluate a run directory (or a checkpoint file inside one) on its test set. */
 KN_API int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res);
 
+
+/* ---- building a config from code ----
+ * A config is sections of key = value pairs, as in an INI file (docs/CONFIG.md). Start
+ * from an empty one and add keys with kn_config_set ("section.key=value"): a section is
+ * created by its first key, and layer sections are built in the order they were created.
+ *     kn_config *cfg;
+ *     kn_config_new(ctx, "mlp", &cfg);
+ *     kn_config_set(ctx, cfg, "data.source=csv");  ...
+ *     kn_config_set(ctx, cfg, "fc1.type=linear");  kn_config_set(ctx, cfg, "fc1.out=16");
+ *     kn_config_set(ctx, cfg, "act1.type=relu");   ... */
+KN_API int kn_config_new(kn_ctx *ctx, const char *name, kn_config **out);
+/* The config as INI text (what a run directory and a saved model record): malloc'ed,
+ * release it with free(); NULL when out of memory. */
+KN_API char *kn_config_to_text(const kn_config *cfg);
+
+/* ---- sessions: a model with its data, trained and used step by step ----
+ * A session holds what a run holds without the run directory: the data the config's
+ * [data] names (split and normalised as `kiln train` does), the model built and
+ * initialised from train.seed, the optimizer and its learning-rate schedule. Every
+ * session function reports errors, as return codes with a message, into the context
+ * the session was created with (it must outlive the session); a session is used by one
+ * thread at a time. */
+typedef struct kn_session kn_session;
+
+typedef struct {
+    int threads;  /* 0: train.threads of the config (0 there: all cores) */
+    int64_t seed; /* <0: train.seed of the config */
+} kn_session_options;
+KN_API void kn_session_options_init(kn_session_options *o);
+
+/* Load the data, build and initialise the model and the optimizer. o may be NULL. The
+ * config is copied: it can be freed afterwards. */
+KN_API int kn_session_new(kn_ctx *ctx, const kn_config *cfg, const kn_session_options *o, kn_session **out);
+/* A session from a model file written by kn_session_save or `kiln train`
+ * (model.safetensors): its config, its normalisation of the input and its weights; the
+ * data are loaded again from the paths in its config. */
+KN_API int kn_session_open(kn_ctx *ctx, const char *path, const kn_session_options *o, kn_session **out);
+KN_API void kn_session_free(kn_session *s);
+
+/* One optimizer update on the next training batch (epochs wrap: a new epoch reshuffles as
+ * `kiln train` does), with the learning rate of the schedule at this step. *loss (may be
+ * NULL) gets the batch's loss before the update. */
+KN_API int kn_session_train_step(kn_session *s, double *loss);
+/* Steps up to the end of the current epoch (a whole epoch when one has just ended);
+ * *mean_loss (may be NULL) gets the mean of their losses. */
+KN_API int kn_session_train_epoch(kn_session *s, double *mean_loss);
+KN_API int64_t kn_session_steps_per_epoch(const kn_session *s);
+KN_API int64_t kn_session_steps_done(const kn_session *s); /* updates so far */
+KN_API int64_t kn_session_epoch(const kn_session *s);      /* epochs completed */
+KN_API int64_t kn_session_epochs(const kn_session *s);     /* train.epochs of the config */
+/* The learning rate the next step will use. */
+KN_API double kn_session_lr(const kn_session *s);
+
+typedef enum { KN_SPLIT_VALIDATION = 1, KN_SPLIT_TEST = 2 } kn_split;
+/* What an evaluation pass measures: mean loss; accuracy for class labels (else NaN);
+ * R^2, MAE and RMSE for real targets (else NaN); n samples. */
+typedef struct {
+    double loss, accuracy, r2, mae, rmse;
+    int64_t n;
+} kn_metrics;
+/* The validation split (data.validation_split > 0) or the test set. */
+KN_API int kn_session_evaluate(kn_session *s, kn_split which, kn_metrics *out);
+
+/* Floats per sample of the model's input (raw features: normalised inside as in
+ * training; image data: pixel values 0..255) and of its output (logits for classes,
+ * values for real targets). */
+KN_API int64_t kn_session_input_size(const kn_session *s);
+KN_API int64_t kn_session_output_size(const kn_session *s);
+/* The model's output for n samples: x holds n * features floats with features ==
+ * kn_session_input_size, out has room for out_capacity floats, at least
+ * n * kn_session_output_size. Sizes that do not fit are an error (KN_ERR_SHAPE). */
+KN_API int kn_session_predict(kn_session *s, const float *x, int64_t n, int64_t features, float *out, int64_t out_capacity);
+
+/* Write the model as `kiln train` writes model.safetensors (weights, config,
+ * normalisation and class names in the metadata): `kiln eval PATH`, kn_eval and
+ * kn_session_open read it. Atomic: the file is complete or absent. */
+KN_API int kn_session_save(kn_session *s, const char *path);
+/* Weights from a model or checkpoint file into this session's model: tensor names and
+ * shapes must match, and so must the input normalisation when the file records one. */
+KN_API int kn_session_load_weights(kn_session *s, const char *path);
+
 #ifdef __cplusplus
 }
 #endif
