@@ -24,31 +24,32 @@
 #define GELU_RSQRT2 0.70710678118654752440f
 #define GELU_RSQRT2PI 0.39894228040143267794f
 
-/* scalar forward: x, negative slope (leaky_relu's; the others ignore it) */
-static inline float relu_f(float x, float s) { (void)s; return x > 0.0f ? x : 0.0f; }
-static inline float lrelu_f(float x, float s) { return x > 0.0f ? x : s * x; }
-static inline float gelu_f(float x, float s) { (void)s; return 0.5f * x * (1.0f + erff(x * GELU_RSQRT2)); }
+/* scalar forward: element k of x (the negative slope s is leaky_relu's alone) */
+#define relu_f(x, k) ((x)[k] > 0.0f ? (x)[k] : 0.0f)
+#define lrelu_f(x, k) ((x)[k] > 0.0f ? (x)[k] : s * (x)[k])
+#define gelu_f(x, k) (0.5f * (x)[k] * (1.0f + erff((x)[k] * GELU_RSQRT2)))
 static inline float silu_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
-static inline float silu_f(float x, float s) { (void)s; return x * silu_sigmoid(x); }
-static inline float tanh_f(float x, float s) { (void)s; return tanhf(x); }
-static inline float sigmoid_f(float x, float s) { (void)s; return 1.0f / (1.0f + expf(-x)); }
+#define silu_f(x, k) ((x)[k] * silu_sigmoid((x)[k]))
+#define tanh_f(x, k) (tanhf((x)[k]))
+#define sigmoid_f(x, k) (1.0f / (1.0f + expf(-(x)[k])))
 
-/* scalar backward: dy, the value read (x or y, per the table), negative slope */
-static inline float relu_b(float dy, float y, float s) { (void)s; return y > 0.0f ? dy : 0.0f; }
-static inline float lrelu_b(float dy, float x, float s) { return x > 0.0f ? dy : s * dy; }
-static inline float gelu_b(float dy, float v, float s) {
-    (void)s;
-    float cdf = 0.5f * (1.0f + erff(v * GELU_RSQRT2));
-    float pdf = GELU_RSQRT2PI * expf(-0.5f * v * v);
-    return dy * (cdf + v * pdf);
-}
-static inline float silu_b(float dy, float x, float s0) {
-    (void)s0;
-    float s = silu_sigmoid(x);
-    return dy * s * (1.0f + x * (1.0f - s));
-}
-static inline float tanh_b(float dy, float y, float s) { (void)s; return dy * (1.0f - y * y); }
-static inline float sigmoid_b(float dy, float y, float s) { (void)s; return dy * y * (1.0f - y); }
+/* scalar backward: dx[k] from dy and the value read (x or y, per the table) */
+#define relu_b(dx, dy, y, k) ((dx)[k] = (y)[k] > 0.0f ? (dy)[k] : 0.0f)
+#define lrelu_b(dx, dy, x, k) ((dx)[k] = (x)[k] > 0.0f ? (dy)[k] : s * (dy)[k])
+#define gelu_b(dx, dy, x, k)                                     \
+    do {                                                         \
+        float v = (x)[k];                                        \
+        float cdf = 0.5f * (1.0f + erff(v * GELU_RSQRT2));       \
+        float pdf = GELU_RSQRT2PI * expf(-0.5f * v * v);         \
+        (dx)[k] = (dy)[k] * (cdf + v * pdf);                     \
+    } while (0)
+#define silu_b(dx, dy, x, k)                                     \
+    do {                                                         \
+        float s = silu_sigmoid((x)[k]);                          \
+        (dx)[k] = (dy)[k] * s * (1.0f + (x)[k] * (1.0f - s));    \
+    } while (0)
+#define tanh_b(dx, dy, y, k) ((dx)[k] = (dy)[k] * (1.0f - (y)[k] * (y)[k]))
+#define sigmoid_b(dx, dy, y, k) ((dx)[k] = (dy)[k] * (y)[k] * (1.0f - (y)[k]))
 
 /* The table. READS: IN (x) or OUT (y), what the backward reads; FF, FB: FLOPs per
  * element forward and backward; PF, PB: element counts above which the forward and the
@@ -70,6 +71,8 @@ static inline float sigmoid_b(float dy, float y, float s) { (void)s; return dy *
 #define ACT_READS_IN_OUT 0
 #define ACT_READS_OUT_IN 0
 #define ACT_READS_OUT_OUT 0x1
+#define ACT_SLOPE_0
+#define ACT_SLOPE_1 const float s = (float)n->a.f[0];
 
 static int act_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     if (n->nin != 1) return kn_err(ctx, KN_ERR_SHAPE, "%s takes one input, got %d", n->op->name, n->nin);
@@ -85,19 +88,19 @@ static int act_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     static void tag##_forward(const kn_node *n, kn_rt *rt) {                                             \
         const float *x = kn_ptr(rt->g, n->in[0]);                                                        \
         float *y = kn_ptr(rt->g, n->out[0]);                                                             \
-        const float s = (float)n->a.f[0];                                                                \
+        ACT_SLOPE_##SLOPE                                                                                \
         int64_t m = kn_numel(rt->g, n->in[0]);                                                           \
         ACT_PRAGMA(omp parallel for schedule(static) if (m > PF))                                        \
-        for (int64_t k = 0; k < m; k++) y[k] = tag##_f(x[k], s);                                         \
+        for (int64_t k = 0; k < m; k++) y[k] = tag##_f(x, k);                                            \
     }                                                                                                    \
     static void tag##_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) { \
         if (!din[0]) return;                                                                             \
-        const float *v = kn_ptr(rt->g, n->ACT_SRC_##READS[0]), *dy = dout[0];                           \
+        const float *xy = kn_ptr(rt->g, n->ACT_SRC_##READS[0]), *dy = dout[0];                          \
         float *dx = din[0];                                                                              \
-        const float s = (float)n->a.f[0];                                                                \
+        ACT_SLOPE_##SLOPE                                                                                \
         int64_t m = kn_numel(rt->g, n->in[0]);                                                           \
         ACT_PRAGMA(omp parallel for schedule(static) if (m > PB))                                        \
-        for (int64_t k = 0; k < m; k++) dx[k] = tag##_b(dy[k], v[k], s);                                 \
+        for (int64_t k = 0; k < m; k++) tag##_b(dx, dy, xy, k);                                          \
     }                                                                                                    \
     KN_ISA_KERNELS(tag, tag##_forward, tag##_backward)                                                   \
     KN_OP_DEF(kn_op_##opname) = {                                                                        \
