@@ -3,11 +3,22 @@
 #include "graph/fuse.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 kn_fuse_opts kn_fuse_defaults(void) {
-    kn_fuse_opts o = {.relu = 1};
+    kn_fuse_opts o = {.relu = 1, .named = NULL, .nnamed = 0};
     return o;
+}
+
+/* The result of node k's layer (output 0 of the layer's last node) is in o->named. */
+static int layer_named(const kn_graph *g, int k, const kn_fuse_opts *o) {
+    int last = k;
+    for (int j = k + 1; j < g->nn; j++)
+        if (!strcmp(g->n[j].layer, g->n[k].layer)) last = j;
+    for (int i = 0; i < o->nnamed; i++)
+        if (o->named[i] == g->n[last].out[0]) return 1;
+    return 0;
 }
 
 static int readers(const kn_graph *g, int vid) {
@@ -59,11 +70,11 @@ static void remove_value(kn_graph *g, int dead, int *vids, int nvids) {
 }
 
 /* Node k followed by a relu that is the only reader of its result: fold the relu in. */
-static int fuse_relu_at(kn_graph *g, int k, int *vids, int nvids) {
+static int fuse_relu_at(kn_graph *g, int k, const kn_fuse_opts *o, int *vids, int nvids) {
     kn_node *p = &g->n[k], *r = &g->n[k + 1];
     if (!p->op->fused_relu || !kn_op_has(r->op, KN_OPF_RELU) || r->nin != 1 || r->nout != 1) return 0;
     const int x = p->out[0], y = r->out[0];
-    if (r->in[0] != x || g->v[x].keep || x == g->loss || readers(g, x) != 1) return 0;
+    if (r->in[0] != x || g->v[x].keep || x == g->loss || readers(g, x) != 1 || layer_named(g, k, o)) return 0;
     p->op = p->op->fused_relu;
     g->v[x].keep |= g->v[y].keep;
     if (g->loss == y) g->loss = x;
@@ -80,7 +91,15 @@ static int fuse_relu_at(kn_graph *g, int k, int *vids, int nvids) {
 int kn_g_fuse(kn_ctx *ctx, kn_graph *g, const kn_fuse_opts *opts, int *vids, int nvids) {
     kn_fuse_opts o = opts ? *opts : kn_fuse_defaults();
     if (g->planned) return kn_err(ctx, KN_ERR_INTERNAL, "kn_g_fuse: the graph is planned already"), -1;
+    /* the ids the pass renumbers: the caller's, then (a copy of) the named ones */
+    int *ids = malloc((size_t)(nvids + o.nnamed + 1) * sizeof *ids);
+    if (!ids) return kn_err(ctx, KN_ERR_NOMEM, "out of memory"), -1;
+    for (int i = 0; i < nvids; i++) ids[i] = vids[i];
+    for (int i = 0; i < o.nnamed; i++) ids[nvids + i] = o.named[i];
+    o.named = ids + nvids;
     int fused = 0;
-    for (int k = 0; o.relu && k + 1 < g->nn; k++) fused += fuse_relu_at(g, k, vids, nvids);
+    for (int k = 0; o.relu && k + 1 < g->nn; k++) fused += fuse_relu_at(g, k, &o, ids, nvids + o.nnamed);
+    for (int i = 0; i < nvids; i++) vids[i] = ids[i];
+    free(ids);
     return fused;
 }

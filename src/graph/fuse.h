@@ -14,6 +14,13 @@
 
 typedef struct {
     int relu; /* 1: fold relus into their producers (the default); 0: no fusion (tests compare) */
+    /* Values that the caller's later layers read by name (the model builder: the results
+     * of the layers a config's `input = ...` lists), or NULL. A relu is not folded into
+     * a producer whose layer's result is one of them, even where the graph would allow
+     * it: the rule the model builder applied when it fused while building, kept so that
+     * plans stay as they were. */
+    const int *named;
+    int nnamed;
 } kn_fuse_opts;
 
 /* The default options (every fusion on). */

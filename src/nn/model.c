@@ -487,8 +487,11 @@ typedef struct {
     int vid;
 } named;
 
+/* by_name[0..*nby_name) (room for MAX_LAYERS * MAX_LAYER_INPUTS): the results of the
+ * layers that a later layer's `input = ...` names (the fusion pass leaves their relus
+ * alone) */
 static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph *g, int64_t batch, int *x_out,
-                       int *y_out, int *out_out, int *loss_out) {
+                       int *y_out, int *out_out, int *loss_out, int *by_name, int *nby_name) {
     char w[256];
     named *names = calloc(MAX_LAYERS + 1, sizeof *names);
     if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
@@ -526,6 +529,7 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
                     goto out;
                 }
                 L.in[L.nin++] = found;
+                by_name[(*nby_name)++] = found;
             }
         } else {
             L.in[L.nin++] = prev;
@@ -600,9 +604,12 @@ kn_model_opts kn_model_defaults(void) {
 }
 
 /* the graph passes before planning: fusion (graph/fuse.c), with the ids the model holds */
-static int run_passes(kn_ctx *ctx, kn_graph *g, const kn_model_opts *o, int *x, int *y, int *out, int *loss) {
+static int run_passes(kn_ctx *ctx, kn_graph *g, const kn_model_opts *o, const int *by_name, int nby_name, int *x, int *y,
+                      int *out, int *loss) {
     kn_fuse_opts fo = kn_fuse_defaults();
     fo.relu = o->fuse;
+    fo.named = by_name;
+    fo.nnamed = nby_name;
     int ids[4] = {*x, *y, *out, *loss};
     if (kn_g_fuse(ctx, g, &fo, ids, 4) < 0) return ctx->code;
     *x = ids[0];
@@ -645,19 +652,26 @@ int kn_model_plan_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t
     int lk, rc;
     if ((rc = kn_cfg_enum(ctx, cfg, kn_cfg_find(cfg, "train"), "loss", loss_names, 0, &lk))) return rc;
     m->loss_kind = (kn_loss_kind)lk;
+    int nnamed = 0, *by_name = malloc((size_t)MAX_LAYERS * MAX_LAYER_INPUTS * sizeof *by_name);
+    if (!by_name) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     if (batch > 0) {
         m->train = kn_g_new(&m->store, 1);
-        if (!m->train) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+        if (!m->train) { free(by_name); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
         m->train->blocking = o.blocked_layout;
-        if ((rc = build_graph(ctx, cfg, m, m->train, batch, &m->x_train, &m->y_train, &m->out_train, &m->loss))) return rc;
-        if ((rc = run_passes(ctx, m->train, &o, &m->x_train, &m->y_train, &m->out_train, &m->loss))) return rc;
+        nnamed = 0;
+        if (!rc) rc = build_graph(ctx, cfg, m, m->train, batch, &m->x_train, &m->y_train, &m->out_train, &m->loss, by_name, &nnamed);
+        if (!rc) rc = run_passes(ctx, m->train, &o, by_name, nnamed, &m->x_train, &m->y_train, &m->out_train, &m->loss);
+        if (rc) { free(by_name); return rc; }
     }
     m->eval = kn_g_new(&m->store, 0);
-    if (!m->eval) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    if (!m->eval) { free(by_name); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
     m->eval->blocking = o.blocked_layout;
     int dummy_y = -1, dummy_loss = -1;
-    if ((rc = build_graph(ctx, cfg, m, m->eval, eval_batch, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss))) return rc;
-    if ((rc = run_passes(ctx, m->eval, &o, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss))) return rc;
+    nnamed = 0;
+    rc = build_graph(ctx, cfg, m, m->eval, eval_batch, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss, by_name, &nnamed);
+    if (!rc) rc = run_passes(ctx, m->eval, &o, by_name, nnamed, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss);
+    free(by_name);
+    if (rc) return rc;
     if (m->train && (rc = kn_g_plan(ctx, m->train))) return rc;
     if ((rc = kn_g_plan(ctx, m->eval))) return rc;
     return KN_OK;
