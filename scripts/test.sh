@@ -8,6 +8,8 @@
 # (README command 1, an older checkout) does not change this build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cheap source checks first: op identity through flags only (scripts/check_op_identity.sh)
+bash scripts/check_op_identity.sh
 bash scripts/install-deps.sh python3 python3-venv
 jobs=$(nproc)
 # Python packages for the reference tests (the real safetensors reader), in a venv

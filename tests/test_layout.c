@@ -6,7 +6,7 @@
  * linear_relu ops against
  * that reference: small CNNs whose channel counts are multiples of the block are
  * built four ways — blocked or plain layouts, ReLU fused or not
- * (kn_set_fusion) — and one training step (forward, backward, Adam) from the same weights and
+ * (kn_model_opts: blocked_layout, fuse) — and one training step (forward, backward, Adam) from the same weights and
  * batch must give the same loss, parameter gradients, BatchNorm running statistics
  * and evaluation-graph logits, up to float rounding (different summation orders). */
 #include <math.h>
@@ -38,8 +38,9 @@ static void fill(float *x, int64_t n, uint64_t seed) {
 
 static int run(const char *name, const char *body, int blocked, int fused, result *out) {
     memset(out, 0, sizeof *out);
-    kn_cpu_set_blocking(blocked);
-    kn_set_fusion(fused);
+    kn_model_opts mo = kn_model_defaults();
+    mo.blocked_layout = blocked;
+    mo.fuse = fused;
     kn_ctx *ctx = kn_ctx_new();
     char *ini = malloc(strlen(HEAD) + strlen(body) + 1);
     strcpy(ini, HEAD);
@@ -48,14 +49,12 @@ static int run(const char *name, const char *body, int blocked, int fused, resul
     kn_model m;
     const int64_t B = 6, H = 12, W = 12, K = 10;
     int rc = kn_config_parse_string(ctx, name, ini, &cfg);
-    if (!rc) rc = kn_model_build(ctx, cfg, B, B, 1, (int)H, (int)W, (int)K, &m);
+    if (!rc) rc = kn_model_build_opts(ctx, cfg, B, B, 1, (int)H, (int)W, (int)K, &mo, &m);
     CHECK(rc == 0, "%s: %s", name, kn_ctx_message(ctx));
     if (rc) {
         kn_config_free(cfg);
         free(ini);
         kn_ctx_free(ctx);
-        kn_cpu_set_blocking(1);
-        kn_set_fusion(1);
         return rc;
     }
     kn_model_init(&m, 7);
@@ -87,8 +86,6 @@ static int run(const char *name, const char *body, int blocked, int fused, resul
     kn_config_free(cfg);
     free(ini);
     kn_ctx_free(ctx);
-    kn_cpu_set_blocking(1);
-    kn_set_fusion(1);
     return 0;
 }
 

@@ -8,9 +8,13 @@
  *  - the step (kn_trainer_step) gives the bits of the plain sequence forward, backward,
  *    clip, update; a gate that vetoes leaves the parameters untouched; the all-reduce
  *    hook sees the gradient once per step, before the norm;
- *  - the JSON-lines sink writes kiln 0.1's bytes and cuts back to a mark. */
+ *  - the JSON-lines sink writes kiln 0.1's bytes and cuts back to a mark;
+ *  - two trainings in one process, on two threads with two contexts at the same time (an
+ *    MLP and a CNN with fused ops, blocked layouts and oneDNN primitives), each give the
+ *    bits they give run alone: per-step losses, results and the saved model. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,9 +327,136 @@ static void test_two_runs(void) {
     kn_config_free(cfg);
 }
 
+
+/* ---------- two trainings at once ---------- */
+typedef struct {
+    const char *name, *body; /* config after [data] */
+    int threads;
+    char dir[1100];          /* run directory */
+    int rc;
+    kn_train_result res;
+    char msg[2100];
+} conc_job;
+
+static void *conc_run(void *arg) {
+    conc_job *j = arg;
+    kn_ctx *c = kn_ctx_new();
+    const char *D = kn_test_tmpdir("trainer_parts");
+    char text[2400], cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", j->dir);
+    kn_test_system(cmd);
+    snprintf(text, sizeof text,
+             "[data]\ndir = %s/cdata\nbatch_size = 16\n\n[train]\nepochs = 3\nseed = 5\nlog_every = 1\n\n"
+             "[optimizer]\ntype = adam\nlr = 0.003\n\n%s",
+             D, j->body);
+    kn_config *cfg = NULL;
+    j->rc = kn_config_parse_string(c, j->name, text, &cfg);
+    if (!j->rc) {
+        kn_train_options o;
+        kn_train_options_init(&o);
+        o.run_dir = j->dir;
+        o.quiet = 1;
+        o.threads = j->threads;
+        j->rc = kn_train(c, cfg, &o, &j->res);
+    }
+    snprintf(j->msg, sizeof j->msg, "%s", kn_ctx_message(c));
+    kn_config_free(cfg);
+    kn_ctx_free(c);
+    return NULL;
+}
+
+/* the "step" events of a run's metrics.jsonl (losses and learning rates, no times) */
+static void conc_steps(const char *dir, char *out, size_t n) {
+    static char buf[1 << 18];
+    char path[1200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    kn_test_slurp(path, buf, sizeof buf);
+    size_t k = 0;
+    out[0] = 0;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (!strncmp(line, "{\"event\":\"step\"", 15) && k + len + 2 < n) {
+            memcpy(out + k, line, len);
+            k += len;
+            out[k++] = '\n';
+            out[k] = 0;
+        }
+        line += len + (end ? 1 : 0);
+    }
+}
+
+static int conc_same_file(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int x = fgetc(fa), y = fgetc(fb);
+        if (x != y) same = 0;
+        if (x == EOF || y == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static void conc_compare(const conc_job *alone, const conc_job *both) {
+    static char sa[1 << 17], sb[1 << 17];
+    CHECK(alone->rc == KN_OK && both->rc == KN_OK, "two at once: %s: rc %d alone (%s), %d at once (%s)", alone->name,
+          alone->rc, alone->msg, both->rc, both->msg);
+    if (alone->rc || both->rc) return;
+    conc_steps(alone->dir, sa, sizeof sa);
+    conc_steps(both->dir, sb, sizeof sb);
+    CHECK(sa[0] && !strcmp(sa, sb), "two at once: %s: the per-step losses differ from the run alone:\n%s---\n%s", alone->name,
+          sa, sb);
+    CHECK(alone->res.steps == both->res.steps && alone->res.steps > 10 &&
+              !memcmp(&alone->res.final_train_loss, &both->res.final_train_loss, sizeof(double)) &&
+              !memcmp(&alone->res.val_loss, &both->res.val_loss, sizeof(double)) &&
+              !memcmp(&alone->res.test_loss, &both->res.test_loss, sizeof(double)),
+          "two at once: %s: results differ: %lld steps, loss %.9g, val %.9g, test %.9g alone; %lld, %.9g, %.9g, %.9g at once",
+          alone->name, (long long)alone->res.steps, alone->res.final_train_loss, alone->res.val_loss, alone->res.test_loss,
+          (long long)both->res.steps, both->res.final_train_loss, both->res.val_loss, both->res.test_loss);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/model.safetensors", alone->dir);
+    snprintf(pb, sizeof pb, "%s/model.safetensors", both->dir);
+    CHECK(conc_same_file(pa, pb), "two at once: %s: the saved model differs from the run alone's (%s, %s)", alone->name, pa, pb);
+}
+
+/* Two trainings in one process on two threads at once give each the bits it gives run
+ * alone: no process-wide state (planner sort, fusion and layout switches, oneDNN
+ * engine and stream, thread count) is shared between them. */
+static void test_two_at_once(void) {
+    const char *D = kn_test_tmpdir("trainer_parts");
+    kn_test_make_images(D, "cdata", 480, 12, 12);
+    static const char *mlp = "[flat]\ntype = flatten\n\n[fc1]\ntype = linear\nout = 48\nactivation = relu\n\n"
+                             "[fc2]\ntype = linear\nout = 10\n";
+    static const char *cnn = "[c1]\ntype = conv2d\nout_channels = 16\nkernel = 3\npadding = 1\n\n"
+                             "[bn1]\ntype = batchnorm\nactivation = relu\n\n[p1]\ntype = maxpool2d\n\n"
+                             "[c2]\ntype = conv2d\nout_channels = 16\nkernel = 3\npadding = 1\n\n"
+                             "[bn2]\ntype = batchnorm\n\n[r2]\ntype = relu\n\n"
+                             "[flat]\ntype = flatten\n\n[fc]\ntype = linear\nout = 10\n";
+    conc_job alone[2] = {{.name = "mlp.ini", .body = mlp, .threads = 1}, {.name = "cnn.ini", .body = cnn, .threads = 2}};
+    conc_job both[2] = {alone[0], alone[1]};
+    for (int i = 0; i < 2; i++) {
+        snprintf(alone[i].dir, sizeof alone[i].dir, "%s/alone_%d", D, i);
+        snprintf(both[i].dir, sizeof both[i].dir, "%s/both_%d", D, i);
+        conc_run(&alone[i]);
+    }
+    /* several rounds: a race shows in some, not every one */
+    for (int round = 0; round < 3; round++) {
+        pthread_t t[2];
+        int started[2] = {0, 0};
+        for (int i = 0; i < 2; i++) started[i] = pthread_create(&t[i], NULL, conc_run, &both[i]) == 0;
+        for (int i = 0; i < 2; i++)
+            if (started[i]) pthread_join(t[i], NULL);
+        CHECK(started[0] && started[1], "two at once: cannot start the threads");
+        for (int i = 0; i < 2; i++) conc_compare(&alone[i], &both[i]);
+    }
+}
+
 int main(void) {
     ctx = kn_ctx_new();
     test_two_runs();
+    test_two_at_once();
     test_clip();
     test_fields();
     test_step();

@@ -162,7 +162,9 @@ uint64_t kn_rng_below(kn_rng *r, uint64_t n) {
 }
 
 /* ---------- threads ---------- */
-static int g_threads = 0;
+/* Per thread, like OpenMP's nthreads ICV that it mirrors (omp_set_num_threads sets the
+ * calling thread's): two trainings on two threads each run with their own count. */
+static _Thread_local int g_threads = 0;
 void kn_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     g_threads = n;

@@ -91,7 +91,8 @@ static inline float kn_hash_uniform(uint64_t seed, uint64_t counter) {
 
 /* ---------- threads ----------
  * One pool: OpenMP's, which oneDNN (built with the OMP runtime) also uses, so the
- * two never oversubscribe. kn_set_threads sets the count for both. */
+ * two never oversubscribe. kn_set_threads sets the count for both, for the calling
+ * thread (OpenMP's count is per thread): a training on another thread sets its own. */
 void kn_set_threads(int n);
 int kn_get_threads(void);
 

@@ -129,6 +129,7 @@ kn_graph *kn_g_new(kn_store *store, int training) {
     g->store = store;
     g->training = training;
     g->isa = kn_isa_select();
+    g->blocking = 1;
     g->loss = -1;
     return g;
 }
@@ -139,6 +140,7 @@ void kn_g_free(kn_graph *g) {
         const kn_kernels *k = &g->n[i].op->kernels[g->backend];
         if (k->release && g->n[i].priv) k->release(&g->n[i]);
     }
+    if (g->bctx_free && g->bctx) g->bctx_free(g->bctx);
     if (g->own_arena) kn_aligned_free(g->arena);
     free(g->v);
     free(g->n);
@@ -582,12 +584,15 @@ static int cmp_span(const void *a, const void *b) {
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
-static kn_graph *g_sort_graph; /* qsort has no context argument in C17 */
-static int cmp_vid(const void *a, const void *b) {
-    const kn_value *x = &g_sort_graph->v[*(const int *)a], *y = &g_sort_graph->v[*(const int *)b];
+/* The placement order: largest first, then earliest, then by id (a total order, so
+ * qsort's result is the same on every libc). The keys are copied into the array sorted,
+ * as qsort has no context argument in C17. */
+typedef struct { size_t bytes; int first, id; } sort_key;
+static int cmp_key(const void *a, const void *b) {
+    const sort_key *x = a, *y = b;
     if (x->bytes != y->bytes) return x->bytes > y->bytes ? -1 : 1;
     if (x->first != y->first) return x->first < y->first ? -1 : 1;
-    return *(const int *)a - *(const int *)b;
+    return x->id - y->id;
 }
 
 static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
@@ -629,8 +634,14 @@ static int assign_offsets(kn_ctx *ctx, kn_graph *g) {
     }
     for (int i = 0; i < g->nv; i++)
         if (is_arena(g->v[i].kind) && g->v[i].alias < 0) ids[m++] = i;
-    g_sort_graph = g;
-    qsort(ids, (size_t)m, sizeof *ids, cmp_vid);
+    {
+        sort_key *keys = malloc((size_t)(m ? m : 1) * sizeof *keys);
+        if (!keys) { free(ids); free(placed); free(sp); free(save_last); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+        for (int k = 0; k < m; k++) keys[k] = (sort_key){g->v[ids[k]].bytes, g->v[ids[k]].first, ids[k]};
+        qsort(keys, (size_t)m, sizeof *keys, cmp_key);
+        for (int k = 0; k < m; k++) ids[k] = keys[k].id;
+        free(keys);
+    }
     int np = 0;
     size_t peak = 0, used = 0;
     for (int k = 0; k < m; k++) {

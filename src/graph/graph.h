@@ -154,8 +154,33 @@ typedef struct {
     void (*backward)(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout);
 } kn_kernels;
 
+/* Op properties (kn_op.flags), asked through kn_op_has() — never by comparing an op's
+ * name or address outside the op definitions and the graph passes
+ * (scripts/check_op_identity.sh). An op without a .flags initialiser has none. */
+enum {
+    /* output 0 has input 0's memory layout, and the kernels take input 0 channel-blocked
+     * (backend/cpu/layout.h): batchnorm, batchnorm_relu, relu, maxpool2d */
+    KN_OPF_LAYOUT_PRESERVING = 1u << 0,
+    /* reads a channel-blocked input 0 (converting it where it needs to): conv2d, reshape */
+    KN_OPF_BLOCKED_IN = 1u << 1,
+    /* its output 0 may be stored channel-blocked (a layout source): conv2d */
+    KN_OPF_BLOCKED_OUT = 1u << 2,
+    /* output 0 is a ReLU's (health counts its dead units): relu, batchnorm_relu, linear_relu */
+    KN_OPF_RELU_OUT = 1u << 3,
+    /* y = max(x, 0) and nothing else (what the fusion pass folds into .fused_relu): relu */
+    KN_OPF_RELU = 1u << 4,
+    /* a 2-D convolution (plans count them): conv2d */
+    KN_OPF_CONV = 1u << 5,
+    /* batch normalisation, fused variants included (plans ask): batchnorm, batchnorm_relu */
+    KN_OPF_BATCHNORM = 1u << 6,
+};
+
 struct kn_op {
     const char *name;
+    unsigned flags;             /* KN_OPF_* */
+    /* the same op with a ReLU applied to output 0 in the same pass (graph/fuse.c folds a
+     * relu that is its output's only reader into it), NULL if none */
+    const kn_op *fused_relu;
     /* Shape rule: check the inputs (n->in are set) and declare the outputs with
      * kn_g_declare_out. Errors say what was expected; the caller adds the layer. */
     int (*infer)(kn_graph *g, kn_node *n, kn_ctx *ctx);
@@ -172,6 +197,9 @@ struct kn_op {
     unsigned bwd_inplace;
     kn_kernels kernels[KN_NUM_BACKENDS];
 };
+
+/* Whether op has every property in f (KN_OPF_*). */
+static inline int kn_op_has(const kn_op *op, unsigned f) { return op && (op->flags & f) == f; }
 
 /* ---------------- graph ---------------- */
 typedef struct {
@@ -192,6 +220,12 @@ struct kn_graph {
     int training;
     kn_backend backend;
     int isa;             /* kn_isa (backend/cpu/isa.h): the kernels' instruction set, set by kn_g_new */
+    int blocking;        /* 1 (kn_g_new's default): channel-blocked layouts where the path has them
+                          * (backend/cpu/layout.h); 0: all plain. Set before kn_g_plan. */
+    void *bctx;          /* the backend's per-graph context (CPU: oneDNN engine and stream,
+                          * backend/cpu/dnnl_glue.h), made on first use; nothing is shared
+                          * between graphs, so graphs can run on different threads at once */
+    void (*bctx_free)(void *bctx);
     kn_value *v;
     int nv, vcap;
     kn_node *n;

@@ -3,7 +3,8 @@
  * the table at the end. The trainer does not change. */
 #define _POSIX_C_SOURCE 200809L
 #include "nn/model.h"
-#include "ops/fused.h"
+#include "graph/fuse.h"
+#include "ops/activation.h"
 #include "ops/metric.h"
 
 #include <stdio.h>
@@ -86,54 +87,27 @@ static int emit(layer_ctx *L, const kn_op *op, const int *in, int nin, const kn_
     return KN_OK;
 }
 
-static const char *const act_names[] = {"none", "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", NULL};
-
-/* Fusion: a ReLU applied to the result of the batchnorm or linear node just added, when
- * nothing else can read that result (no later section names that layer as an input),
- * becomes one batchnorm_relu / linear_relu node (ops/fused.h): one pass over the
- * activations instead of two, and one tensor fewer. Returns 1 if it fused (*out is
- * then the fused result). */
-static int fuse_relu(layer_ctx *L, int x, int *out) {
-    kn_graph *g = L->g;
-    if (g->nn < 1 || !kn_fusion()) return 0;
-    kn_node *p = &g->n[g->nn - 1];
-    if ((p->op != &kn_op_batchnorm && p->op != &kn_op_linear) || p->out[0] != x || g->v[x].keep) return 0;
-    int after = 0;
-    for (int s = 0; s < L->cfg->nsec; s++) {
-        const kn_cfg_section *sec = &L->cfg->sec[s];
-        if (sec == L->sec) { after = 1; continue; }
-        const kn_cfg_kv *in = after ? kn_cfg_get(sec, "input") : NULL;
-        if (!in || !in->value) continue;
-        /* the input list names layers separated by commas and spaces */
-        const char *v = in->value, *name = p->layer;
-        size_t ln = strlen(name);
-        for (const char *q = v; (q = strstr(q, name)) != NULL; q += ln) {
-            int start = q == v || q[-1] == ',' || q[-1] == ' ' || q[-1] == '\t';
-            char e = q[ln];
-            if (start && (e == 0 || e == ',' || e == ' ' || e == '\t')) return 0;
-        }
-    }
-    p->op = p->op == &kn_op_linear ? &kn_op_linear_relu : &kn_op_batchnorm_relu;
-    *out = x;
-    return 1;
-}
-static const kn_op *const act_ops[] = {NULL, &kn_op_relu, &kn_op_leaky_relu, &kn_op_gelu, &kn_op_silu, &kn_op_tanh, &kn_op_sigmoid};
-
-/* optional `activation = relu` on layers that produce features; `slope` sets a
- * leaky_relu activation's negative slope (0.01, as the leaky_relu layer) */
+/* optional `activation = relu` on layers that produce features (none, or a row of the
+ * activation table, ops/activation.h); `slope` sets a leaky_relu activation's negative
+ * slope (0.01, as the leaky_relu layer). A relu after a linear or batchnorm is fused
+ * into it later, by the graph pass (graph/fuse.c). */
 static int maybe_activation(layer_ctx *L, int *out) {
-    int k, rc;
+    int k, rc, nact = 0;
     double slope = 0.01;
+    const char *act_names[16];
+    act_names[nact++] = "none";
+    for (const kn_activation *a = kn_activations; a->name && nact < 15; a++) act_names[nact++] = a->name;
+    act_names[nact] = NULL;
     if ((rc = kn_cfg_enum(L->ctx, L->cfg, L->sec, "activation", act_names, 0, &k))) return rc;
-    if (act_ops[k] != &kn_op_leaky_relu && (rc = unused_key(L, "slope", "unless activation = leaky_relu"))) return rc;
-    if (act_ops[k] == &kn_op_leaky_relu && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope)))
+    const kn_activation *act = k > 0 ? &kn_activations[k - 1] : NULL;
+    if (!(act && act->has_slope) && (rc = unused_key(L, "slope", "unless activation = leaky_relu"))) return rc;
+    if (act && act->has_slope && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope)))
         return rc;
-    if (k == 0) return KN_OK;
-    if (act_ops[k] == &kn_op_relu && fuse_relu(L, *out, out)) return KN_OK;
+    if (!act) return KN_OK;
     kn_attrs a = {0};
     a.f[0] = slope;
     int x = *out;
-    return emit(L, act_ops[k], &x, 1, &a, out);
+    return emit(L, act->op, &x, 1, &a, out);
 }
 
 /* ---------- layers ---------- */
@@ -232,7 +206,7 @@ static int build_conv2d(layer_ctx *L, int *out) {
 }
 
 static const char *const k_pool[] = {"kernel", "stride", "padding", "count_include_pad", NULL};
-static int build_pool(layer_ctx *L, int *out, const kn_op *op) {
+static int build_pool(layer_ctx *L, int *out, const kn_op *op, int is_max) {
     int rc;
     int64_t k, s, p;
     int cip;
@@ -241,7 +215,7 @@ static int build_pool(layer_ctx *L, int *out, const kn_op *op) {
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "stride", k, 1, 1024, &s))) return rc;
     if ((rc = kn_cfg_int(L->ctx, L->cfg, L->sec, "padding", 0, 0, 1024, &p))) return rc;
     if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "count_include_pad", 1, &cip))) return rc;
-    if (op == &kn_op_maxpool2d && (rc = unused_key(L, "count_include_pad", "on a maxpool2d layer (it is avgpool2d's)"))) return rc;
+    if (is_max && (rc = unused_key(L, "count_include_pad", "on a maxpool2d layer (it is avgpool2d's)"))) return rc;
     kn_attrs a = {0};
     a.i[0] = a.i[1] = k;
     a.i[2] = a.i[3] = s;
@@ -249,8 +223,8 @@ static int build_pool(layer_ctx *L, int *out, const kn_op *op) {
     a.i[6] = cip;
     return emit(L, op, L->in, 1, &a, out);
 }
-static int build_maxpool(layer_ctx *L, int *out) { return build_pool(L, out, &kn_op_maxpool2d); }
-static int build_avgpool(layer_ctx *L, int *out) { return build_pool(L, out, &kn_op_avgpool2d); }
+static int build_maxpool(layer_ctx *L, int *out) { return build_pool(L, out, &kn_op_maxpool2d, 1); }
+static int build_avgpool(layer_ctx *L, int *out) { return build_pool(L, out, &kn_op_avgpool2d, 0); }
 
 static const char *const k_none[] = {NULL};
 static int build_gap(layer_ctx *L, int *out) {
@@ -292,22 +266,24 @@ static int build_batchnorm(layer_ctx *L, int *out) {
 }
 
 static const char *const k_leaky[] = {"slope", NULL};
-static int build_act(layer_ctx *L, int *out, const kn_op *op) {
+/* an activation layer: the row of the activation table named by its type */
+static int build_act(layer_ctx *L, int *out, const char *type) {
     int rc;
     double slope = 0.01;
+    const kn_activation *act = kn_activation_find(type);
+    if (!act) return kn_err(L->ctx, KN_ERR_INTERNAL, "no activation op '%s'", type);
     if ((rc = one_input(L))) return rc;
-    if (op == &kn_op_leaky_relu && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope))) return rc;
-    if (op == &kn_op_relu && fuse_relu(L, L->in[0], out)) return KN_OK;
+    if (act->has_slope && (rc = kn_cfg_float(L->ctx, L->cfg, L->sec, "slope", 0.01, -1e3, 1e3, &slope))) return rc;
     kn_attrs a = {0};
     a.f[0] = slope;
-    return emit(L, op, L->in, 1, &a, out);
+    return emit(L, act->op, L->in, 1, &a, out);
 }
-static int build_relu(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_relu); }
-static int build_leaky(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_leaky_relu); }
-static int build_gelu(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_gelu); }
-static int build_silu(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_silu); }
-static int build_tanh(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_tanh); }
-static int build_sigmoid(layer_ctx *L, int *out) { return build_act(L, out, &kn_op_sigmoid); }
+static int build_relu(layer_ctx *L, int *out) { return build_act(L, out, "relu"); }
+static int build_leaky(layer_ctx *L, int *out) { return build_act(L, out, "leaky_relu"); }
+static int build_gelu(layer_ctx *L, int *out) { return build_act(L, out, "gelu"); }
+static int build_silu(layer_ctx *L, int *out) { return build_act(L, out, "silu"); }
+static int build_tanh(layer_ctx *L, int *out) { return build_act(L, out, "tanh"); }
+static int build_sigmoid(layer_ctx *L, int *out) { return build_act(L, out, "sigmoid"); }
 
 static const char *const k_dropout[] = {"p", NULL};
 static int build_dropout(layer_ctx *L, int *out) {
@@ -651,8 +627,11 @@ static int add_loss_and_metrics_eval(kn_ctx *ctx, const kn_config *cfg, kn_model
     return KN_OK;
 }
 
+/* by_name[0..*nby_name) (room for MAX_LAYERS * MAX_LAYER_INPUTS): the results of the
+ * layers that a later layer's `input = ...` names (the fusion pass leaves their relus
+ * alone) */
 static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph *g, int64_t batch, int *x_out,
-                       int *y_out, int *out_out, int *loss_out) {
+                       int *y_out, int *out_out, int *loss_out, int *by_name, int *nby_name) {
     char w[256];
     named *names = calloc(MAX_LAYERS + 1, sizeof *names);
     if (!names) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
@@ -679,6 +658,18 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
     for (int s = 0; s < cfg->nsec; s++) {
         const kn_cfg_section *sec = &cfg->sec[s];
         if (kn_is_reserved_section(sec->name)) continue;
+        static const char *const reserved_values[] = {"input", "loss", "labels", "targets", "class_weights"};
+        if (!strncmp(sec->name, "metric.", 7)) {
+            rc = kn_err(ctx, KN_ERR_CONFIG, "%s: layer names starting with 'metric.' are kept for the model's metrics; choose another name",
+                        kn_cfg_where(cfg, sec, NULL, w, sizeof w));
+            goto out;
+        }
+        for (int i = 1; i < 5; i++)
+            if (!strcmp(sec->name, reserved_values[i])) {
+                rc = kn_err(ctx, KN_ERR_CONFIG, "%s: '%s' names one of the model's own values (its loss and targets); choose another layer name",
+                            kn_cfg_where(cfg, sec, NULL, w, sizeof w), sec->name);
+                goto out;
+            }
         for (int i = 0; i < D->ninputs + 1; i++)
             if (!strcmp(sec->name, i < D->ninputs ? D->in[i].name : "input")) {
                 rc = kn_err(ctx, KN_ERR_CONFIG, "%s: '%s' is the name of one of the model's inputs; choose another layer name",
@@ -708,6 +699,7 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
                     goto out;
                 }
                 L.in[L.nin++] = found;
+                by_name[(*nby_name)++] = found;
             }
         } else {
             L.in[L.nin++] = prev;
@@ -837,8 +829,67 @@ void kn_data_desc_image(kn_data_desc *d, int channels, int height, int width, in
     d->nclasses = nclasses;
 }
 
+kn_model_opts kn_model_defaults(void) {
+    kn_model_opts o = {.fuse = 1, .blocked_layout = 1};
+    return o;
+}
+
+/* the graph passes before planning: fusion (graph/fuse.c), with the ids the model holds */
+static int run_passes(kn_ctx *ctx, kn_graph *g, const kn_model_opts *o, const int *by_name, int nby_name, int *x, int *y,
+                      int *out, int *loss) {
+    kn_fuse_opts fo = kn_fuse_defaults();
+    fo.relu = o->fuse;
+    fo.named = by_name;
+    fo.nnamed = nby_name;
+    int ids[4] = {*x, *y, *out, *loss};
+    if (kn_g_fuse(ctx, g, &fo, ids, 4) < 0) return ctx->code;
+    *x = ids[0];
+    *y = ids[1];
+    *out = ids[2];
+    *loss = ids[3];
+    return KN_OK;
+}
+
+int kn_model_plan_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                       int width, int nclasses, const kn_model_opts *opts, kn_model *m) {
+    kn_data_desc d;
+    kn_data_desc_image(&d, channels, height, width, nclasses);
+    return kn_model_plan_desc_opts(ctx, cfg, batch, eval_batch, &d, opts, m);
+}
+
 int kn_model_plan_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
                        kn_model *m) {
+    return kn_model_plan_desc_opts(ctx, cfg, batch, eval_batch, desc, NULL, m);
+}
+
+/* After the graph passes (which renumber values): the ids the model holds, found by name. */
+static int find_input(const kn_graph *g, const char *name) {
+    for (int v = 0; v < g->nv; v++)
+        if (g->v[v].kind == KN_VAL_INPUT && !strcmp(g->v[v].name, name)) return v;
+    return -1;
+}
+
+static int refind_ids(kn_ctx *ctx, kn_model *m) {
+    if (m->train) m->cw_train = find_input(m->train, "class_weights");
+    kn_graph *g = m->eval;
+    m->cw_eval = find_input(g, "class_weights");
+    m->labels_eval = find_input(g, "labels");
+    m->targets_eval = find_input(g, "targets");
+    if (m->loss_eval < 0) return KN_OK; /* the output does not fit the targets: no loss */
+    m->loss_eval = kn_model_output(g, "loss");
+    if (m->loss_eval < 0) return kn_err(ctx, KN_ERR_INTERNAL, "the eval graph's loss is not found by name");
+    for (int i = 0; i < m->nmetrics; i++) {
+        char lname[64];
+        snprintf(lname, sizeof lname, "metric.%s", m->metric[i].name);
+        m->metric[i].vid = kn_model_output(g, lname);
+        if (m->metric[i].vid < 0) return kn_err(ctx, KN_ERR_INTERNAL, "metric output %s not found by name", lname);
+    }
+    return KN_OK;
+}
+
+int kn_model_plan_desc_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
+                            const kn_model_opts *opts, kn_model *m) {
+    const kn_model_opts o = opts ? *opts : kn_model_defaults();
     memset(m, 0, sizeof *m);
     kn_store_init(&m->store);
     m->batch = batch;
@@ -888,15 +939,27 @@ int kn_model_plan_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t
     int rc;
     m->loss_eval = m->labels_eval = m->targets_eval = m->cw_eval = m->cw_train = -1;
     if ((rc = read_loss(ctx, cfg, m)) || (rc = read_metrics(ctx, cfg, m))) return rc;
+    int nnamed = 0, *by_name = malloc((size_t)MAX_LAYERS * MAX_LAYER_INPUTS * sizeof *by_name);
+    if (!by_name) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     if (batch > 0) {
         m->train = kn_g_new(&m->store, 1);
-        if (!m->train) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
-        if ((rc = build_graph(ctx, cfg, m, m->train, batch, &m->x_train, &m->y_train, &m->out_train, &m->loss))) return rc;
+        if (!m->train) { free(by_name); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+        m->train->blocking = o.blocked_layout;
+        nnamed = 0;
+        if (!rc) rc = build_graph(ctx, cfg, m, m->train, batch, &m->x_train, &m->y_train, &m->out_train, &m->loss, by_name, &nnamed);
+        if (!rc) rc = run_passes(ctx, m->train, &o, by_name, nnamed, &m->x_train, &m->y_train, &m->out_train, &m->loss);
+        if (rc) { free(by_name); return rc; }
     }
     m->eval = kn_g_new(&m->store, 0);
-    if (!m->eval) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
+    if (!m->eval) { free(by_name); return kn_err(ctx, KN_ERR_NOMEM, "out of memory"); }
+    m->eval->blocking = o.blocked_layout;
     int dummy_y = -1, dummy_loss = -1;
-    if ((rc = build_graph(ctx, cfg, m, m->eval, eval_batch, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss))) return rc;
+    nnamed = 0;
+    rc = build_graph(ctx, cfg, m, m->eval, eval_batch, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss, by_name, &nnamed);
+    if (!rc) rc = run_passes(ctx, m->eval, &o, by_name, nnamed, &m->x_eval, &dummy_y, &m->out_eval, &dummy_loss);
+    free(by_name);
+    if (rc) return rc;
+    if ((rc = refind_ids(ctx, m))) return rc;
     if (m->train && (rc = kn_g_plan(ctx, m->train))) return rc;
     if ((rc = kn_g_plan(ctx, m->eval))) return rc;
     return KN_OK;
@@ -930,7 +993,12 @@ int kn_model_build_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_
 
 int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
                    int width, int nclasses, kn_model *m) {
-    int rc = kn_model_plan(ctx, cfg, batch, eval_batch, channels, height, width, nclasses, m);
+    return kn_model_build_opts(ctx, cfg, batch, eval_batch, channels, height, width, nclasses, NULL, m);
+}
+
+int kn_model_build_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                        int width, int nclasses, const kn_model_opts *opts, kn_model *m) {
+    int rc = kn_model_plan_opts(ctx, cfg, batch, eval_batch, channels, height, width, nclasses, opts, m);
     return rc ? rc : kn_model_alloc(ctx, m);
 }
 

@@ -80,6 +80,16 @@ int kn_model_classes(const kn_config *cfg);
 /* Check layer types and keys without building (no data needed). */
 int kn_model_check_config(kn_ctx *ctx, const kn_config *cfg);
 
+/* How a model is built: the defaults (kn_model_defaults) are what the trainer uses;
+ * tests turn parts off to compare. Per model, not per process: two models built with
+ * different options can train at the same time. */
+typedef struct {
+    int fuse;            /* 1: the fusion pass (graph/fuse.h) runs on both graphs */
+    int blocked_layout;  /* 1: channel-blocked activation layouts where the CPU path has them
+                          * (backend/cpu/layout.h); 0: every activation plain */
+} kn_model_opts;
+kn_model_opts kn_model_defaults(void);
+
 /* Build and plan from cfg without allocating tensor memory (store, arena): the
  * plan (arena_bytes of both graphs, store sizes) is known afterwards. batch == 0:
  * evaluation graph only. kn_model_free releases it. */
@@ -88,6 +98,12 @@ int kn_model_plan_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t
 /* The same for image data (kn_data_desc_image). */
 int kn_model_plan(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
                   int width, int nclasses, kn_model *m);
+/* The same with options (NULL: kn_model_defaults()). */
+/* kn_model_plan_desc with options (NULL: kn_model_defaults()). */
+int kn_model_plan_desc_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, const kn_data_desc *desc,
+                            const kn_model_opts *opts, kn_model *m);
+int kn_model_plan_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                       int width, int nclasses, const kn_model_opts *opts, kn_model *m);
 /* Allocate the store and the shared arena of a planned model. */
 int kn_model_alloc(kn_ctx *ctx, kn_model *m);
 /* kn_model_plan + kn_model_alloc. Does not initialise parameter values (kn_model_init). */
@@ -95,6 +111,8 @@ int kn_model_build_desc(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_
                         kn_model *m);
 int kn_model_build(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
                    int width, int nclasses, kn_model *m);
+int kn_model_build_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_t eval_batch, int channels, int height,
+                        int width, int nclasses, const kn_model_opts *opts, kn_model *m);
 void kn_model_free(kn_model *m);
 /* Initialise parameters and states from their initialisers with a seeded RNG. */
 void kn_model_init(kn_model *m, uint64_t seed);

@@ -389,6 +389,8 @@ KN_ISA_KERNELS(bn, bn_forward, bn_backward)
 
 KN_OP_DEF(kn_op_batchnorm) = {
     .name = "batchnorm",
+    .flags = KN_OPF_LAYOUT_PRESERVING | KN_OPF_BATCHNORM,
+    .fused_relu = &kn_op_batchnorm_relu,
     .infer = bn_infer,
     .flops_fwd = bn_flops,
     .flops_bwd = bn_flops_bwd,
@@ -401,6 +403,7 @@ KN_OP_DEF(kn_op_batchnorm) = {
 
 KN_OP_DEF(kn_op_batchnorm_relu) = {
     .name = "batchnorm_relu",
+    .flags = KN_OPF_LAYOUT_PRESERVING | KN_OPF_BATCHNORM | KN_OPF_RELU_OUT,
     .infer = bn_infer,
     .flops_fwd = bn_flops,
     .flops_bwd = bn_flops_bwd,

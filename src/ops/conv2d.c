@@ -108,10 +108,10 @@ static int is_ref(const_dnnl_primitive_desc_t pd) {
 
 /* A reorder if a and b differ (into p), else nothing. Adds the destination's bytes to
  * *off when it goes into scratch (buf != NULL: *buf = its offset). */
-static int maybe_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+static int maybe_reorder(kn_ctx *ctx, const kn_dnnl_ctx *dc, kn_dnnl_prim *p, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
                          const dnnl_memory_desc_t *scratch_md, size_t *off, size_t *buf) {
     if (dnnl_memory_desc_equal(a, b)) return KN_OK;
-    int rc = kn_dnnl_reorder(ctx, p, a, b);
+    int rc = kn_dnnl_reorder(ctx, dc, p, a, b);
     if (rc) return rc;
     if (buf) {
         *buf = *off;
@@ -121,6 +121,8 @@ static int maybe_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t 
 }
 
 static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked, int wino) {
+    const kn_dnnl_ctx *dc = kn_dnnl_ctx_of(ctx, g);
+    if (!dc) return ctx->code;
     const dnnl_alg_kind_t alg = wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
     conv_priv *p = n->priv;
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]), *y = kn_shp(g, n->out[0]);
@@ -156,21 +158,21 @@ static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked, int win
     dnnl_prop_kind_t prop = g->training ? dnnl_forward_training : dnnl_forward_inference;
     if (dnnl_dilated_convolution_forward_desc_init(&cd, prop, alg, &psrc, &wany, bias ? &bia : NULL,
                                                    &pdst, strides, dil, pad, padr) != dnnl_success ||
-        dnnl_primitive_desc_create(&fpd, &cd, attr, kn_dnnl_engine(), NULL) != dnnl_success) {
+        dnnl_primitive_desc_create(&fpd, &cd, attr, dc->engine, NULL) != dnnl_success) {
         rc = wino ? -2 : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution for these shapes");
         goto done;
     }
     if (g->training) {
         if (dnnl_dilated_convolution_backward_data_desc_init(&cd, alg, &psrc, &wany, &pdst, strides,
                                                              dil, pad, padr) != dnnl_success ||
-            dnnl_primitive_desc_create(&dpd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
+            dnnl_primitive_desc_create(&dpd, &cd, attr, dc->engine, fpd) != dnnl_success) {
             rc = wino ? -2 : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-data for these shapes");
             goto done;
         }
         if (dnnl_dilated_convolution_backward_weights_desc_init(&cd, alg, &psrc, &wany,
                                                                 bias ? &bia : NULL, &pdst, strides, dil, pad,
                                                                 padr) != dnnl_success ||
-            dnnl_primitive_desc_create(&wpd, &cd, attr, kn_dnnl_engine(), fpd) != dnnl_success) {
+            dnnl_primitive_desc_create(&wpd, &cd, attr, dc->engine, fpd) != dnnl_success) {
             rc = wino ? -2 : kn_err(ctx, KN_ERR_INTERNAL, "oneDNN has no convolution backward-weights for these shapes");
             goto done;
         }
@@ -185,34 +187,34 @@ static int conv_build(kn_graph *g, kn_node *n, kn_ctx *ctx, int blocked, int win
     {
         int a3[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
         int a2[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-        if ((rc = kn_dnnl_prim_init(ctx, &p->fwd, fpd, bias ? a3 : a2, bias ? 4 : 3, "convolution forward"))) goto done;
+        if ((rc = kn_dnnl_prim_init(ctx, dc, &p->fwd, fpd, bias ? a3 : a2, bias ? 4 : 3, "convolution forward"))) goto done;
     }
     size_t off = kn_align_up(p->fwd.scratch, 64);
     p->f_pad = 0;
     const dnnl_memory_desc_t *fw = dnnl_primitive_desc_query_md(fpd, dnnl_query_exec_arg_md, DNNL_ARG_WEIGHTS);
-    if ((rc = maybe_reorder(ctx, &p->w_fwd, &uwei, fw, fw, &off, &p->f_w))) goto done;
-    if ((rc = maybe_reorder(ctx, &p->src_in, &usrc, &psrc, &psrc, &off, &p->f_src))) goto done;
-    if ((rc = maybe_reorder(ctx, &p->dst_out, &pdst, &udst, &pdst, &off, &p->f_dst))) goto done;
+    if ((rc = maybe_reorder(ctx, dc, &p->w_fwd, &uwei, fw, fw, &off, &p->f_w))) goto done;
+    if ((rc = maybe_reorder(ctx, dc, &p->src_in, &usrc, &psrc, &psrc, &off, &p->f_src))) goto done;
+    if ((rc = maybe_reorder(ctx, dc, &p->dst_out, &pdst, &udst, &pdst, &off, &p->f_dst))) goto done;
     n->scratch_fwd = off;
     if (g->training) {
         int ad[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
-        if ((rc = kn_dnnl_prim_init(ctx, &p->bwd_data, dpd, ad, 3, "convolution backward-data"))) goto done;
+        if ((rc = kn_dnnl_prim_init(ctx, dc, &p->bwd_data, dpd, ad, 3, "convolution backward-data"))) goto done;
         int aw3[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         int aw2[3] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS};
-        if ((rc = kn_dnnl_prim_init(ctx, &p->bwd_w, wpd, bias ? aw3 : aw2, bias ? 4 : 3, "convolution backward-weights")))
+        if ((rc = kn_dnnl_prim_init(ctx, dc, &p->bwd_w, wpd, bias ? aw3 : aw2, bias ? 4 : 3, "convolution backward-weights")))
             goto done;
         off = kn_align_up(p->bwd_data.scratch > p->bwd_w.scratch ? p->bwd_data.scratch : p->bwd_w.scratch, 64);
         p->b_pad = 0;
         const dnnl_memory_desc_t *dw = dnnl_primitive_desc_query_md(dpd, dnnl_query_exec_arg_md, DNNL_ARG_WEIGHTS);
         const dnnl_memory_desc_t *ww = dnnl_primitive_desc_query_md(wpd, dnnl_query_exec_arg_md, DNNL_ARG_DIFF_WEIGHTS);
-        if ((rc = maybe_reorder(ctx, &p->w_bwd, &uwei, dw, dw, &off, &p->b_w))) goto done;
-        if ((rc = maybe_reorder(ctx, &p->dw_out, ww, &uwei, ww, &off, &p->b_dw))) goto done;
-        if ((rc = maybe_reorder(ctx, &p->ddst_in, &udst, &pdst, &pdst, &off, &p->b_ddst))) goto done;
+        if ((rc = maybe_reorder(ctx, dc, &p->w_bwd, &uwei, dw, dw, &off, &p->b_w))) goto done;
+        if ((rc = maybe_reorder(ctx, dc, &p->dw_out, ww, &uwei, ww, &off, &p->b_dw))) goto done;
+        if ((rc = maybe_reorder(ctx, dc, &p->ddst_in, &udst, &pdst, &pdst, &off, &p->b_ddst))) goto done;
         if (p->src_in.prim) {
             p->b_src = off;
             off += md_bytes(&psrc);
         }
-        if ((rc = maybe_reorder(ctx, &p->dsrc_out, &psrc, &usrc, &psrc, &off, &p->b_dsrc))) goto done;
+        if ((rc = maybe_reorder(ctx, dc, &p->dsrc_out, &psrc, &usrc, &psrc, &off, &p->b_dsrc))) goto done;
         n->scratch_bwd = off;
     }
 done:
@@ -311,6 +313,7 @@ KN_ISA_KERNELS(conv, conv_forward, conv_backward)
 
 KN_OP_DEF(kn_op_conv2d) = {
     .name = "conv2d",
+    .flags = KN_OPF_CONV | KN_OPF_BLOCKED_IN | KN_OPF_BLOCKED_OUT,
     .infer = conv_infer,
     .flops_fwd = conv_flops,
     .flops_bwd = conv_flops_bwd,

@@ -79,12 +79,14 @@ static int linear_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     const kn_shape *x = kn_shp(g, n->in[0]), *w = kn_shp(g, n->in[1]);
     int64_t N = linear_rows(g, n), I = x->d[x->nd - 1], O = w->d[0];
     const int relu = n->op == &kn_op_linear_relu;
+    const kn_dnnl_ctx *dc = kn_dnnl_ctx_of(ctx, g);
+    if (!dc) return ctx->code;
     linear_priv *p = calloc(1, sizeof *p);
     if (!p) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     n->priv = p;
-    int rc = kn_dnnl_matmul_ex(ctx, &p->fwd, N, O, I, 0, 1, n->nin == 3, relu);
-    if (!rc && g->training) rc = kn_dnnl_matmul(ctx, &p->bwd_data, N, I, O, 0, 0, 0);
-    if (!rc && g->training) rc = kn_dnnl_matmul(ctx, &p->bwd_w, O, I, N, 1, 0, 0);
+    int rc = kn_dnnl_matmul_ex(ctx, dc, &p->fwd, N, O, I, 0, 1, n->nin == 3, relu);
+    if (!rc && g->training) rc = kn_dnnl_matmul(ctx, dc, &p->bwd_data, N, I, O, 0, 0, 0);
+    if (!rc && g->training) rc = kn_dnnl_matmul(ctx, dc, &p->bwd_w, O, I, N, 1, 0, 0);
     if (rc) { linear_release(n); return rc; }
     n->scratch_fwd = p->fwd.scratch;
     n->scratch_bwd = bwd_pad(p) + (relu ? kn_align_up((size_t)(N * O) * sizeof(float), 64) : 0) +
@@ -159,6 +161,7 @@ KN_ISA_KERNELS(linear, linear_forward, linear_backward)
 
 KN_OP_DEF(kn_op_linear) = {
     .name = "linear",
+    .fused_relu = &kn_op_linear_relu,
     .infer = linear_infer,
     .flops_fwd = linear_flops,
     .flops_bwd = linear_flops_bwd,
@@ -170,6 +173,7 @@ KN_OP_DEF(kn_op_linear) = {
 
 KN_OP_DEF(kn_op_linear_relu) = {
     .name = "linear_relu",
+    .flags = KN_OPF_RELU_OUT,
     .infer = linear_infer,
     .flops_fwd = linear_flops,
     .flops_bwd = linear_flops_bwd,

@@ -214,6 +214,7 @@ KN_ISA_KERNELS(maxpool, maxpool_forward, maxpool_backward)
 
 KN_OP_DEF(kn_op_maxpool2d) = {
     .name = "maxpool2d",
+    .flags = KN_OPF_LAYOUT_PRESERVING,
     .infer = maxpool_infer,
     .flops_fwd = maxpool_flops,
     .flops_bwd = maxpool_flops_bwd,

@@ -99,6 +99,7 @@ KN_ISA_KERNELS(reshape, reshape_forward, reshape_backward)
 
 KN_OP_DEF(kn_op_reshape) = {
     .name = "reshape",
+    .flags = KN_OPF_BLOCKED_IN,
     .infer = reshape_infer,
     .flops_fwd = reshape_flops,
     .flops_bwd = reshape_flops,

@@ -60,7 +60,6 @@
 #include "train/health.h"
 
 #include "backend/cpu/layout.h"
-#include "ops/fused.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -208,13 +207,9 @@ static void act_stats(kn_health *h, hlayer *l) {
 }
 
 /* ---------------- create / free ---------------- */
-/* Ops whose output is a ReLU's: relu, batchnorm_relu (the model builder fuses a
- * batchnorm's `activation = relu`), and any later fused op named "<op>_relu". */
-static int ends_in_relu(const kn_op *op) {
-    if (op == &kn_op_relu || op == &kn_op_batchnorm_relu) return 1;
-    size_t n = op->name ? strlen(op->name) : 0;
-    return n > 5 && !strcmp(op->name + n - 5, "_relu") && strcmp(op->name, "leaky_relu") != 0;
-}
+/* Ops whose output is a ReLU's (KN_OPF_RELU_OUT): relu and the fused ops that end in
+ * one (batchnorm_relu, linear_relu: graph/fuse.c). */
+static int ends_in_relu(const kn_op *op) { return kn_op_has(op, KN_OPF_RELU_OUT); }
 
 static int find_layer(const kn_health *h, const char *name) {
     for (int i = 0; i < h->nl; i++)

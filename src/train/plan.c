@@ -311,8 +311,8 @@ int kn_plan_make(kn_ctx *ctx, const kn_config *cfg, const kn_settings *st, int64
     p->eval_naive = m.eval->naive_bytes;
     for (int k = 0; k < m.train->nn; k++)
     {
-        if (!strncmp(m.train->n[k].op->name, "batchnorm", 9)) p->has_batchnorm = 1; /* fused variants too */
-        if (m.train->n[k].op == &kn_op_conv2d) p->nconv++;
+        if (kn_op_has(m.train->n[k].op, KN_OPF_BATCHNORM)) p->has_batchnorm = 1; /* fused variants too */
+        if (kn_op_has(m.train->n[k].op, KN_OPF_CONV)) p->nconv++;
     }
     p->nlayers = kn_g_layer_stats(m.train, &p->layers);
     kn_model_free(&m);

@@ -6,21 +6,33 @@
 
 #include <pthread.h>
 
-/* oneDNN's CPU engine and stream: made once per process (pthread_once: two threads that
- * build graphs at the same time get the same engine), read-only afterwards. */
-static dnnl_engine_t g_engine;
-static dnnl_stream_t g_stream;
-static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+#include <stdlib.h>
 
-static void engine_init(void) {
-    kn_isa_cap_onednn(); /* KN_MAX_ISA caps oneDNN too */
-    dnnl_engine_create(&g_engine, dnnl_cpu, 0);
-    dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags);
+/* KN_MAX_ISA caps oneDNN too, once, before its first engine: oneDNN's cap is a
+ * process-wide setting that can only be set before any kernel runs (written once,
+ * read-only afterwards; pthread_once makes two threads agree). */
+static pthread_once_t cap_once = PTHREAD_ONCE_INIT;
+
+static void ctx_free(void *p) {
+    kn_dnnl_ctx *c = p;
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    if (c->engine) dnnl_engine_destroy(c->engine);
+    free(c);
 }
 
-dnnl_engine_t kn_dnnl_engine(void) {
-    pthread_once(&g_engine_once, engine_init);
-    return g_engine;
+kn_dnnl_ctx *kn_dnnl_ctx_of(kn_ctx *ctx, kn_graph *g) {
+    if (g->bctx) return g->bctx;
+    pthread_once(&cap_once, kn_isa_cap_onednn);
+    kn_dnnl_ctx *c = calloc(1, sizeof *c);
+    if (!c) return kn_err(ctx, KN_ERR_NOMEM, "out of memory"), NULL;
+    if (dnnl_engine_create(&c->engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&c->stream, c->engine, dnnl_stream_default_flags) != dnnl_success) {
+        ctx_free(c);
+        return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN cannot create a CPU engine and stream"), NULL;
+    }
+    g->bctx = c;
+    g->bctx_free = ctx_free;
+    return c;
 }
 
 dnnl_primitive_attr_t kn_dnnl_attr(void) {
@@ -30,9 +42,10 @@ dnnl_primitive_attr_t kn_dnnl_attr(void) {
     return a;
 }
 
-int kn_dnnl_prim_init(kn_ctx *ctx, kn_dnnl_prim *p, const_dnnl_primitive_desc_t pd, const int *arg_ids,
-                      int nargs, const char *what) {
+int kn_dnnl_prim_init(kn_ctx *ctx, const kn_dnnl_ctx *dc, kn_dnnl_prim *p, const_dnnl_primitive_desc_t pd,
+                      const int *arg_ids, int nargs, const char *what) {
     memset(p, 0, sizeof *p);
+    p->stream = dc->stream;
     dnnl_status_t st = dnnl_primitive_create(&p->prim, pd);
     if (st != dnnl_success)
         return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN cannot create the %s primitive (status %d)", what, (int)st);
@@ -40,14 +53,14 @@ int kn_dnnl_prim_init(kn_ctx *ctx, kn_dnnl_prim *p, const_dnnl_primitive_desc_t 
     for (int i = 0; i < nargs; i++) {
         p->arg_ids[i] = arg_ids[i];
         const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg_ids[i]);
-        if (!md || dnnl_memory_create(&p->mem[i], md, kn_dnnl_engine(), DNNL_MEMORY_NONE) != dnnl_success) {
+        if (!md || dnnl_memory_create(&p->mem[i], md, dc->engine, DNNL_MEMORY_NONE) != dnnl_success) {
             kn_dnnl_prim_free(p);
             return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN: %s has no memory for argument %d", what, arg_ids[i]);
         }
     }
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     p->scratch = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    if (p->scratch && dnnl_memory_create(&p->scratch_mem, smd, kn_dnnl_engine(), DNNL_MEMORY_NONE) != dnnl_success) {
+    if (p->scratch && dnnl_memory_create(&p->scratch_mem, smd, dc->engine, DNNL_MEMORY_NONE) != dnnl_success) {
         kn_dnnl_prim_free(p);
         return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN: %s scratchpad", what);
     }
@@ -69,8 +82,8 @@ void kn_dnnl_exec(kn_dnnl_prim *p, void *const *ptrs, void *scratch) {
         args[n].memory = p->scratch_mem;
         n++;
     }
-    dnnl_primitive_execute(p->prim, g_stream, n, args);
-    dnnl_stream_wait(g_stream);
+    dnnl_primitive_execute(p->prim, p->stream, n, args);
+    dnnl_stream_wait(p->stream);
 }
 
 void kn_dnnl_prim_free(kn_dnnl_prim *p) {
@@ -81,12 +94,13 @@ void kn_dnnl_prim_free(kn_dnnl_prim *p) {
     memset(p, 0, sizeof *p);
 }
 
-int kn_dnnl_reorder(kn_ctx *ctx, kn_dnnl_prim *p, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md) {
+int kn_dnnl_reorder(kn_ctx *ctx, const kn_dnnl_ctx *dc, kn_dnnl_prim *p, const dnnl_memory_desc_t *src_md,
+                    const dnnl_memory_desc_t *dst_md) {
     dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_reorder_primitive_desc_create(&pd, src_md, kn_dnnl_engine(), dst_md, kn_dnnl_engine(), NULL) != dnnl_success)
+    if (dnnl_reorder_primitive_desc_create(&pd, src_md, dc->engine, dst_md, dc->engine, NULL) != dnnl_success)
         return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN: no reorder between these layouts");
     int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-    int rc = kn_dnnl_prim_init(ctx, p, pd, args, 2, "reorder");
+    int rc = kn_dnnl_prim_init(ctx, dc, p, pd, args, 2, "reorder");
     p->scratch = 0;
     if (p->scratch_mem) {
         dnnl_memory_destroy(p->scratch_mem);
@@ -101,12 +115,13 @@ void kn_dnnl_reorder_exec(kn_dnnl_prim *p, const void *from, void *to) {
     kn_dnnl_exec(p, ptrs, NULL);
 }
 
-int kn_dnnl_matmul(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias) {
-    return kn_dnnl_matmul_ex(ctx, p, M, N, K, ta, tb, bias, 0);
+int kn_dnnl_matmul(kn_ctx *ctx, const kn_dnnl_ctx *dc, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta,
+                   int tb, int bias) {
+    return kn_dnnl_matmul_ex(ctx, dc, p, M, N, K, ta, tb, bias, 0);
 }
 
-int kn_dnnl_matmul_ex(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta, int tb, int bias,
-                      int relu) {
+int kn_dnnl_matmul_ex(kn_ctx *ctx, const kn_dnnl_ctx *dc, kn_dnnl_prim *p, int64_t M, int64_t N, int64_t K, int ta,
+                      int tb, int bias, int relu) {
     dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
     dnnl_dims_t ad = {M, K}, as = {ta ? 1 : K, ta ? M : 1};
     dnnl_dims_t bd = {K, N}, bs = {tb ? 1 : N, tb ? K : 1};
@@ -128,12 +143,12 @@ int kn_dnnl_matmul_ex(kn_ctx *ctx, kn_dnnl_prim *p, int64_t M, int64_t N, int64_
         dnnl_post_ops_destroy(po);
     }
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, kn_dnnl_engine(), NULL);
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, dc->engine, NULL);
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success) return kn_err(ctx, KN_ERR_INTERNAL, "oneDNN: no matmul implementation (status %d)", (int)st);
     int args_b[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     int args_nb[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-    int rc = kn_dnnl_prim_init(ctx, p, pd, bias ? args_b : args_nb, bias ? 4 : 3, "matmul");
+    int rc = kn_dnnl_prim_init(ctx, dc, p, pd, bias ? args_b : args_nb, bias ? 4 : 3, "matmul");
     dnnl_primitive_desc_destroy(pd);
     return rc;
 }

@@ -79,7 +79,7 @@ void kn_isa_cap_onednn(void) {
         return;
     }
     if (c < 0 || c == KN_NUM_ISA - 1) return;
-    /* oneDNN takes a cap once, before its first kernel: kn_dnnl_engine calls this first */
+    /* oneDNN takes a cap once, before its first kernel: kn_dnnl_ctx_of calls this first */
     dnnl_set_max_cpu_isa(c == KN_ISA_AVX2 ? dnnl_cpu_isa_avx2 : dnnl_cpu_isa_sse41);
 }
 

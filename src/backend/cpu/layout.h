@@ -29,12 +29,11 @@
 #define KN_ATTR_LAYOUT 15
 
 /* The channel block of the path a graph created now would take (16: avx512, 8: avx2,
- * 0: baseline x86-64, blocking off, or KN_BLOCKED_LAYOUT=0): see backend/cpu/isa.h. */
+ * 0: baseline x86-64 or KN_BLOCKED_LAYOUT=0): see backend/cpu/isa.h. */
 int kn_cpu_block(void);
-/* The channel block of graph g's path (g->isa), 0 when blocking is off. */
+/* The channel block of graph g's path (g->isa), 0 when blocking is off (g->blocking = 0,
+ * kn_model_opts.blocked_layout = 0, or KN_BLOCKED_LAYOUT=0). */
 int kn_g_block(const kn_graph *g);
-/* Tests: turn blocked layouts off (0) or back on (1) for graphs planned afterwards. */
-void kn_cpu_set_blocking(int on);
 /* 0: plain; otherwise the block size B of the value's nChw{B}c layout. */
 int kn_layout(const kn_graph *g, int vid);
 
