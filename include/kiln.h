@@ -107,6 +107,13 @@ KN_API int kn_inspect(kn_ctx *ctx, const char *path, const char *dump, FILE *out
 /* Evaluate a run directory (or a checkpoint file inside one) on its test set. */
 KN_API int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res);
 
+/* Predictions of a run directory's model (or a checkpoint file) for every sample of INPUT
+ * (IDX, CSV or .npy, read as the run's training data was), as CSV to `output` (written
+ * atomically; NULL: stdout): index,class,prob_<class>... (logits: logit_<class>...) or
+ * index,value... for real-valued targets. */
+KN_API int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, const char *output, int logits,
+                      int threads);
+
 #ifdef __cplusplus
 }
 #endif
