@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -174,6 +175,13 @@ int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, cons
     char path[4096], why[700] = "", why2[700] = "";
     int rc = kn_model_file(ctx, run_dir_or_ckpt, "predict with", path, sizeof path);
     if (rc) return rc;
+    struct stat sb;
+    if (stat(input, &sb) != 0)
+        return kn_err(ctx, KN_ERR_IO, "%s: %s (the file to predict on: IDX, CSV or .npy, as the training data)", input,
+                      strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return kn_err(ctx, KN_ERR_IO, "%s is a directory; give the file to predict on (IDX, CSV or .npy, as the training data)",
+                      input);
     kn_ckpt *ck = NULL;
     kn_config *cfg = NULL;
     kn_settings st;
@@ -246,7 +254,7 @@ int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, cons
             D.in[0].shape = kn_shape1(ncols);
             fits = plan_fit(ctx, cfg, st.eval_batch, &D, ck, &m, why, sizeof why);
         } else if (picked) {
-            snprintf(why, sizeof why, "the training selection gives %d columns", ncols);
+            snprintf(why, sizeof why, "%d feature column%s", ncols, ncols == 1 ? "" : "s");
         }
         if (!fits && (!picked || ncols != c->ncols) && (want < 0 || c->ncols == want)) {
             free(cols);
@@ -261,18 +269,22 @@ int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, cons
             fits = plan_fit(ctx, cfg, st.eval_batch, &D, ck, &m, why2, sizeof why2);
         }
         if (!fits) {
-            char wants[96] = "", count[32] = "the model's";
+            char wants[96] = ", which do not fit the model in ", count[32] = "the model's";
             if (want >= 0) {
-                snprintf(wants, sizeof wants, " (the model takes %lld features)", (long long)want);
+                snprintf(wants, sizeof wants, ", but the model in ");
                 snprintf(count, sizeof count, "%lld", (long long)want);
             }
+            char sel[KN_SPEC_SEL * 2 + 80];
+            if (sp->targets_path[0]) snprintf(sel, sizeof sel, "features = '%s'", sp->features[0] ? sp->features : "all");
+            else
+                snprintf(sel, sizeof sel, "features = '%s', target = '%s'; the target column is ignored",
+                         sp->features[0] ? sp->features : "all but the target", sp->target[0] ? sp->target : "-1");
             rc = kn_err(ctx, KN_ERR_SHAPE,
-                        "%s: %lld columns do not fit the model in %s%s: give a file with the training file's columns "
-                        "(features = '%s', target = '%s' pick the features; the target column is ignored) or exactly %s "
-                        "feature columns%s%s%s%s",
-                        input, (long long)c->ncols, path, wants, sp->features[0] ? sp->features : "all but the target",
-                        sp->targets_path[0] ? "in another file" : sp->target[0] ? sp->target : "-1", count,
-                        why[0] ? "; with the training selection: " : "", why, why2[0] ? "; with all columns: " : "", why2);
+                        "%s has %lld column%s%s%s%s%s%s: give the training file's columns (%s) or exactly %s feature "
+                        "columns%s%s%s%s",
+                        input, (long long)c->ncols, c->ncols == 1 ? "" : "s", wants, path, want >= 0 ? " takes " : "",
+                        want >= 0 ? count : "", want >= 0 ? " features" : "", sel, count,
+                        why[0] ? "; with the training selection, " : "", why, why2[0] ? "; with all columns, " : "", why2);
             goto done;
         }
         float *x = NULL;
