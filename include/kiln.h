@@ -188,6 +188,13 @@ KN_API int kn_session_save(kn_session *s, const char *path);
  * shapes must match, and so must the input normalisation when the file records one. */
 KN_API int kn_session_load_weights(kn_session *s, const char *path);
 
+/* Predictions of a run directory's model (or a checkpoint file) for every sample of INPUT
+ * (IDX, CSV or .npy, read as the run's training data was), as CSV to `output` (written
+ * atomically; NULL: stdout): index,class,prob_<class>... (logits: logit_<class>...) or
+ * index,value... for real-valued targets. */
+KN_API int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, const char *output, int logits,
+                      int threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -93,8 +93,9 @@ int main(void) {
     kn_test_slurp(kn_test_src("tools/kiln.c"), src, sizeof src);
     CHECK(strlen(src) > 1000, "cannot read tools/kiln.c");
     const char *verbs[][2] = {{"train", "x.ini"}, {"resume", "runs/x"}, {"eval", "runs/x"},
-                              {"plan", "x.ini"},  {"inspect", "x.safetensors"}, {"health", "runs/x"}};
-    for (int i = 0; i < 6; i++) test_verb(verbs[i][0], src, verbs[i][1]);
+                              {"plan", "x.ini"},  {"inspect", "x.safetensors"}, {"health", "runs/x"},
+                              {"predict", "runs/x"}};
+    for (int i = 0; i < 7; i++) test_verb(verbs[i][0], src, verbs[i][1]);
     /* every command of main() has a help */
     for (const char *p = src; (p = strstr(p, "if (!strcmp(cmd, \"")); p++) {
         char verb[32];

@@ -27,6 +27,9 @@ static const char *const USAGE =
     "                                   continue a run, bit-exactly, from its newest good checkpoint\n"
     "  kiln eval RUN_DIR|CHECKPOINT [--threads N]\n"
     "                                   evaluate a trained model (else best, else newest) on the test set\n"
+    "  kiln predict RUN_DIR|CHECKPOINT INPUT [--output FILE] [--logits] [--threads N]\n"
+    "                                   predictions for every sample of INPUT (IDX, CSV or .npy) as CSV:\n"
+    "                                   the class and its probabilities (or logits), or the values\n"
     "  kiln health RUN_DIR              per-layer health table (activations, gradients, update ratios,\n"
     "                                   drift), warnings, guard events and the train/validation gap\n"
     "  kiln inspect CHECKPOINT [--dump TENSOR]\n"
@@ -34,7 +37,9 @@ static const char *const USAGE =
     "                                   (--dump prints every value of one tensor)\n"
     "  kiln --help                      show this help\n"
     "  kiln --version                   show the version\n"
-    "\n"
+    "\n";
+/* (two strings: ISO C limits one literal to 4095 characters) */
+static const char *const USAGE_TRAIN =
     "Options for train:\n"
     "  --set SECTION.KEY=VALUE   override a config value (repeatable), e.g. --set optimizer.lr=3e-4\n"
     "  --run-dir DIR             where config.ini, metrics.jsonl and model.safetensors go\n"
@@ -128,6 +133,21 @@ static const verb_help HELP[] = {
      "  -h, --help                show this help\n",
      "  kiln eval runs/fashion_mnist_cnn\n"
      "  kiln eval runs/fashion_mnist_cnn/checkpoints/best.safetensors --threads 1\n"},
+    {"predict", "kiln predict RUN_DIR|CHECKPOINT INPUT [options]",
+     "Run a trained model on every sample of INPUT and write CSV (to stdout, or --output FILE): for class\n"
+     "labels 'index,class,prob_<class>...' (class: the most probable one, by its label in the training data;\n"
+     "probabilities: softmax of the outputs), for real-valued targets 'index,value' (or value_0...). INPUT is\n"
+     "read as the run's training data was (IDX images, or the data.source reader with its CSV options and\n"
+     "column selection) and normalised with the statistics stored in the checkpoint; the training data\n"
+     "itself is not needed. A CSV may have the training file's columns (the target column is ignored) or\n"
+     "just the feature columns.",
+     "  -o, --output FILE         write the CSV to FILE (atomically: FILE.tmp, then renamed; default: stdout)\n"
+     "  --logits                  the model's raw outputs (logit_<class>, round-trip precision) instead of\n"
+     "                            probabilities\n"
+     "  --threads N               worker threads, 1 to 1024 (default: the config's train.threads)\n"
+     "  -h, --help                show this help\n",
+     "  kiln predict runs/fashion_mnist_mlp /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz -o preds.csv\n"
+     "  kiln predict runs/breast_cancer new_patients.csv --logits\n"},
     {"plan", "kiln plan CONFIG [options]",
      "Before anything is allocated: per layer the output shape, parameters, FLOPs and the bytes of\n"
      "parameters, gradients, optimizer state, saved activations and scratch; the arena peak, the naive\n"
@@ -495,20 +515,57 @@ static int cmd_eval(int argc, char **argv) {
     return status;
 }
 
+static int cmd_predict(int argc, char **argv) {
+    const char *target = NULL, *input = NULL, *output = NULL;
+    int threads = 0, logits = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads")) {
+            long long v;
+            if (i + 1 >= argc) return usage_error("option %s needs a value", argv[i]);
+            if (parse_threads(argv[++i], &v)) return usage_error("--threads '%s': expected an integer from 1 to 1024", argv[i]);
+            threads = (int)v;
+        } else if (!strcmp(argv[i], "--output") || !strcmp(argv[i], "-o")) {
+            if (i + 1 >= argc) return usage_error("option %s needs a value (the CSV file to write)", argv[i]);
+            output = argv[++i];
+            if (!*output) return usage_error("%s", "--output: an empty file name");
+        } else if (!strcmp(argv[i], "--logits")) {
+            logits = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage_error("unknown option '%s' for predict", argv[i]);
+        } else if (!target) {
+            target = argv[i];
+        } else if (!input) {
+            input = argv[i];
+        } else {
+            return usage_error("unexpected argument '%s' (predict takes a RUN_DIR or CHECKPOINT and one INPUT file)", argv[i]);
+        }
+    }
+    if (!target || !input)
+        return usage_error("%s", "predict needs a run directory (or checkpoint) and an input file, e.g. kiln predict "
+                                 "runs/fashion_mnist_mlp t10k-images-idx3-ubyte.gz -o preds.csv");
+    kn_ctx *ctx = kn_ctx_new();
+    int rc = kn_predict(ctx, target, input, output, logits, threads);
+    int status = rc ? fail(ctx) : 0;
+    kn_ctx_free(ctx);
+    return status;
+}
+
 int main(int argc, char **argv) {
     kn_malloc_policy(); /* resident memory stays what `kiln plan` predicts (backend/cpu/cpus.h) */
     if (argc < 2) {
         fputs(USAGE, stderr);
+        fputs(USAGE_TRAIN, stderr);
         return 2;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") && argc >= 3) {
         const verb_help *h = find_help(argv[2]);
-        if (!h) return usage_error("unknown command '%s' (commands: train, plan, resume, eval, inspect, health)", argv[2]);
+        if (!h) return usage_error("unknown command '%s' (commands: train, plan, resume, eval, predict, inspect, health)", argv[2]);
         return print_help(h);
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(USAGE, stdout);
+        fputs(USAGE_TRAIN, stdout);
         fputs(USAGE_VERBS, stdout);
         return 0;
     }
@@ -523,8 +580,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "resume")) return cmd_resume(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "predict")) return cmd_predict(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "plan")) return cmd_plan(argc - 2, argv + 2);
     if (!strcmp(cmd, "health")) return cmd_health(argc - 2, argv + 2);
-    return usage_error("unknown command '%s' (commands: train, plan, resume, eval, inspect, health)", cmd);
+    return usage_error("unknown command '%s' (commands: train, plan, resume, eval, predict, inspect, health)", cmd);
 }

@@ -524,46 +524,52 @@ void kn_job_close(kn_job *j) {
 }
 
 /* ---------------- evaluation of a saved model ---------------- */
+int kn_model_file(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *what, char *path, size_t size) {
+    struct stat sb;
+    if (stat(run_dir_or_ckpt, &sb) != 0)
+        return kn_err(ctx, KN_ERR_IO, "'%s': %s (expected a run directory or a .safetensors checkpoint)", run_dir_or_ckpt,
+                      strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) {
+        if (strlen(run_dir_or_ckpt) >= size) return kn_err(ctx, KN_ERR_IO, "'%.200s...': path too long", run_dir_or_ckpt);
+        kn_strlcpy(path, run_dir_or_ckpt, size);
+        return KN_OK;
+    }
+    snprintf(path, size, "%s/model.safetensors", run_dir_or_ckpt);
+    if (stat(path, &sb) == 0) return KN_OK;
+    /* a run that did not finish: its best checkpoint, else its newest step checkpoint */
+    const char *why = "the best validation loss";
+    snprintf(path, size, "%s/checkpoints/best.safetensors", run_dir_or_ckpt);
+    if (stat(path, &sb) != 0) {
+        why = "the newest checkpoint";
+        long long newest = -1;
+        char cdir[4096];
+        snprintf(cdir, sizeof cdir, "%s/checkpoints", run_dir_or_ckpt);
+        DIR *d = opendir(cdir);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            long long st;
+            char tail[32];
+            if (sscanf(de->d_name, "step-%lld.safetens%31s", &st, tail) == 2 && !strcmp(tail, "ors") && st > newest) newest = st;
+        }
+        if (d) closedir(d);
+        if (newest < 0)
+            return kn_err(ctx, KN_ERR_IO, "%s holds no model.safetensors, best.safetensors or step checkpoint: nothing to %s "
+                                          "(finish the run with 'kiln resume %s')",
+                          run_dir_or_ckpt, what, run_dir_or_ckpt);
+        snprintf(path, size, "%.4000s/step-%09lld.safetensors", cdir, newest);
+    }
+    fprintf(stderr, "kiln: %s has no model.safetensors (the run did not finish): using %s (%s)\n", run_dir_or_ckpt, path,
+            why);
+    return KN_OK;
+}
+
 int kn_eval(kn_ctx *ctx, const char *run_dir_or_ckpt, int threads, kn_train_result *res) {
     kn_train_result dummy;
     if (!res) res = &dummy;
     memset(res, 0, sizeof *res);
     char path[4096];
-    struct stat sb;
-    if (stat(run_dir_or_ckpt, &sb) != 0)
-        return kn_err(ctx, KN_ERR_IO, "'%s': %s (expected a run directory or a .safetensors checkpoint)", run_dir_or_ckpt,
-                      strerror(errno));
-    if (S_ISDIR(sb.st_mode)) {
-        snprintf(path, sizeof path, "%s/model.safetensors", run_dir_or_ckpt);
-        /* a run that did not finish: its best checkpoint, else its newest step checkpoint */
-        if (stat(path, &sb) != 0) {
-            const char *why = "the best validation loss";
-            snprintf(path, sizeof path, "%s/checkpoints/best.safetensors", run_dir_or_ckpt);
-            if (stat(path, &sb) != 0) {
-                why = "the newest checkpoint";
-                long long newest = -1;
-                char cdir[4096];
-                snprintf(cdir, sizeof cdir, "%s/checkpoints", run_dir_or_ckpt);
-                DIR *d = opendir(cdir);
-                struct dirent *de;
-                while (d && (de = readdir(d))) {
-                    long long st;
-                    char tail[32];
-                    if (sscanf(de->d_name, "step-%lld.safetens%31s", &st, tail) == 2 && !strcmp(tail, "ors") && st > newest) newest = st;
-                }
-                if (d) closedir(d);
-                if (newest < 0)
-                    return kn_err(ctx, KN_ERR_IO, "%s holds no model.safetensors, best.safetensors or step checkpoint: nothing to evaluate "
-                                                  "(finish the run with 'kiln resume %s')",
-                                  run_dir_or_ckpt, run_dir_or_ckpt);
-                snprintf(path, sizeof path, "%.4000s/step-%09lld.safetensors", cdir, newest);
-            }
-            fprintf(stderr, "kiln: %s has no model.safetensors (the run did not finish): evaluating %s (%s)\n", run_dir_or_ckpt,
-                    path, why);
-        }
-    } else {
-        kn_strlcpy(path, run_dir_or_ckpt, sizeof path);
-    }
+    int rc0 = kn_model_file(ctx, run_dir_or_ckpt, "evaluate", path, sizeof path);
+    if (rc0) return rc0;
     kn_ckpt *ck = NULL;
     int rc = kn_ckpt_open(ctx, path, &ck);
     if (rc) return rc;

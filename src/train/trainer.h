@@ -85,4 +85,9 @@ int kn_evaluate_metrics(kn_model *m, kn_loader *L, uint64_t seed, kn_eval_metric
 /* Mean loss and accuracy of the eval graph over a loader (kn_evaluate_metrics). */
 int kn_evaluate(kn_model *m, kn_loader *L, uint64_t seed, double *loss, double *acc);
 
+/* The model file of a run directory: model.safetensors, else checkpoints/best.safetensors,
+ * else the newest checkpoints/step-N.safetensors (a note on stderr says which); a file
+ * is taken as it is. `what` names the use in the message when there is none ("evaluate"). */
+int kn_model_file(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *what, char *path, size_t size);
+
 #endif
