@@ -284,10 +284,10 @@ static int end_epoch(kn_ctx *ctx, run *r, const kn_train_options *opt, double ep
     kn_rec_int(&rec, "step", S->step);
     kn_rec_num(&rec, "train_loss", KN_MV_G9, tl);
     kn_rec_num(&rec, "val_loss", KN_MV_G9, *vloss);
+    char keys[8][48]; /* the record keeps pointers to its keys until it is written */
     for (int i = 0; i < em.nmetrics; i++) {
-        char key[48];
-        snprintf(key, sizeof key, "val_%s", em.names[i]);
-        kn_rec_num(&rec, key, strstr(em.names[i], "accuracy") ? KN_MV_F6 : KN_MV_G9, em.values[i]);
+        snprintf(keys[i], sizeof keys[i], "val_%s", em.names[i]);
+        kn_rec_num(&rec, keys[i], strstr(em.names[i], "accuracy") ? KN_MV_F6 : KN_MV_G9, em.values[i]);
     }
     kn_rec_num(&rec, "gap", KN_MV_G9, *vloss - tl);
     kn_rec_num(&rec, "seconds", KN_MV_F3, secs);
@@ -331,10 +331,10 @@ static int finish(kn_ctx *ctx, run *r, const kn_train_options *opt, int early_st
     kn_rec_begin(&rec, "test");
     kn_rec_int(&rec, "step", S->step);
     kn_rec_num(&rec, "test_loss", KN_MV_G9, res->test_loss);
+    char keys[8][48]; /* the record keeps pointers to its keys until it is written */
     for (int i = 0; i < em.nmetrics; i++) {
-        char key[48];
-        snprintf(key, sizeof key, "test_%s", em.names[i]);
-        kn_rec_num(&rec, key, strstr(em.names[i], "accuracy") ? KN_MV_F6 : KN_MV_G9, em.values[i]);
+        snprintf(keys[i], sizeof keys[i], "test_%s", em.names[i]);
+        kn_rec_num(&rec, keys[i], strstr(em.names[i], "accuracy") ? KN_MV_F6 : KN_MV_G9, em.values[i]);
     }
     kn_sinks_write(&r->sinks, &rec);
     kn_rec_begin(&rec, "checkpoint_time");
