@@ -16,6 +16,7 @@
 
 #include "backend/cpu/cpus.h"
 #include "backend/cpu/isa.h"
+#include "backend/cpu/kernels.h"
 #include "backend/cpu/layout.h"
 #include "graph/graph.h"
 #include "testutil.h"
@@ -93,7 +94,7 @@ static void test_graph_path(void) {
     for (int i = 0; i < 8; i += 2)
         CHECK(k[i]->forward && k[i]->backward && k[i + 1]->forward && k[i + 1]->backward &&
                   k[i]->forward != k[i + 1]->forward && k[i]->backward != k[i + 1]->backward &&
-                  k[i]->forward != kn_op_relu.kernels[KN_BACKEND_CPU].forward,
+                  k[i]->forward != kn_backend_get(KN_BACKEND_CPU)->kernels(&kn_op_relu)->forward,
               "kernel table %d: the AVX2 and AVX-512 entry points are missing or the same code", i / 2);
 #else
     printf("native build: one path, no per-ISA kernels to check\n");
@@ -188,10 +189,59 @@ static void test_threads(void) {
     CHECK(st == 0 && !strstr(g_err, "warning: --threads"), "--threads %d on %d cores warns:\n%s", cpus, cpus, g_err);
 }
 
+/* Every op of KN_OP_LIST is found by its id, has a unique name, and has CPU kernels
+ * (registered by id: backend/cpu/registry.c); a backend without kernels for an op is
+ * refused at plan time with a message naming the layer, the op and the backend. */
+static const kn_kernels *no_kernels(const kn_op *op) {
+    (void)op;
+    return NULL;
+}
+static int no_support(const kn_graph *g, const kn_node *n, int need_backward) {
+    (void)g, (void)n, (void)need_backward;
+    return 0;
+}
+
+static void test_registry(void) {
+    const kn_backend_iface *cpu = kn_backend_get(KN_BACKEND_CPU);
+    CHECK(cpu && !strcmp(cpu->name, "cpu") && kn_backend_get(KN_NUM_BACKENDS) == NULL, "the backend table");
+    for (int id = 0; id < KN_NUM_OPS; id++) {
+        const kn_op *op = kn_op_by_id(id);
+        CHECK(op && (int)op->id == id && op->name && op->infer, "op id %d: %s", id, op ? op->name : "missing");
+        if (!op) continue;
+        for (int j = 0; j < id; j++)
+            CHECK(strcmp(kn_op_by_id(j)->name, op->name) != 0, "two ops named %s", op->name);
+        const kn_kernels *k = cpu->kernels(op);
+        CHECK(k && k->forward && (op->diff_inputs == 0 || k->backward), "op %s: no CPU kernels", op->name);
+    }
+    CHECK(kn_op_by_id(-1) == NULL && kn_op_by_id(KN_NUM_OPS) == NULL, "ids out of range");
+    /* a backend that runs none of the ops */
+    kn_backend_iface none = *cpu;
+    none.name = "none";
+    none.kernels = no_kernels;
+    none.supports_op = no_support;
+    kn_ctx *ctx = kn_ctx_new();
+    kn_store s;
+    kn_store_init(&s);
+    kn_graph *g = kn_g_new(&s, 0);
+    g->be = &none;
+    kn_g_set_layer(g, "act1");
+    int x = kn_g_input(g, "x", KN_F32, kn_shape2(2, 3));
+    int y = kn_g_op(ctx, g, &kn_op_tanh, &x, 1, &(kn_attrs){0});
+    CHECK(y >= 0, "tanh added: %s", kn_ctx_message(ctx));
+    kn_g_keep(g, y);
+    int rc = kn_g_plan(ctx, g);
+    CHECK(rc == KN_ERR_CONFIG && strstr(kn_ctx_message(ctx), "layer 'act1': op tanh has no kernels on the none backend"),
+          "plan on a backend without kernels: rc %d, %s", rc, kn_ctx_message(ctx));
+    kn_g_free(g);
+    kn_store_free(&s);
+    kn_ctx_free(ctx);
+}
+
 int main(void) {
     snprintf(D, sizeof D, "%s", kn_test_tmpdir("test_isa"));
     test_env_cap();
     test_graph_path();
+    test_registry();
     test_version();
     test_resume_warning();
     test_threads();

@@ -2,7 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "graph/graph.h"
 
-#include "backend/cpu/isa.h"
+#include "backend/backend.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -128,8 +128,9 @@ kn_graph *kn_g_new(kn_store *store, int training) {
     if (!g) return NULL;
     g->store = store;
     g->training = training;
-    g->isa = kn_isa_select();
+    g->be = kn_backend_get(KN_BACKEND_CPU);
     g->blocking = 1;
+    g->be->graph_init(g);
     g->loss = -1;
     return g;
 }
@@ -137,11 +138,11 @@ kn_graph *kn_g_new(kn_store *store, int training) {
 void kn_g_free(kn_graph *g) {
     if (!g) return;
     for (int i = 0; i < g->nn; i++) {
-        const kn_kernels *k = &g->n[i].op->kernels[g->backend];
-        if (k->release && g->n[i].priv) k->release(&g->n[i]);
+        const kn_kernels *k = g->n[i].k;
+        if (k && k->release && g->n[i].priv) k->release(&g->n[i]);
     }
-    if (g->bctx_free && g->bctx) g->bctx_free(g->bctx);
-    if (g->own_arena) kn_aligned_free(g->arena);
+    g->be->graph_free(g);
+    if (g->own_arena) g->be->release(g->arena);
     free(g->v);
     free(g->n);
     free(g->steps);
@@ -319,9 +320,10 @@ static int autodiff(kn_ctx *ctx, kn_graph *g) {
         for (int i = 0; i < n->nin; i++)
             if ((n->op->diff_inputs >> i & 1u) && g->v[n->in[i]].needs_grad) any = 1;
         if (!any) continue;
-        if (!n->op->kernels[g->backend].backward) {
+        if (!g->be->supports_op(g, n, 1)) {
             free(written);
-            return kn_err(ctx, KN_ERR_INTERNAL, "op %s has no backward", n->op->name);
+            return kn_err(ctx, KN_ERR_CONFIG, "layer '%s': op %s has no backward on the %s backend", n->layer,
+                          n->op->name, g->be->name);
         }
         int s = add_step(g, KN_STEP_BWD, k);
         for (int i = 0; i < n->nin; i++) {
@@ -703,8 +705,10 @@ int kn_g_plan(kn_ctx *ctx, kn_graph *g) {
     /* backend primitives and scratch sizes */
     for (int k = 0; k < g->nn; k++) {
         kn_node *n = &g->n[k];
-        const kn_kernels *kk = &n->op->kernels[g->backend];
-        if (!kk->forward) return kn_err(ctx, KN_ERR_INTERNAL, "op %s has no kernel for this backend", n->op->name);
+        if (!g->be->supports_op(g, n, 0))
+            return kn_err(ctx, KN_ERR_CONFIG, "layer '%s': op %s has no kernels on the %s backend", n->layer,
+                          n->op->name, g->be->name);
+        const kn_kernels *kk = n->k = g->be->kernels(n->op);
         if (kk->prepare && (rc = kk->prepare(g, n, ctx))) {
             kn_err_prefix(ctx, "layer '%s' (%s): ", n->layer, n->op->name);
             return rc;
@@ -738,7 +742,7 @@ int kn_g_bind(kn_ctx *ctx, kn_graph *g, void *arena, size_t arena_size) {
         g->arena = arena;
         g->own_arena = 0;
     } else {
-        g->arena = kn_aligned_alloc(g->arena_bytes);
+        g->arena = g->be->alloc(g->arena_bytes);
         if (!g->arena)
             return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the %.1f MiB arena", (double)g->arena_bytes / 1048576.0);
         g->own_arena = 1;
@@ -761,25 +765,14 @@ int kn_g_compile(kn_ctx *ctx, kn_graph *g) {
 }
 
 /* ======================= executor ======================= */
-/* Small sums run serially without entering a parallel region: a region that runs on
- * one thread (an `if` clause false) makes libgomp allocate a team descriptor. */
-static void add_into(float *restrict dst, const float *restrict src, int64_t n) {
-    if (n <= 32768) {
-        for (int64_t i = 0; i < n; i++) dst[i] += src[i];
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
-}
-
 /* Save (dir 0) or restore (dir 1) the STATE inputs of n around a recomputation. */
 static void state_backup(const kn_graph *g, const kn_node *n, float *bk, int dir) {
     for (int i = 0; i < n->nin; i++) {
         const kn_value *v = &g->v[n->in[i]];
         if (v->kind != KN_VAL_STATE) continue;
         size_t b = v->nbytes;
-        if (dir == 0) memcpy(bk, v->data, b);
-        else memcpy(v->data, bk, b);
+        if (dir == 0) g->be->copy(g, bk, v->data, b);
+        else g->be->copy(g, v->data, bk, b);
         bk += b / sizeof(float);
     }
 }
@@ -790,11 +783,11 @@ void kn_g_run_steps(kn_graph *g, kn_rt *rt, int from, int to) {
     for (int s = from; s < to; s++) {
         const kn_step *st = &g->steps[s];
         if (st->kind == KN_STEP_ZERO) {
-            memset(g->v[st->zero_val].data, 0, (size_t)kn_numel(g, st->zero_val) * sizeof(float));
+            g->be->memset(g, g->v[st->zero_val].data, 0, (size_t)kn_numel(g, st->zero_val) * sizeof(float));
             continue;
         }
         const kn_node *n = &g->n[st->node];
-        const kn_kernels *k = &n->op->kernels[g->backend];
+        const kn_kernels *k = n->k;
         if (st->kind == KN_STEP_FWD) {
             rt->scratch = n->scratch_fwd_val >= 0 ? (void *)g->v[n->scratch_fwd_val].data : NULL;
             k->forward(n, rt);
@@ -815,7 +808,7 @@ void kn_g_run_steps(kn_graph *g, kn_rt *rt, int from, int to) {
             rt->scratch = n->scratch_bwd_val >= 0 ? (void *)g->v[n->scratch_bwd_val].data : NULL;
             k->backward(n, rt, din, dout);
             for (int i = 0; i < n->nin; i++)
-                if (st->accum[i]) add_into(g->v[g->v[n->in[i]].grad].data, din[i], kn_numel(g, n->in[i]));
+                if (st->accum[i]) g->be->axpy(g, g->v[g->v[n->in[i]].grad].data, 1.0f, din[i], kn_numel(g, n->in[i]));
         }
     }
 }
@@ -826,8 +819,11 @@ void kn_g_backward(kn_graph *g, kn_rt *rt, const float *seed_grad) {
     if (g->loss < 0 || g->v[g->loss].grad < 0) return;
     kn_value *lg = &g->v[g->v[g->loss].grad];
     int64_t n = kn_shape_numel(&lg->shape);
-    if (seed_grad) memcpy(lg->data, seed_grad, (size_t)n * sizeof(float));
-    else for (int64_t i = 0; i < n; i++) lg->data[i] = 1.0f;
+    if (seed_grad) g->be->copy(g, lg->data, seed_grad, (size_t)n * sizeof(float));
+    else {
+        static const float one = 1.0f;
+        for (int64_t i = 0; i < n; i++) g->be->copy(g, lg->data + i, &one, sizeof one);
+    }
     kn_g_run_steps(g, rt, g->nfwd, g->nsteps);
 }
 

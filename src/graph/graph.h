@@ -23,6 +23,8 @@ typedef struct kn_graph kn_graph;
 typedef struct kn_node kn_node;
 typedef struct kn_op kn_op;
 typedef struct kn_rt kn_rt;
+typedef struct kn_backend_iface kn_backend_iface; /* a backend (backend/backend.h) */
+typedef struct kn_kernels kn_kernels;             /* one op's kernels on one backend (backend/backend.h) */
 
 /* ---------------- parameter store ---------------- */
 typedef enum {
@@ -127,6 +129,7 @@ struct kn_node {
     char impl[32];       /* the algorithm prepare() chose where an op has several
                           * ("direct", "winograd"), for reports; "" otherwise */
     int scratch_fwd_val, scratch_bwd_val; /* value ids, -1 if none */
+    const kn_kernels *k; /* the graph's backend's kernels for op, set by kn_g_plan */
 };
 
 /* Runtime state handed to kernels. */
@@ -141,18 +144,32 @@ struct kn_rt {
                           * batches are always whole (0). */
 };
 
+/* Backends (backend/backend.h): each is an interface struct with its own per-graph
+ * context; a graph is made for one (kn_g_new: the CPU) and nothing above the backend
+ * knows which one runs. */
 typedef enum { KN_BACKEND_CPU = 0, KN_NUM_BACKENDS } kn_backend;
 
-typedef struct {
-    /* Create primitives (once, at compile time); set n->scratch_fwd/bwd. Optional. */
-    int (*prepare)(kn_graph *g, kn_node *n, kn_ctx *ctx);
-    void (*release)(kn_node *n);
-    void (*forward)(const kn_node *n, kn_rt *rt);
-    /* Write (overwrite, never accumulate) the gradient of input i into din[i] for
-     * each i with din[i] != NULL. dout[j] is the gradient of output j (NULL for
-     * saved outputs, which have none). Forward inputs/outputs are read through rt. */
-    void (*backward)(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout);
-} kn_kernels;
+/* Every op has an id (kn_op.id) by which backends register their kernels (e.g.
+ * backend/cpu/registry.c) and passes may ask what an op is. Columns: the id's suffix and
+ * the op struct's name (kn_op_<name>). */
+#define KN_OP_LIST(X)                                                                                       \
+    X(LINEAR, linear) X(LINEAR_RELU, linear_relu) X(CONV2D, conv2d) X(MAXPOOL2D, maxpool2d)                 \
+    X(AVGPOOL2D, avgpool2d) X(GLOBAL_AVGPOOL, global_avgpool) X(BATCHNORM, batchnorm)                       \
+    X(BATCHNORM_RELU, batchnorm_relu) X(RELU, relu) X(LEAKY_RELU, leaky_relu) X(GELU, gelu) X(SILU, silu)   \
+    X(TANH, tanh) X(SIGMOID, sigmoid) X(DROPOUT, dropout) X(RESHAPE, reshape) X(ADD, add) X(SUB, sub)      \
+    X(MUL, mul) X(DIV, div) X(CONCAT, concat) X(EXP, exp) X(LOG, log) X(SQRT, sqrt) X(RSQRT, rsqrt)        \
+    X(NEG, neg) X(SQUARE, square) X(AFFINE, affine) X(SUM, sum) X(MEAN, mean) X(MAX, max)                  \
+    X(SOFTMAX, softmax) X(LOG_SOFTMAX, log_softmax) X(MATMUL, matmul) X(PERMUTE, permute) X(SLICE, slice)  \
+    X(GATHER, gather) X(LAYERNORM, layernorm) X(SOFTMAX_CE, softmax_ce) X(MSE, mse)                        \
+    X(BCE_LOGITS, bce_logits) X(L1, l1) X(HUBER, huber) X(ACCURACY, accuracy)                              \
+    X(TOPK_ACCURACY, topk_accuracy) X(MAE, mae) X(RMSE, rmse) X(R2, r2)
+
+#define KN_OP_ID_ENUM_(ID, name) KN_OP_##ID,
+typedef enum { KN_OP_LIST(KN_OP_ID_ENUM_) KN_NUM_OPS } kn_op_id;
+#undef KN_OP_ID_ENUM_
+
+/* The op with that id (ops/registry.c), NULL when out of range. */
+const kn_op *kn_op_by_id(int id);
 
 /* Op properties (kn_op.flags), asked through kn_op_has() — never by comparing an op's
  * name or address outside the op definitions and the graph passes
@@ -176,6 +193,7 @@ enum {
 };
 
 struct kn_op {
+    kn_op_id id;                /* KN_OP_*: backends register kernels by it */
     const char *name;
     unsigned flags;             /* KN_OPF_* */
     /* the same op with a ReLU applied to output 0 in the same pass (graph/fuse.c folds a
@@ -195,7 +213,7 @@ struct kn_op {
      * writes din[i][k], and never after (other din[j] included). The planner then puts
      * din[i] in the bytes of dout[0] when dout[0] is not read after this step. */
     unsigned bwd_inplace;
-    kn_kernels kernels[KN_NUM_BACKENDS];
+    /* No kernels here: each backend registers its own by .id (backend/backend.h). */
 };
 
 /* Whether op has every property in f (KN_OPF_*). */
@@ -218,10 +236,12 @@ enum { KN_STEP_FWD = 0, KN_STEP_BWD = 1, KN_STEP_ZERO = 2, KN_STEP_RECOMP = 3 };
 struct kn_graph {
     kn_store *store;
     int training;
-    kn_backend backend;
-    int isa;             /* kn_isa (backend/cpu/isa.h): the kernels' instruction set, set by kn_g_new */
-    int blocking;        /* 1 (kn_g_new's default): channel-blocked layouts where the path has them
-                          * (backend/cpu/layout.h); 0: all plain. Set before kn_g_plan. */
+    const kn_backend_iface *be; /* the backend that plans and runs it (backend/backend.h) */
+    int isa;             /* the backend's kernel variant, set by its graph_init (CPU: the kn_isa
+                          * instruction-set path, backend/cpu/isa.h), fixed for the graph's life */
+    int blocking;        /* 1 (kn_g_new's default): the backend may store activations in its own
+                          * layouts (CPU: channel-blocked, backend/cpu/layout.h); 0: all plain.
+                          * Set before kn_g_plan. */
     void *bctx;          /* the backend's per-graph context (CPU: oneDNN engine and stream,
                           * backend/cpu/dnnl_glue.h), made on first use; nothing is shared
                           * between graphs, so graphs can run on different threads at once */

@@ -17,9 +17,6 @@
  *   correct (softmax_ce makes the loss NaN for it instead).
  * Counts are integers summed exactly (int64), so the result does not depend on the
  * thread count. */
-#include <math.h>
-
-#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int acc_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -44,7 +41,7 @@ static int acc_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
         return kn_err(ctx, KN_ERR_SHAPE, "%s expects int32 labels, got %s", nm, yv->dtype == KN_F32 ? "float32" : "uint8");
     if (kn_shape_numel(y) < 1) return kn_err(ctx, KN_ERR_SHAPE, "%s expects a batch of at least one sample", nm);
     const int64_t K = l->d[l->nd - 1];
-    if (n->op == &kn_op_topk_accuracy && (n->a.i[0] < 1 || n->a.i[0] > K))
+    if (n->op->id == KN_OP_TOPK_ACCURACY && (n->a.i[0] < 1 || n->a.i[0] > K))
         return kn_err(ctx, KN_ERR_SHAPE, "topk_accuracy: k (attribute 0) must be between 1 and the %lld classes, got %lld",
                       (long long)K, (long long)n->a.i[0]);
     return kn_g_declare_out(g, n, 0, KN_F32, kn_shape1(2)) < 0 ? KN_ERR_NOMEM : KN_OK;
@@ -56,56 +53,20 @@ static double acc_flops_bwd(const kn_graph *g, const kn_node *n) {
     return 0.0;
 }
 
-/* a ranks above b: larger, or NaN against a number */
-static inline int acc_gt(float a, float b) { return a > b || (isnan(a) && !isnan(b)); }
-static inline int acc_eq(float a, float b) { return a == b || (isnan(a) && isnan(b)); }
-
-static void acc_forward(int64_t k, const kn_node *n, kn_rt *rt) {
-    kn_graph *g = rt->g;
-    const kn_shape *l = kn_shp(g, n->in[0]);
-    const int64_t K = l->d[l->nd - 1], R = kn_valid_numel(rt, g, n->in[1]);
-    const float *x = kn_ptr(g, n->in[0]);
-    const int32_t *lab = kn_iptr(g, n->in[1]);
-    int64_t correct = 0;
-#pragma omp parallel for schedule(static) reduction(+ : correct) if (R * K > 65536)
-    for (int64_t r = 0; r < R; r++) {
-        const float *xr = x + r * K;
-        const int32_t c = lab[r];
-        if (c < 0 || c >= K) continue;
-        const float v = xr[c];
-        int64_t rank = 0;
-        for (int64_t j = 0; j < K && rank < k; j++) rank += acc_gt(xr[j], v) || (j < c && acc_eq(xr[j], v));
-        correct += rank < k;
-    }
-    float *out = kn_ptr(g, n->out[0]);
-    out[0] = (float)correct;
-    out[1] = (float)R;
-}
-
-static void acc_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
-    (void)n, (void)rt, (void)din, (void)dout; /* no gradient (diff_inputs = 0) */
-}
-
-static void acc1_forward(const kn_node *n, kn_rt *rt) { acc_forward(1, n, rt); }
-static void acck_forward(const kn_node *n, kn_rt *rt) { acc_forward(n->a.i[0], n, rt); }
-
-KN_ISA_KERNELS(acc1, acc1_forward, acc_backward)
-KN_ISA_KERNELS(acck, acck_forward, acc_backward)
-
-KN_OP_DEF(kn_op_accuracy) = {
+const kn_op kn_op_accuracy = {
+    .id = KN_OP_ACCURACY,
     .name = "accuracy",
     .infer = acc_infer,
     .flops_fwd = acc_flops,
     .flops_bwd = acc_flops_bwd,
     .diff_inputs = 0,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(acc1), KN_ISA_BWD(acc1)}},
 };
 
-KN_OP_DEF(kn_op_topk_accuracy) = {
+const kn_op kn_op_topk_accuracy = {
+    .id = KN_OP_TOPK_ACCURACY,
     .name = "topk_accuracy",
     .infer = acc_infer,
     .flops_fwd = acc_flops,
     .flops_bwd = acc_flops_bwd,
     .diff_inputs = 0,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(acck), KN_ISA_BWD(acck)}},
 };

@@ -39,10 +39,11 @@ typedef enum {
 
 /* The kind of a metric op, KN_METRIC_NONE for any other op. */
 static inline kn_metric_kind kn_metric_kind_of(const kn_op *op) {
-    if (op == &kn_op_accuracy || op == &kn_op_topk_accuracy) return KN_METRIC_ACCURACY;
-    if (op == &kn_op_mae) return KN_METRIC_MAE;
-    if (op == &kn_op_rmse) return KN_METRIC_RMSE;
-    if (op == &kn_op_r2) return KN_METRIC_R2;
+    if (!op) return KN_METRIC_NONE;
+    if (op->id == KN_OP_ACCURACY || op->id == KN_OP_TOPK_ACCURACY) return KN_METRIC_ACCURACY;
+    if (op->id == KN_OP_MAE) return KN_METRIC_MAE;
+    if (op->id == KN_OP_RMSE) return KN_METRIC_RMSE;
+    if (op->id == KN_OP_R2) return KN_METRIC_R2;
     return KN_METRIC_NONE;
 }
 

@@ -13,7 +13,6 @@
 #ifndef KN_OPS_ND_H
 #define KN_OPS_ND_H
 
-#include <math.h>
 #include <string.h>
 
 #include "core/core.h"

@@ -2,13 +2,8 @@
  *   input x float32, rank d; attrs: i[0..d) = the permutation: output axis k is input
  *   axis i[k]. y.shape[k] = x.shape[i[k]].
  * Backward: dx = dy permuted back (the inverse permutation). */
-#include <string.h>
-
-#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 #include "ops/nd.h"
-
-/* ======================= (1) definition ======================= */
 
 static int perm_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
     char a[64];
@@ -37,31 +32,8 @@ static double perm_flops(const kn_graph *g, const kn_node *n) {
     return 0.0;
 }
 
-/* ======================= (2) CPU kernels: forward and backward side by side ======================= */
-
-static void perm_forward(const kn_node *n, kn_rt *rt) {
-    kn_graph *g = rt->g;
-    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
-    int64_t xst[KN_MAX_DIMS], ss[KN_MAX_DIMS];
-    nd_strides(xs->nd, xs->d, xst);
-    for (int k = 0; k < xs->nd; k++) ss[k] = xst[n->a.i[k]];
-    nd_copy_strided(kn_ptr(g, n->out[0]) /* y: (x.shape[p[k]]...) */, kn_ptr(g, n->in[0]) /* x */, ys->nd, ys->d, ss, 0);
-}
-
-static void perm_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
-    if (!din[0]) return;
-    kn_graph *g = rt->g;
-    const kn_shape *xs = kn_shp(g, n->in[0]), *ys = kn_shp(g, n->out[0]);
-    int64_t yst[KN_MAX_DIMS], ss[KN_MAX_DIMS];
-    nd_strides(ys->nd, ys->d, yst);
-    for (int k = 0; k < ys->nd; k++) ss[n->a.i[k]] = yst[k]; /* input axis p[k] is output axis k */
-    nd_copy_strided(din[0] /* dx: x's shape */, dout[0] /* dy: y's shape */, xs->nd, xs->d, ss, 0);
-}
-
-KN_ISA_KERNELS(permute, perm_forward, perm_backward)
-
-/* ============ (1, continued) the op: the definition as a struct; only its .kernels entry names section 2 ============ */
-KN_OP_DEF(kn_op_permute) = {
+const kn_op kn_op_permute = {
+    .id = KN_OP_PERMUTE,
     .name = "permute",
     .infer = perm_infer,
     .flops_fwd = perm_flops,
@@ -69,5 +41,4 @@ KN_OP_DEF(kn_op_permute) = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {NULL, NULL, KN_ISA_FWD(permute), KN_ISA_BWD(permute)}},
 };

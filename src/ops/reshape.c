@@ -3,10 +3,6 @@
  * -1 and is inferred. Forward and backward are copies. When the input is stored
  * channel-blocked (backend/cpu/layout.h), the forward converts it to the plain order
  * (the output is always plain) and the backward converts the gradient back. */
-#include <string.h>
-
-#include "backend/cpu/layout.h"
-#include "backend/cpu/isa.h"
 #include "graph/graph.h"
 
 static int reshape_infer(kn_graph *g, kn_node *n, kn_ctx *ctx) {
@@ -56,48 +52,8 @@ static double reshape_flops(const kn_graph *g, const kn_node *n) {
     return 0.0;
 }
 
-static int reshape_prepare(kn_graph *g, kn_node *n, kn_ctx *ctx) {
-    (void)ctx;
-    n->a.i[KN_ATTR_LAYOUT] = kn_layout(g, n->in[0]);
-    return KN_OK;
-}
-
-static void blocked_dims(const kn_graph *g, const kn_node *n, int64_t *N, int64_t *C, int64_t *S) {
-    const kn_shape *x = kn_shp(g, n->in[0]);
-    *N = x->d[0];
-    *C = x->d[1];
-    *S = x->d[2] * x->d[3];
-}
-
-static void reshape_forward(const kn_node *n, kn_rt *rt) {
-    kn_graph *g = rt->g;
-    if (n->a.i[KN_ATTR_LAYOUT]) {
-        int64_t N, C, S;
-        blocked_dims(g, n, &N, &C, &S);
-        kn_from_blocked(kn_ptr(g, n->out[0]), kn_ptr(g, n->in[0]), N, C, S, (int)n->a.i[KN_ATTR_LAYOUT]);
-        return;
-    }
-    const void *x = kn_ptr(g, n->in[0]);
-    void *y = kn_ptr(g, n->out[0]);
-    size_t bytes = (size_t)kn_numel(g, n->in[0]) * kn_dtype_size(g->v[n->in[0]].dtype);
-    if (x != y) memcpy(y, x, bytes);
-}
-
-static void reshape_backward(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) {
-    if (!din[0]) return;
-    if (n->a.i[KN_ATTR_LAYOUT]) {
-        int64_t N, C, S;
-        blocked_dims(rt->g, n, &N, &C, &S);
-        kn_to_blocked(din[0], dout[0], N, C, S, (int)n->a.i[KN_ATTR_LAYOUT]);
-        return;
-    }
-    if (din[0] == dout[0]) return;
-    memcpy(din[0], dout[0], (size_t)kn_numel(rt->g, n->in[0]) * sizeof(float));
-}
-
-KN_ISA_KERNELS(reshape, reshape_forward, reshape_backward)
-
-KN_OP_DEF(kn_op_reshape) = {
+const kn_op kn_op_reshape = {
+    .id = KN_OP_RESHAPE,
     .name = "reshape",
     .flags = KN_OPF_BLOCKED_IN,
     .infer = reshape_infer,
@@ -106,5 +62,4 @@ KN_OP_DEF(kn_op_reshape) = {
     .bwd_reads_in = 0,
     .bwd_reads_out = 0,
     .diff_inputs = 0x1,
-    .kernels = {[KN_BACKEND_CPU] = {reshape_prepare, NULL, KN_ISA_FWD(reshape), KN_ISA_BWD(reshape)}},
 };

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend/cpu/isa.h"
+#include "backend/backend.h"
 #include "train/checkpoint.h"
 #include "train/resume.h"
 
@@ -35,7 +35,7 @@ static int save_state(kn_ctx *ctx, kn_checkpointer *R, const char *path, const k
     }
     char algos[4096], isa[256];
     kn_algorithms_of(R->job->model.train, algos, sizeof algos);
-    kn_isa_path(isa, sizeof isa);
+    R->job->model.train->be->path(isa, sizeof isa);
     kn_ckpt_record rec = {.kind = "train", .s = *s, .seed = R->st->seed, .optimizer_t = o->t,
                           .optimizer_kind = (int64_t)o->c.kind, .config_hash = kn_fnv1a(R->cfg_text),
                           .data_mean = (double)R->job->mean, .data_std = (double)R->job->std,
@@ -103,7 +103,7 @@ static int load_state(kn_ctx *ctx, kn_checkpointer *R, const char *path, kn_trai
     kn_ctx_clear(ctx);
     kn_check_algorithms(kn_ckpt_meta_get(c, "algorithms"), R->job->model.train, path);
     char isa_msg[768];
-    if (kn_isa_check_resume(kn_ckpt_meta_get(c, "isa_path"), path, isa_msg, sizeof isa_msg))
+    if (R->job->model.train->be->check_resume(kn_ckpt_meta_get(c, "isa_path"), path, isa_msg, sizeof isa_msg))
         fprintf(stderr, "kiln: warning: %s\n", isa_msg);
     kn_optimizer *o = R->opt;
     int same_kind = okind == (int64_t)o->c.kind;

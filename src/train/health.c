@@ -59,7 +59,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "train/health.h"
 
-#include "backend/cpu/layout.h"
+#include "backend/backend.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -172,7 +172,7 @@ static void act_stats(kn_health *h, hlayer *l) {
     if (sh->nd == 4) {
         /* units are channels; the value may be stored channel-blocked (nChw{B}c) */
         int64_t C = sh->d[1], HW = sh->d[2] * sh->d[3];
-        int B = kn_layout(g, l->vid);
+        int B = g->be->layout(g, l->vid);
         memset(alive, 0, (size_t)C);
 #pragma omp parallel for schedule(static) if (n > 4 * KN_H_BLOCK)
         for (int64_t c = 0; c < C; c++) {

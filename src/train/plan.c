@@ -3,7 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "train/plan.h"
 
-#include "backend/cpu/isa.h"
+#include "backend/backend.h"
 
 #include <cJSON.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -260,9 +260,10 @@ static void plan_process(kn_mem_plan *p, const kn_settings *st, const data_info 
     if (st->leakage_check) m->guard += (size_t)p->ntrain * 16;
     m->baseline = KN_RSS_BASELINE_BYTES + (size_t)p->nconv * KN_RSS_PER_CONV_BYTES +
                   (size_t)(p->threads > 1 ? p->threads - 1 : 0) * KN_RSS_PER_THREAD_BYTES;
-    /* below AVX-512 oneDNN runs other code (its sgemm driver: more of libdnnl's text,
-     * per-thread packing buffers and malloc arenas): measured */
-    if (kn_isa_select() < KN_ISA_AVX512) m->baseline += KN_RSS_AVX2_BYTES;
+    /* what the backend's libraries hold beside the plan (the CPU below AVX-512: oneDNN's
+     * sgemm driver, more of libdnnl's text, per-thread packing buffers and malloc arenas:
+     * measured) */
+    m->baseline += kn_backend_get(KN_BACKEND_CPU)->rss_extra();
     size_t sum = m->arena + m->store_params + m->store_grads + m->store_state + m->optimizer + m->accumulation +
                  m->datasets + m->loaders + m->guard + m->baseline;
     /* an upper bound: the measured peak varies by a few MiB from run to run */

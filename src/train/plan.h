@@ -47,11 +47,11 @@
  * on the avx512 and the avx2 paths (tests/test_rss.c, bench/mem_rss.py). Below
  * AVX-512, oneDNN's sgemm-based kernels (more of libdnnl's code, per-thread packing
  * buffers, the worker threads' malloc arenas) add 2.3-2.8 MiB for the examples at
- * batch 64-512 on two threads: KN_RSS_AVX2_BYTES. The measured peak varies by ~1%
+ * batch 64-512 on two threads: the CPU backend's rss_extra() (backend/backend.h,
+ * 3 MiB below AVX-512: backend/cpu/cpu_backend.c). The measured peak varies by ~1%
  * between identical runs (thread timing): every prediction carries KN_RSS_MARGIN of
  * its sum on top (folded into "baseline"). Both hold with the kiln command's fixed
  * malloc thresholds (kn_malloc_policy, backend/cpu/cpus.h). */
-#define KN_RSS_AVX2_BYTES ((size_t)3072 * 1024)
 #define KN_RSS_MARGIN 0.015
 
 /* train.budget, train.fit, train.micro_batch (read by kn_settings_read). */

@@ -1,11 +1,12 @@
 /* kiln — the instruction set of kiln's own CPU kernels, chosen at run time.
  *
- * A portable build (the default) compiles every kernel file of src/ops/ three times:
- * for baseline x86-64 (SSE2), for x86-64-v3 (AVX2, FMA, BMI2: "avx2") and for
- * x86-64-v4 (AVX-512 F/BW/CD/DQ/VL: "avx512"). Each graph picks one of them when it is
- * created (kn_g_new stores kn_isa_select() in g->isa, fixed for the graph's life) and
- * each op's forward/backward entry point switches on it: the choice is per graph, made
- * once, and no process-wide variable is written. What decides it:
+ * A portable build (the default) compiles every kernel file of src/backend/cpu/kernels/
+ * three times: for baseline x86-64 (SSE2), for x86-64-v3 (AVX2, FMA, BMI2: "avx2") and
+ * for x86-64-v4 (AVX-512 F/BW/CD/DQ/VL: "avx512"). Each graph picks one of them when it
+ * is created (the CPU backend's graph_init stores kn_isa_select() in g->isa, fixed for
+ * the graph's life) and each op's forward/backward entry point (backend/cpu/kernels.h)
+ * switches on it: the choice is per graph, made once, and no process-wide variable is
+ * written. What decides it:
  *   - the CPU (__builtin_cpu_supports; libgcc's CPU model is filled once at start-up
  *     and read-only afterwards), and
  *   - a cap from the environment, read each time: KN_MAX_ISA, else ONEDNN_MAX_CPU_ISA,
@@ -60,57 +61,5 @@ int kn_isa_check_resume(const char *then, const char *path, char *msg, size_t n)
 /* Apply KN_MAX_ISA to oneDNN when oneDNN's own variables are unset (backend/cpu/dnnl_glue.c,
  * before the engine is created). */
 void kn_isa_cap_onednn(void);
-
-/* ---- per-ISA kernel entry points (used by the op files, src/ops/) ----
- * An op file declares each forward/backward pair once,
- *     KN_ISA_KERNELS(bn, bn_forward, bn_backward)
- * uses KN_ISA_FWD(bn) / KN_ISA_BWD(bn) in its kernels entry and defines its ops with
- * KN_OP_DEF(kn_op_batchnorm) = {...}. In the variant compiles (KN_ISA_SUFFIX defined by
- * CMake: __avx2, __avx512) the file only exports that pair as kn_isa_bn__avx2 and its op
- * structs become unused statics; in the baseline compile the entry points switch on the
- * graph's path. */
-typedef struct {
-    void (*forward)(const kn_node *n, kn_rt *rt);
-    void (*backward)(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout);
-} kn_isa_kernels;
-
-#define KN_ISA_CAT_(a, b) a##b
-#define KN_ISA_CAT(a, b) KN_ISA_CAT_(a, b)
-
-#if defined(KN_ISA_SUFFIX)
-#define KN_ISA_KERNELS(tag, f, b) const kn_isa_kernels KN_ISA_CAT(kn_isa_##tag, KN_ISA_SUFFIX) = {f, b};
-#define KN_ISA_FWD(tag) NULL
-#define KN_ISA_BWD(tag) NULL
-#define KN_OP_DEF(name) static const kn_op __attribute__((unused)) KN_ISA_CAT(name, KN_ISA_SUFFIX)
-#elif defined(KN_ISA_NATIVE)
-#define KN_ISA_KERNELS(tag, f, b)                                                                         \
-    static void kn_isa_##tag##_fwd(const kn_node *n, kn_rt *rt) { f(n, rt); }                            \
-    static void kn_isa_##tag##_bwd(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) { \
-        b(n, rt, din, dout);                                                                              \
-    }
-#define KN_ISA_FWD(tag) kn_isa_##tag##_fwd
-#define KN_ISA_BWD(tag) kn_isa_##tag##_bwd
-#define KN_OP_DEF(name) const kn_op name
-#else
-#define KN_ISA_KERNELS(tag, f, b)                                                                         \
-    extern const kn_isa_kernels kn_isa_##tag##__avx2, kn_isa_##tag##__avx512;                            \
-    static void kn_isa_##tag##_fwd(const kn_node *n, kn_rt *rt) {                                         \
-        switch (rt->g->isa) {                                                                             \
-        case KN_ISA_AVX512: kn_isa_##tag##__avx512.forward(n, rt); return;                                \
-        case KN_ISA_AVX2: kn_isa_##tag##__avx2.forward(n, rt); return;                                    \
-        default: f(n, rt); return;                                                                        \
-        }                                                                                                 \
-    }                                                                                                     \
-    static void kn_isa_##tag##_bwd(const kn_node *n, kn_rt *rt, float *const *din, const float *const *dout) { \
-        switch (rt->g->isa) {                                                                             \
-        case KN_ISA_AVX512: kn_isa_##tag##__avx512.backward(n, rt, din, dout); return;                    \
-        case KN_ISA_AVX2: kn_isa_##tag##__avx2.backward(n, rt, din, dout); return;                        \
-        default: b(n, rt, din, dout); return;                                                             \
-        }                                                                                                 \
-    }
-#define KN_ISA_FWD(tag) kn_isa_##tag##_fwd
-#define KN_ISA_BWD(tag) kn_isa_##tag##_bwd
-#define KN_OP_DEF(name) const kn_op name
-#endif
 
 #endif
