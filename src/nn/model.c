@@ -3,6 +3,7 @@
  * the table at the end. The trainer does not change. */
 #define _POSIX_C_SOURCE 200809L
 #include "nn/model.h"
+#include "backend/backend.h"
 #include "graph/fuse.h"
 #include "ops/activation.h"
 #include "ops/metric.h"
@@ -125,15 +126,16 @@ static int build_linear(layer_ctx *L, int *out) {
     }
     if ((rc = kn_cfg_bool(L->ctx, L->cfg, L->sec, "bias", 1, &bias))) return rc;
     const kn_shape *xs = kn_shp(L->g, L->in[0]);
-    /* the linear op works on any rank (over the last axis); the config layer still asks
-     * for [batch, features], so that a linear layer after a convolution without a
-     * flatten stays an error rather than a product over the image's last axis */
-    if (xs->nd != 2) {
+    /* the linear op works on any rank (over the last axis); the config layer takes
+     * [batch, features] and [batch, positions, features] (per position: sequences), so
+     * that a linear layer after a convolution without a flatten stays an error rather
+     * than a product over the image's last axis */
+    if (xs->nd != 2 && xs->nd != 3) {
         char sb[64];
-        return kn_err(L->ctx, KN_ERR_SHAPE, "linear expects a 2-D input [batch, features], got %s; put a flatten layer before it",
-                      kn_shape_str(xs, sb, sizeof sb));
+        return kn_err(L->ctx, KN_ERR_SHAPE, "linear expects a 2-D input [batch, features] or a 3-D input [batch, positions, features], "
+                      "got %s; put a flatten layer before it", kn_shape_str(xs, sb, sizeof sb));
     }
-    int64_t fan_in = xs->d[1];
+    int64_t fan_in = xs->d[xs->nd - 1];
     kn_init wi, bi;
     if ((rc = get_init(L, "init", KN_INIT_KAIMING_UNIFORM, fan_in, o, &wi))) return rc;
     if (!bias && ((rc = unused_key(L, "bias_init", "with bias = false")) || (rc = unused_key(L, "bias_init_scale", "with bias = false")))) return rc;
@@ -495,6 +497,20 @@ int kn_model_output(const kn_graph *g, const char *name) {
     return -1;
 }
 
+/* The class labels of a batch: [batch] (one per sample) or [batch, T...] (one per
+ * position: the data's per-sample label shape); the logits that fit them add the class
+ * axis last: [batch, classes] or [batch, T..., classes]. */
+static kn_shape labels_shape(const kn_model *m, int64_t batch) {
+    kn_shape s = {1, {batch}};
+    for (int k = 0; k < m->desc.target.nd; k++) s.d[s.nd++] = m->desc.target.d[k];
+    return s;
+}
+static kn_shape logits_shape(const kn_model *m, int64_t batch) {
+    kn_shape s = labels_shape(m, batch);
+    s.d[s.nd++] = m->nclasses;
+    return s;
+}
+
 /* The loss node of graph g on output `prev` of shape *want; its target input(s) named
  * "labels" (int32) or "targets" (float32), class weights "class_weights". */
 static int add_loss_node(kn_ctx *ctx, kn_model *m, kn_graph *g, int64_t batch, int prev, const kn_shape *want, int *y_out,
@@ -506,7 +522,7 @@ static int add_loss_node(kn_ctx *ctx, kn_model *m, kn_graph *g, int64_t batch, i
     const kn_op *op = &kn_op_mse;
     *cw_out = -1;
     if (m->loss_kind == KN_LOSS_CE) {
-        in[1] = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
+        in[1] = kn_g_input(g, "labels", KN_I32, labels_shape(m, batch));
         if (m->class_weights) {
             in[2] = *cw_out = kn_g_input(g, "class_weights", KN_F32, kn_shape1(m->nclasses));
             nin = 3;
@@ -595,7 +611,7 @@ static int add_loss_and_metrics_eval(kn_ctx *ctx, const kn_config *cfg, kn_model
     m->labels_eval = m->loss_kind == KN_LOSS_CE ? y : -1;
     m->targets_eval = m->loss_kind == KN_LOSS_CE ? -1 : y;
     if (!m->desc.target_real && m->labels_eval < 0) {
-        m->labels_eval = kn_g_input(g, "labels", KN_I32, kn_shape1(batch));
+        m->labels_eval = kn_g_input(g, "labels", KN_I32, labels_shape(m, batch));
         if (m->labels_eval < 0) return kn_err(ctx, KN_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < m->nmetrics; i++) {
@@ -740,30 +756,34 @@ static int build_graph(kn_ctx *ctx, const kn_config *cfg, kn_model *m, kn_graph 
     if (g->training) {
         const kn_shape *os = kn_shp(g, prev);
         char sh[64], sh2[64];
-        kn_shape want; /* (batch, classes) or (batch, target...) */
+        kn_shape want; /* (batch, classes), (batch, positions..., classes) or (batch, target...) */
         if (D->target_real) {
             want.nd = D->target.nd + 1;
             want.d[0] = batch;
             for (int k = 0; k < D->target.nd; k++) want.d[k + 1] = D->target.d[k];
             if (want.nd == 1) want = kn_shape2(batch, 1); /* one value per sample: (batch, 1) */
         } else {
-            want = kn_shape2(batch, m->nclasses);
+            want = logits_shape(m, batch);
         }
         if (!kn_shape_eq(os, &want)) {
             if (D->target_real)
                 rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data's targets are %s: end with a linear layer with out = %lld",
                             cfg->path, kn_shape_str(os, sh, sizeof sh), kn_shape_str(&want, sh2, sizeof sh2),
                             (long long)want.d[want.nd - 1]);
-            else
+            else if (D->target.nd == 0)
                 rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data has %d classes: expected [%lld,%d] (end with a linear layer with out = %d)",
                             cfg->path, kn_shape_str(os, sh, sizeof sh), m->nclasses, (long long)batch, m->nclasses, m->nclasses);
+            else
+                rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the last layer's output is %s but the data has one label per position and %d classes: "
+                            "expected %s (class axis last: end with a linear layer with out = %d on a [batch, positions, features] input)",
+                            cfg->path, kn_shape_str(os, sh, sizeof sh), m->nclasses, kn_shape_str(&want, sh2, sizeof sh2), m->nclasses);
             goto out;
         }
         if ((rc = add_loss(ctx, m, g, batch, prev, &want, y_out, loss_out))) goto out;
         kn_g_keep(g, prev);
     } else {
         kn_g_keep(g, prev);
-        kn_shape want = D->target_real ? kn_shape2(batch, m->target_numel) : kn_shape2(batch, m->nclasses);
+        kn_shape want = D->target_real ? kn_shape2(batch, m->target_numel) : logits_shape(m, batch);
         const kn_shape *os = kn_shp(g, prev);
         /* the eval graph measures when its output fits the targets (a model whose output
          * does not is refused by the train graph's check) */
@@ -926,12 +946,12 @@ int kn_model_plan_desc_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, in
                 snprintf(what, sizeof what, "%s: the model input '%s' [batch, ...]", cfg->path, desc->in[i].name);
             if (kn_shape_check(ctx, &s, 1, sizeof(float), what, NULL)) return ctx->code;
         }
-        kn_shape out = desc->target_real ? kn_shape2(B, m->target_numel) : kn_shape2(B, desc->nclasses);
-        snprintf(what, sizeof what, desc->target_real ? "%s: the targets [batch, values]" : "%s: the targets [batch, classes]", cfg->path);
+        if (!desc->target_real && desc->target.nd > KN_MAX_DIMS - 2)
+            return kn_err(ctx, KN_ERR_CONFIG, "%s: the data's class labels are %d-D per sample; one label per sample or per "
+                          "position of up to %d axes is supported", cfg->path, desc->target.nd, KN_MAX_DIMS - 2);
+        kn_shape out = desc->target_real ? kn_shape2(B, m->target_numel) : logits_shape(m, B);
+        snprintf(what, sizeof what, desc->target_real ? "%s: the targets [batch, values]" : "%s: the logits [batch, (positions,) classes]", cfg->path);
         if (kn_shape_check(ctx, &out, 1, sizeof(float), what, NULL)) return ctx->code;
-        if (!desc->target_real && desc->target.nd != 0)
-            return kn_err(ctx, KN_ERR_CONFIG, "%s: the data has one class label per position (%d-D labels per sample); "
-                          "training on per-position labels is not supported yet (one label per sample is)", cfg->path, desc->target.nd);
         if (desc->target_real && desc->target.nd > 1)
             return kn_err(ctx, KN_ERR_CONFIG, "%s: the data's real-valued targets are %d-D per sample; a vector (k values per sample) is supported",
                           cfg->path, desc->target.nd);
@@ -978,7 +998,7 @@ int kn_model_alloc(kn_ctx *ctx, kn_model *m) {
     if ((rc = kn_store_alloc(ctx, &m->store))) return rc;
     size_t a = m->eval->arena_bytes;
     if (m->train && m->train->arena_bytes > a) a = m->train->arena_bytes;
-    m->arena = kn_aligned_alloc(a);
+    m->arena = m->eval->be->alloc(a); /* the graphs' backend's memory: the eval graph is always there */
     if (!m->arena) return kn_err(ctx, KN_ERR_NOMEM, "cannot allocate the %.1f MiB arena", (double)a / 1048576.0);
     m->arena_bytes = a;
     if (m->train && (rc = kn_g_bind(ctx, m->train, m->arena, a))) return rc;
@@ -1004,9 +1024,9 @@ int kn_model_build_opts(kn_ctx *ctx, const kn_config *cfg, int64_t batch, int64_
 
 void kn_model_free(kn_model *m) {
     free(m->class_weights);
+    if (m->arena && m->eval) m->eval->be->release(m->arena);
     kn_g_free(m->train);
     kn_g_free(m->eval);
-    kn_aligned_free(m->arena);
     kn_store_free(&m->store);
     memset(m, 0, sizeof *m);
 }
@@ -1025,11 +1045,12 @@ static void set_targets(const kn_model *m, kn_graph *g, int64_t batch, int label
         return;
     }
     const int32_t *lab = y;
-    if (labels >= 0) memcpy(kn_iptr(g, labels), lab, (size_t)batch * sizeof(int32_t));
+    const int64_t R = batch * m->target_numel; /* labels: one per sample or per position */
+    if (labels >= 0) memcpy(kn_iptr(g, labels), lab, (size_t)R * sizeof(int32_t));
     if (targets >= 0) {
         float *t = kn_ptr(g, targets);
-        memset(t, 0, (size_t)(batch * m->nclasses) * sizeof(float));
-        for (int64_t i = 0; i < batch; i++)
+        memset(t, 0, (size_t)(R * m->nclasses) * sizeof(float));
+        for (int64_t i = 0; i < R; i++)
             if (lab[i] >= 0 && lab[i] < m->nclasses) t[i * m->nclasses + lab[i]] = 1.0f;
     }
     if (cw >= 0) memcpy(kn_ptr(g, cw), m->class_weights, (size_t)m->nclasses * sizeof(float));

@@ -314,7 +314,10 @@ int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, cons
     if ((rc = kn_model_alloc(ctx, &m)) || (rc = kn_ckpt_load_store(ctx, ck, &m.store))) goto done;
 
     const kn_shape *os = kn_shp(m.eval, m.out_eval);
-    const int64_t B = m.eval_batch, K = os->nd >= 1 && os->d[0] == B ? kn_shape_numel(os) / B : 0;
+    const int64_t B = m.eval_batch, KP = os->nd >= 1 && os->d[0] == B ? kn_shape_numel(os) / B : 0;
+    /* a classifier with one label per position ([batch, positions, classes]) writes one
+     * row per sample and position */
+    const int64_t P = !D.target_real && os->nd == 3 ? os->d[1] : 1, K = P > 0 ? KP / P : 0;
     if (K < 1) {
         char sh[160];
         rc = kn_err(ctx, KN_ERR_SHAPE, "%s: the model's output is %s: expected (batch, outputs)", path, kn_shape_str(os, sh, sizeof sh));
@@ -344,7 +347,7 @@ int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, cons
             fputc('\n', f);
         }
     } else {
-        fputs("index,class", f);
+        fputs(P > 1 || os->nd == 3 ? "index,position,class" : "index,class", f);
         for (int64_t k = 0; k < K; k++) {
             char num[32];
             snprintf(num, sizeof num, "%lld", (long long)k);
@@ -364,9 +367,10 @@ int kn_predict(kn_ctx *ctx, const char *run_dir_or_ckpt, const char *input, cons
         if (cnt < B) memset(xb + cnt * E, 0, (size_t)((B - cnt) * E) * sizeof(float));
         kn_g_forward(m.eval, &rt);
         const float *out = kn_ptr(m.eval, m.out_eval);
-        for (int64_t i = 0; i < cnt; i++) {
+        for (int64_t i = 0; i < cnt * P; i++) {
             const float *r = out + i * K;
-            fprintf(f, "%lld", (long long)(i0 + i));
+            if (os->nd == 3 && !D.target_real) fprintf(f, "%lld,%lld", (long long)(i0 + i / P), (long long)(i % P));
+            else fprintf(f, "%lld", (long long)(i0 + i));
             if (D.target_real) {
                 for (int64_t k = 0; k < K; k++) fprintf(f, ",%.9g", (double)r[k]);
                 fputc('\n', f);
