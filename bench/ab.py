@@ -71,6 +71,10 @@ def main():
         print("%-5s %5d %3d  %12.0f %12.0f %7.3f  %12.0f %12.0f %7.3f" % (
             c[0], c[1], c[2], med["old"]["train_sps"], med["new"]["train_sps"], tr,
             med["old"]["infer_sps"], med["new"]["infer_sps"], ir))
+    print("per round (training samples/s, old / new):")
+    for c in confs:
+        print("  %-5s %5d %3d  %s" % (c[0], c[1], c[2], "  ".join("%.0f/%.0f" % (o["train_sps"], n["train_sps"])
+                                                          for o, n in zip(res[c]["old"], res[c]["new"]))))
     ok = worst >= args.min_ratio
     print("lowest training new/old: %.3f (%s the %.2f bar)" % (worst, "meets" if ok else "BELOW", args.min_ratio))
     return 0 if ok else 1
